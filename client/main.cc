@@ -1,0 +1,11 @@
+// halftime: the command-line client. All logic lives in client/cli.cc.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "client/cli.h"
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  return halftime::RunCli(args, std::cout, std::cerr);
+}

@@ -1,0 +1,95 @@
+#include "common/enum_names.h"
+
+#include <cctype>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace halftime {
+namespace {
+
+// "JobState" -> "JOB_STATE_": the prefix protobuf style puts on values.
+std::string ValuePrefix(const google::protobuf::EnumDescriptor* type) {
+  std::string prefix;
+  for (char c : type->name()) {
+    if (std::isupper(static_cast<unsigned char>(c)) && !prefix.empty()) {
+      prefix += '_';
+    }
+    prefix += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  return prefix + "_";
+}
+
+template <typename Enum>
+absl::StatusOr<Enum> ParseEnum(const google::protobuf::EnumDescriptor* type,
+                               absl::string_view name, absl::string_view what) {
+  const auto* value = FindEnumByShortName(type, name);
+  if (value == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown ", what, " \"", name, "\"; expected one of ",
+                     absl::StrJoin(EnumShortNames(type), ", ")));
+  }
+  return static_cast<Enum>(value->number());
+}
+
+}  // namespace
+
+std::string EnumShortName(const google::protobuf::EnumValueDescriptor* value) {
+  if (value == nullptr || value->number() == 0) return "";
+  const std::string prefix = ValuePrefix(value->type());
+  absl::string_view full = value->name();
+  if (full.substr(0, prefix.size()) == prefix)
+    full.remove_prefix(prefix.size());
+  std::string out;
+  out.reserve(full.size());
+  for (char c : full) {
+    out += c == '_'
+               ? '-'
+               : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+std::string EnumShortName(const google::protobuf::EnumDescriptor* type,
+                          int number) {
+  return EnumShortName(type->FindValueByNumber(number));
+}
+
+const google::protobuf::EnumValueDescriptor* FindEnumByShortName(
+    const google::protobuf::EnumDescriptor* type, absl::string_view name) {
+  for (int i = 0; i < type->value_count(); ++i) {
+    const auto* value = type->value(i);
+    if (value->number() != 0 && EnumShortName(value) == name) return value;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> EnumShortNames(
+    const google::protobuf::EnumDescriptor* type) {
+  std::vector<std::string> names;
+  for (int i = 0; i < type->value_count(); ++i) {
+    if (type->value(i)->number() != 0)
+      names.push_back(EnumShortName(type->value(i)));
+  }
+  return names;
+}
+
+std::string PrecisionName(v1::Precision precision) {
+  return EnumShortName(v1::Precision_descriptor(), precision);
+}
+
+std::string JobStateName(v1::JobState state) {
+  return EnumShortName(v1::JobState_descriptor(), state);
+}
+
+absl::StatusOr<v1::Precision> ParsePrecision(absl::string_view name) {
+  return ParseEnum<v1::Precision>(v1::Precision_descriptor(), name,
+                                  "precision");
+}
+
+absl::StatusOr<v1::JobState> ParseJobState(absl::string_view name) {
+  return ParseEnum<v1::JobState>(v1::JobState_descriptor(), name, "job state");
+}
+
+}  // namespace halftime

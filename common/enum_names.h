@@ -1,0 +1,45 @@
+// Short, user-facing names of the API's enums: PRECISION_BF16_MIXED is
+// "bf16-mixed", DATA_KIND_TEXT is "text". The spec format, the CLI and the
+// metrics labels all use these names.
+//
+// Thread-safety: every function is pure and thread-safe.
+#ifndef HALFTIME_COMMON_ENUM_NAMES_H_
+#define HALFTIME_COMMON_ENUM_NAMES_H_
+
+#include <google/protobuf/descriptor.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "halftime/v1/job.pb.h"
+#include "halftime/v1/job_spec.pb.h"
+
+namespace halftime {
+
+// Returns the short name of `value` (e.g. "bf16-mixed"), or "" for the
+// UNSPECIFIED value and for numbers the enum does not define.
+std::string EnumShortName(const google::protobuf::EnumValueDescriptor* value);
+std::string EnumShortName(const google::protobuf::EnumDescriptor* type,
+                          int number);
+
+// Finds the value of `type` whose short name is `name`; nullptr when none
+// (UNSPECIFIED is never matched).
+const google::protobuf::EnumValueDescriptor* FindEnumByShortName(
+    const google::protobuf::EnumDescriptor* type, absl::string_view name);
+
+// All short names of `type` in declaration order, UNSPECIFIED left out.
+std::vector<std::string> EnumShortNames(
+    const google::protobuf::EnumDescriptor* type);
+
+// Convenience wrappers for the enums users type most.
+std::string PrecisionName(v1::Precision precision);
+std::string JobStateName(v1::JobState state);
+// Parses "bf16-mixed" etc. INVALID_ARGUMENT lists the valid names.
+absl::StatusOr<v1::Precision> ParsePrecision(absl::string_view name);
+absl::StatusOr<v1::JobState> ParseJobState(absl::string_view name);
+
+}  // namespace halftime
+
+#endif  // HALFTIME_COMMON_ENUM_NAMES_H_

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs every Debian package Halftime needs to build, test and run the demo.
+# Idempotent: packages already present are skipped; uses sudo when not root.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config clang-format
+  # libraries (see CMakeLists.txt find_package calls)
+  libtorch-dev libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev
+  protobuf-compiler prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev
+  googletest libbenchmark-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
+  nlohmann-json3-dev libssl-dev zlib1g-dev
+  # optimized BLAS: without it libtorch falls back to the reference BLAS and
+  # fp32 baselines run ~30x slower, which would inflate every savings figure.
+  libopenblas0-pthread libopenblas-pthread-dev
+  # reference peers used by tests (PyTorch parity, generated Python gRPC client)
+  python3 python3-torch python3-grpcio python3-protobuf python3-yaml
+  # end-to-end tooling
+  prometheus procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages already installed"
+else
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Make sure libblas.so.3 resolves to OpenBLAS, not the reference BLAS.
+if command -v update-alternatives >/dev/null; then
+  blas=$(update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null |
+         awk '/^Value:/{print $2}')
+  case "$blas" in
+    *openblas*) ;;
+    *) echo "setup: warning: libblas.so.3 points at '${blas:-nothing}', not OpenBLAS" ;;
+  esac
+fi

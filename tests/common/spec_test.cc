@@ -1,0 +1,264 @@
+#include "common/spec.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+namespace halftime {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kMinimal[] = R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: synthetic}
+steps: 10
+)";
+
+v1::JobSpec MustParse(absl::string_view text) {
+  absl::StatusOr<v1::JobSpec> spec = ParseJobSpec(text, "t.yaml");
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return spec.ok() ? *spec : v1::JobSpec();
+}
+
+std::string ErrorOf(absl::string_view text) {
+  absl::StatusOr<v1::JobSpec> spec = ParseJobSpec(text, "t.yaml");
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(spec.status().message());
+}
+
+TEST(SpecTest, DefaultsFollowDesign) {
+  v1::JobSpec spec = MustParse(kMinimal);
+  EXPECT_EQ(spec.precision(), v1::PRECISION_AUTO);
+  EXPECT_EQ(spec.loss_scaling().mode(), v1::LOSS_SCALING_MODE_UNSPECIFIED)
+      << "auto's scaler is decided when the precision is resolved";
+  EXPECT_EQ(spec.loss_scaling().init_scale(), 65536.0);
+  EXPECT_EQ(spec.loss_scaling().growth_factor(), 2.0);
+  EXPECT_EQ(spec.loss_scaling().backoff_factor(), 0.5);
+  EXPECT_EQ(spec.loss_scaling().growth_interval(), 2000);
+  EXPECT_EQ(spec.loss_scaling().hysteresis(), 1);
+  EXPECT_EQ(spec.loss_scaling().min_scale(), 1.0);
+  EXPECT_EQ(spec.loss_scaling().max_scale(), 16777216.0);
+  EXPECT_EQ(spec.loss_scaling().on_min_scale(), v1::ON_MIN_SCALE_FAIL);
+  EXPECT_EQ(spec.optimizer().name(), v1::OPTIMIZER_NAME_ADAMW);
+  EXPECT_DOUBLE_EQ(spec.optimizer().lr(), 3e-4);
+  EXPECT_EQ(spec.batch_size(), 16);
+  EXPECT_EQ(spec.grad_accumulation(), 1);
+  EXPECT_EQ(spec.max_grad_norm(), 1.0);
+  EXPECT_EQ(spec.seed(), 1);
+  EXPECT_EQ(spec.data().seq_len(), 128);
+  EXPECT_EQ(spec.max_restarts(), 3);
+  EXPECT_EQ(spec.savings().baseline(), v1::BASELINE_MODE_PROBE);
+  EXPECT_EQ(spec.savings().probe_steps(), 10);
+  EXPECT_EQ(spec.resources().device(), v1::DEVICE_KIND_ANY);
+}
+
+TEST(SpecTest, LossScalingDefaultDependsOnPrecision) {
+  v1::JobSpec fp16 =
+      MustParse(std::string(kMinimal) + "precision: fp16-mixed\n");
+  EXPECT_EQ(fp16.loss_scaling().mode(), v1::LOSS_SCALING_MODE_DYNAMIC);
+  v1::JobSpec bf16 =
+      MustParse(std::string(kMinimal) + "precision: bf16-mixed\n");
+  EXPECT_EQ(bf16.loss_scaling().mode(), v1::LOSS_SCALING_MODE_NONE);
+
+  v1::JobSpec automatic = MustParse(kMinimal);
+  ResolvePrecision(&automatic, v1::PRECISION_FP16_MASTER);
+  EXPECT_EQ(automatic.precision(), v1::PRECISION_FP16_MASTER);
+  EXPECT_EQ(automatic.loss_scaling().mode(), v1::LOSS_SCALING_MODE_DYNAMIC);
+}
+
+TEST(SpecTest, SgdGetsSgdDefaults) {
+  v1::JobSpec spec =
+      MustParse(std::string(kMinimal) + "optimizer: {name: sgd, lr: 0.1}\n");
+  EXPECT_EQ(spec.optimizer().weight_decay(), 0.0);
+  EXPECT_EQ(spec.optimizer().momentum(), 0.9);
+  EXPECT_FALSE(spec.optimizer().has_beta1());
+}
+
+TEST(SpecTest, JsonAndYamlGiveTheSameSpec) {
+  v1::JobSpec from_yaml = MustParse(kMinimal);
+  v1::JobSpec from_json = MustParse(
+      R"({"name": "t", "model": {"builtin": "gpt-nano"},
+          "data": {"kind": "synthetic"}, "steps": 10})");
+  EXPECT_EQ(from_yaml.SerializeAsString(), from_json.SerializeAsString());
+}
+
+TEST(SpecTest, ErrorsCarryLineAndColumn) {
+  EXPECT_EQ(ErrorOf("name: t\nmodel: {builtin: gpt-nano}\ndata: {kind: "
+                    "synthetic}\nsteps: 10\noptimizer:\n  lr: -1\n"),
+            "t.yaml:6:3: optimizer.lr: must be greater than 0 and at most 10, "
+            "got -1");
+}
+
+TEST(SpecTest, ReportsEveryProblemNotJustTheFirst) {
+  std::string error = ErrorOf(
+      "name: t\nmodel: {builtin: gpt-nano}\ndata: {kind: synthetic}\n"
+      "steps: 10\nbatch_size: 0\ngrad_accumulation: 0\n");
+  EXPECT_THAT(error, HasSubstr("batch_size: must be between 1 and 65536"));
+  EXPECT_THAT(error,
+              HasSubstr("grad_accumulation: must be between 1 and 4096"));
+}
+
+TEST(SpecTest, NumbersAcceptScientificAndIntegralFloats) {
+  v1::JobSpec spec = MustParse(std::string(kMinimal) +
+                               "optimizer: {lr: 1e-3}\nbatch_size: 3.2e1\n");
+  EXPECT_DOUBLE_EQ(spec.optimizer().lr(), 1e-3);
+  EXPECT_EQ(spec.batch_size(), 32);
+}
+
+TEST(SpecTest, NegativeZeroIsZero) {
+  v1::JobSpec spec = MustParse(std::string(kMinimal) + "max_grad_norm: -0.0\n");
+  EXPECT_EQ(spec.max_grad_norm(), 0.0);
+  EXPECT_FALSE(std::signbit(spec.max_grad_norm()));
+}
+
+TEST(SpecTest, OverridesApplyBeforeValidation) {
+  absl::StatusOr<v1::JobSpec> spec =
+      ParseJobSpec(kMinimal, "t.yaml",
+                   {"optimizer.lr=0.01", "precision=bf16-pure", "name=renamed",
+                    "resources.min_compute_capability=8.0"});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->optimizer().lr(), 0.01);
+  EXPECT_EQ(spec->precision(), v1::PRECISION_BF16_PURE);
+  EXPECT_EQ(spec->name(), "renamed");
+  EXPECT_EQ(spec->resources().min_compute_capability(), "8.0");
+
+  EXPECT_EQ(
+      ParseJobSpec(kMinimal, "t.yaml", {"optimizer.lr=-1"}).status().message(),
+      "t.yaml: optimizer.lr: must be greater than 0 and at most 10, "
+      "got -1 (from --set optimizer.lr=-1)")
+      << "an override has no place in the file";
+}
+
+TEST(SpecTest, OverrideErrorsNameTheField) {
+  v1::JobSpec spec = MustParse(kMinimal);
+  EXPECT_EQ(
+      ApplySpecOverride(&spec, "optimizer.lerning_rate=1").message(),
+      "--set optimizer.lerning_rate: unknown key \"optimizer.lerning_rate\"; "
+      "did you mean \"lr\"?");
+  EXPECT_EQ(ApplySpecOverride(&spec, "steps=many").message(),
+            "--set steps: must be an integer, got \"many\"");
+  EXPECT_EQ(ApplySpecOverride(&spec, "optimizer=adamw").message(),
+            "--set optimizer: is a section; set one of its keys, e.g. "
+            "optimizer.name=...");
+  EXPECT_EQ(ApplySpecOverride(&spec, "steps").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ApplySpecOverride(&spec, "steps.x=1").message(),
+            "--set steps.x: steps is not a section");
+}
+
+TEST(SpecTest, ValidateJobSpecWorksOnProtosWithoutALocation) {
+  v1::JobSpec spec;
+  spec.set_name("from-code");
+  spec.mutable_model()->set_builtin("mlp");
+  spec.mutable_data()->set_kind(v1::DATA_KIND_SYNTHETIC);
+  spec.set_steps(5);
+  ApplyJobSpecDefaults(&spec);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+  spec.set_batch_size(-3);
+  EXPECT_EQ(ValidateJobSpec(spec).message(),
+            "batch_size: must be between 1 and 65536, got -3");
+}
+
+TEST(SpecTest, OversizedInputIsRefusedQuickly) {
+  std::string huge(100u << 20, 'a');  // 100 MB
+  EXPECT_EQ(ParseJobSpec(huge, "big.yaml").status().message(),
+            "big.yaml: spec is 104857600 bytes; the limit is 1048576");
+
+  const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / "halftime_spec_test_big.yaml";
+  {
+    std::ofstream out(path, std::ios::binary);
+    std::string chunk(1 << 20, '#');
+    for (int i = 0; i < 100; ++i) out << chunk;
+  }
+  absl::StatusOr<v1::JobSpec> spec = LoadJobSpecFile(path.string());
+  std::filesystem::remove(path);
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(spec.status().message(), HasSubstr("the limit is 1048576"));
+}
+
+TEST(SpecTest, MissingFileIsNotFound) {
+  EXPECT_EQ(LoadJobSpecFile("/nonexistent/halftime.yaml").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadJobSpecFile("/").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SpecTest, DeepNestingIsRefused) {
+  for (const char* open : {"[", "{a: ", "- "}) {
+    std::string text = "name: ";
+    for (int i = 0; i < 100000 && text.size() < kMaxSpecBytes - 10; ++i) {
+      text += open;
+    }
+    absl::StatusOr<v1::JobSpec> spec = ParseJobSpec(text, "deep.yaml");
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument) << open;
+  }
+}
+
+TEST(SpecTest, HugeIntegersAreOutOfRange) {
+  EXPECT_THAT(
+      ErrorOf(std::string(kMinimal) + "seed: 123456789012345678901234567890\n"),
+      HasSubstr("seed: integer \"123456789012345678901234567890\" is "
+                "out of range"));
+  EXPECT_THAT(ErrorOf(std::string(kMinimal) + "optimizer: {lr: 1e400}\n"),
+              HasSubstr("optimizer.lr: must be a finite number"));
+}
+
+// A small in-test fuzzer: random byte edits of valid specs never crash or
+// hang the loader, and every refusal is INVALID_ARGUMENT with a message.
+TEST(SpecTest, RandomMutationsNeverCrash) {
+  const std::string seeds[] = {
+      kMinimal,
+      R"({"name": "j", "model": {"builtin": "gpt-nano"}, "data": {"kind": "text", "path": "a"}, "steps": 3, "loss_scaling": {"mode": "dynamic", "init_scale": 128}})",
+      "name: a\nmodel:\n  builtin: mlp\ndata:\n  kind: tokens\n  path: x.bin\n"
+      "precision: bf16-master\nlr_schedule: {warmup_steps: 2, decay: cosine}\n"
+      "steps: 5\n"};
+  const std::string alphabet =
+      "{}[]:,-'\"\n\t &*!|>%@`#?0123456789.eE+naifNAIF\xff\xc3";
+  std::mt19937 rng(42);
+  int accepted = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::string text = seeds[round % 3];
+    const int edits = 1 + static_cast<int>(rng() % 6);
+    for (int e = 0; e < edits && !text.empty(); ++e) {
+      std::size_t pos = rng() % text.size();
+      switch (rng() % 3) {
+        case 0:
+          text[pos] = alphabet[rng() % alphabet.size()];
+          break;
+        case 1:
+          text.insert(pos, 1, alphabet[rng() % alphabet.size()]);
+          break;
+        default:
+          text.erase(pos, 1 + rng() % 4);
+      }
+    }
+    absl::StatusOr<v1::JobSpec> spec = ParseJobSpec(text, "fuzz");
+    if (spec.ok()) {
+      ++accepted;
+      EXPECT_TRUE(ValidateJobSpec(*spec).ok());
+    } else {
+      ASSERT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument)
+          << text;
+      ASSERT_FALSE(spec.status().message().empty());
+    }
+  }
+  EXPECT_GT(accepted, 0) << "some mutations (e.g. in comments) stay valid";
+}
+
+TEST(SpecTest, FormatJsonIsParseableAndUsesShortNames) {
+  v1::JobSpec spec =
+      MustParse(std::string(kMinimal) + "precision: bf16-pure\n");
+  std::string json = FormatJobSpec(spec, SpecFormat::kJson);
+  EXPECT_THAT(json, HasSubstr("\"precision\": \"bf16-pure\""));
+  EXPECT_THAT(json, HasSubstr("\"steps\": 10"));
+  std::string yaml = FormatJobSpec(spec, SpecFormat::kYaml);
+  EXPECT_THAT(yaml, HasSubstr("precision: bf16-pure"));
+}
+
+}  // namespace
+}  // namespace halftime
