@@ -440,8 +440,9 @@ class DocumentReader {
     const Descriptor* type = message->GetDescriptor();
     std::set<std::string> seen;
     for (auto it = node.begin(); it != node.end(); ++it) {
-      const YAML::Node& key = it->first;
-      const YAML::Node& value = it->second;
+      // Copies: yaml-cpp iterators yield a temporary pair.
+      const YAML::Node key = it->first;
+      const YAML::Node value = it->second;
       if (!key.IsScalar()) {
         problems_->Add(path, "keys must be plain names",
                        MarkToLocation(key.Mark()));
