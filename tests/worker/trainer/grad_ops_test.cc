@@ -1,0 +1,238 @@
+// The fused gradient pass (overflow detection, unscale, clip) and the
+// optimizer's behaviour around skipped steps.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "worker/trainer/loss_scaler.h"
+#include "worker/trainer/model.h"
+#include "worker/trainer/optimizer.h"
+
+namespace halftime::trainer {
+namespace {
+
+class GradOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    at::set_num_threads(1);
+    at::manual_seed(0);
+  }
+};
+
+std::vector<at::Tensor> RandomGrads() {
+  return {at::randn({8, 4}), at::randn({16}), at::randn({3, 3, 3})};
+}
+
+double RefNorm(const std::vector<at::Tensor>& g) {
+  double s = 0;
+  for (const auto& t : g) s += t.to(at::kDouble).pow(2).sum().item<double>();
+  return std::sqrt(s);
+}
+
+TEST_F(GradOpsTest, FiniteGradsGiveNormAndNoOverflow) {
+  auto g = RandomGrads();
+  GradCheck c = CheckGradients(g, 1.0, 0.0);
+  EXPECT_FALSE(c.found_inf);
+  EXPECT_NEAR(c.grad_norm, RefNorm(g), 1e-4);
+  EXPECT_FALSE(c.grad_coef.defined());
+}
+
+TEST_F(GradOpsTest, InfAndNanAnywhereAreOverflows) {
+  for (float bad : {std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity(),
+                    std::numeric_limits<float>::quiet_NaN()}) {
+    for (size_t which = 0; which < 3; ++which) {
+      auto g = RandomGrads();
+      g[which].view({-1})[1] = bad;
+      GradCheck c = CheckGradients(g, 1024.0, 1.0);
+      EXPECT_TRUE(c.found_inf) << bad << " in grad " << which;
+      EXPECT_FALSE(std::isfinite(c.grad_norm));
+    }
+  }
+}
+
+TEST_F(GradOpsTest, Bf16GradsOverflowDetected) {
+  auto g = RandomGrads();
+  for (auto& t : g) t = t.to(at::kBFloat16);
+  EXPECT_FALSE(CheckGradients(g, 1.0, 1.0).found_inf);
+  g[2].view({-1})[0] = std::numeric_limits<float>::infinity();
+  EXPECT_TRUE(CheckGradients(g, 1.0, 1.0).found_inf);
+}
+
+TEST_F(GradOpsTest, UnscaleThenClipEqualsClippingFp32Grads) {
+  const double scale = 65536.0, max_norm = 0.5;
+  auto fp32 = RandomGrads();
+  std::vector<at::Tensor> scaled;
+  for (const auto& t : fp32) scaled.push_back(t * scale);
+  GradCheck c = CheckGradients(scaled, scale, max_norm);
+  ASSERT_FALSE(c.found_inf);
+  // The reported norm is the unscaled one.
+  EXPECT_NEAR(c.grad_norm, RefNorm(fp32), 1e-4 * RefNorm(fp32));
+  // Reference: torch.nn.utils.clip_grad_norm_ on the fp32 grads.
+  GradCheck ref = CheckGradients(fp32, 1.0, max_norm);
+  ASSERT_TRUE(ref.grad_coef.defined());
+  for (size_t i = 0; i < fp32.size(); ++i) {
+    at::Tensor ours = scaled[i] * c.grad_coef;
+    at::Tensor theirs = fp32[i] * ref.grad_coef;
+    EXPECT_TRUE(at::allclose(ours, theirs, 1e-5, 1e-7)) << i;
+  }
+  const double clipped =
+      RefNorm({scaled[0] * c.grad_coef, scaled[1] * c.grad_coef,
+               scaled[2] * c.grad_coef});
+  EXPECT_NEAR(clipped, max_norm, 1e-4);
+}
+
+TEST_F(GradOpsTest, NoClipWhenBelowMaxNorm) {
+  auto g = RandomGrads();
+  GradCheck c = CheckGradients(g, 1.0, 1e6);
+  ASSERT_TRUE(c.grad_coef.defined());
+  EXPECT_EQ(c.grad_coef.item<float>(), 1.0f);
+}
+
+TEST_F(GradOpsTest, SkippedStepLeavesWeightsStateAndLrUnchanged) {
+  // Emulates the loop: an overflowing step is not applied, the optimizer
+  // (and so the schedule, which follows Optimizer::steps()) does not move.
+  at::Tensor w = at::randn({4, 4}).requires_grad_(true);
+  at::Tensor b = at::randn({4}).requires_grad_(true);
+  OptimizerOptions oo;
+  LrScheduleOptions sched;
+  sched.warmup_steps = 10;
+  Optimizer opt({{"w", w}, {"b", b}}, oo, WeightLayout::kPlain, 1);
+  LossScalingOptions lo;
+  lo.mode = LossScalingMode::kDynamic;
+  LossScaler scaler(lo);
+  auto step = [&](bool poison) {
+    w.mutable_grad() = at::randn({4, 4}) * scaler.scale();
+    b.mutable_grad() = at::randn({4}) * scaler.scale();
+    if (poison) b.mutable_grad()[0] = std::numeric_limits<float>::quiet_NaN();
+    GradCheck c = CheckGradients({w.grad(), b.grad()}, scaler.scale(), 1.0);
+    if (!c.found_inf) {
+      opt.Step(LearningRate(oo, sched, opt.steps(), 100), c.grad_coef);
+    }
+    scaler.Update(c.found_inf);
+    return c.found_inf;
+  };
+  ASSERT_FALSE(step(false));
+  const at::Tensor w_before = w.detach().clone();
+  std::vector<at::Tensor> state_before;
+  for (auto& [n, t] : opt.StateTensors()) state_before.push_back(t.clone());
+  const double lr_before = LearningRate(oo, sched, opt.steps(), 100);
+  ASSERT_TRUE(step(true));
+  EXPECT_TRUE(at::equal(w, w_before));
+  auto state_after = opt.StateTensors();
+  ASSERT_EQ(state_after.size(), state_before.size());
+  for (size_t i = 0; i < state_before.size(); ++i) {
+    EXPECT_TRUE(at::equal(state_after[i].second, state_before[i]));
+  }
+  EXPECT_EQ(opt.steps(), 1);
+  EXPECT_EQ(LearningRate(oo, sched, opt.steps(), 100), lr_before);
+  EXPECT_EQ(scaler.scale(), 32768.0);
+}
+
+TEST_F(GradOpsTest, LearningRateSchedules) {
+  OptimizerOptions oo;
+  oo.lr = 1.0;
+  LrScheduleOptions s;
+  s.warmup_steps = 4;
+  s.min_lr_ratio = 0.1;
+  s.decay = LrDecay::kConstant;
+  EXPECT_DOUBLE_EQ(LearningRate(oo, s, 0, 14), 0.25);
+  EXPECT_DOUBLE_EQ(LearningRate(oo, s, 3, 14), 1.0);
+  EXPECT_DOUBLE_EQ(LearningRate(oo, s, 10, 14), 1.0);
+  s.decay = LrDecay::kCosine;
+  EXPECT_DOUBLE_EQ(LearningRate(oo, s, 4, 14), 1.0);
+  EXPECT_NEAR(LearningRate(oo, s, 9, 14), 0.55, 1e-12);
+  EXPECT_NEAR(LearningRate(oo, s, 14, 14), 0.1, 1e-12);
+  s.decay = LrDecay::kLinear;
+  EXPECT_NEAR(LearningRate(oo, s, 9, 14), 0.55, 1e-12);
+  EXPECT_NEAR(LearningRate(oo, s, 14, 14), 0.1, 1e-12);
+}
+
+TEST_F(GradOpsTest, KahanKeepsUpdatesBelowBf16Ulp) {
+  // 1.0 in bf16 has an ulp of 2^-7; updates of 1e-4 vanish when added
+  // directly but accumulate under Kahan compensation.
+  OptimizerOptions oo;
+  oo.name = OptimizerName::kSgd;
+  oo.momentum = 0.0;
+  oo.weight_decay = 0.0;
+  at::Tensor p = at::ones({64}, at::kBFloat16).requires_grad_(true);
+  Optimizer opt({{"p", p}}, oo, WeightLayout::kPure, 1);
+  for (int i = 0; i < 200; ++i) {
+    p.mutable_grad() = at::full({64}, -1.0, at::kBFloat16);
+    opt.Step(1e-4, at::Tensor());
+  }
+  // Exact: 1 + 200 * 1e-4 = 1.02; naive bf16 would stay at 1.0.
+  EXPECT_NEAR(p.to(at::kFloat).mean().item<double>(), 1.02, 4e-3);
+  at::Tensor naive = at::ones({64}, at::kBFloat16);
+  for (int i = 0; i < 200; ++i) naive.add_(at::full({64}, 1e-4, at::kBFloat16));
+  EXPECT_EQ(naive.to(at::kFloat).mean().item<double>(), 1.0);
+}
+
+TEST_F(GradOpsTest, StochasticRoundingKeepsUpdatesInExpectation) {
+  OptimizerOptions oo;
+  oo.name = OptimizerName::kSgd;
+  oo.momentum = 0.0;
+  oo.weight_decay = 0.0;
+  oo.pure_update = PureUpdate::kStochasticRounding;
+  at::Tensor p = at::ones({4096}, at::kBFloat16).requires_grad_(true);
+  Optimizer opt({{"p", p}}, oo, WeightLayout::kPure, 1);
+  for (int i = 0; i < 200; ++i) {
+    p.mutable_grad() = at::full({4096}, -1.0, at::kBFloat16);
+    opt.Step(1e-4, at::Tensor());
+  }
+  EXPECT_NEAR(p.to(at::kFloat).mean().item<double>(), 1.02, 2e-3);
+  EXPECT_TRUE(opt.StateTensors().empty());  // no compensation buffer
+}
+
+TEST(ModelTest, PresetSizes) {
+  auto count = [](const std::string& name, int64_t vocab) {
+    GptConfig c;
+    EXPECT_TRUE(GptPreset(name, {}, vocab, &c));
+    int64_t n = 0;
+    for (const auto& [k, p] : MakeGpt(c)->NamedParameters()) n += p.numel();
+    return n;
+  };
+  const int64_t nano = count("gpt-nano", 256);
+  const int64_t micro = count("gpt-micro", 256);
+  const int64_t small = count("gpt-small", 256);
+  EXPECT_GT(nano, 700000);
+  EXPECT_LT(nano, 1300000);
+  EXPECT_GT(micro, 9000000);
+  EXPECT_LT(micro, 12000000);
+  // GPT-2 small: 124,439,808 parameters with tied embeddings.
+  EXPECT_EQ(small, 124439808);
+  GptConfig c;
+  EXPECT_FALSE(GptPreset("gpt-huge", {}, 256, &c));
+}
+
+TEST_F(GradOpsTest, MasterWeightsTrackFp32Update) {
+  at::Tensor p32 = at::randn({32, 8}).requires_grad_(true);
+  at::Tensor p16 = p32.detach().to(at::kBFloat16).requires_grad_(true);
+  OptimizerOptions oo;
+  Optimizer plain({{"p", p32}}, oo, WeightLayout::kPlain, 1);
+  Optimizer master({{"p", p16}}, oo, WeightLayout::kMaster, 1);
+  // Start both from the same (bf16-representable) weights.
+  {
+    at::NoGradGuard ng;
+    p32.copy_(p16.to(at::kFloat));
+    master.SetWeights({{"p", p16.to(at::kFloat)}});
+  }
+  for (int i = 0; i < 5; ++i) {
+    at::Tensor g = at::randn({32, 8});
+    p32.mutable_grad() = g;
+    p16.mutable_grad() = g.to(at::kBFloat16);
+    plain.Step(1e-3, at::Tensor());
+    master.Step(1e-3, at::Tensor());
+  }
+  at::Tensor m = master.Fp32Weights()[0].second;
+  EXPECT_TRUE(at::allclose(m, p32, 1e-3, 1e-3));
+  EXPECT_TRUE(at::equal(p16, m.to(at::kBFloat16)));
+}
+
+}  // namespace
+}  // namespace halftime::trainer

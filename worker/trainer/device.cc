@@ -1,0 +1,324 @@
+#include "worker/trainer/device.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+#include <malloc.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#ifdef HALFTIME_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace halftime::trainer {
+namespace {
+
+// ---- CPU memory counter ----------------------------------------------------
+
+std::atomic<int64_t> g_live_bytes{0};
+std::atomic<int64_t> g_peak_bytes{0};
+
+void CountAlloc(int64_t n) {
+  const int64_t live = g_live_bytes.fetch_add(n, std::memory_order_relaxed) + n;
+  int64_t peak = g_peak_bytes.load(std::memory_order_relaxed);
+  while (live > peak && !g_peak_bytes.compare_exchange_weak(
+                            peak, live, std::memory_order_relaxed)) {
+  }
+}
+
+void CountingDelete(void* ptr) {
+  if (ptr == nullptr) return;
+  g_live_bytes.fetch_sub(static_cast<int64_t>(malloc_usable_size(ptr)),
+                         std::memory_order_relaxed);
+  c10::free_cpu(ptr);
+}
+
+// Wraps c10::alloc_cpu and counts each block's usable size (the same size on
+// allocation and free, so the live count is exact). Every DataPtr has
+// data == context, as libtorch's raw_allocate requires.
+class CountingCpuAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t nbytes) const override {
+    void* ptr = nbytes == 0 ? nullptr : c10::alloc_cpu(nbytes);
+    if (ptr != nullptr) {
+      CountAlloc(static_cast<int64_t>(malloc_usable_size(ptr)));
+    }
+    return {ptr, ptr, &CountingDelete, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &CountingDelete; }
+};
+
+// ---- probing
+// -----------------------------------------------------------------
+
+std::string CpuInfoField(const std::string& key) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) == 0) {
+      auto colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      std::string v = line.substr(colon + 1);
+      v.erase(0, v.find_first_not_of(" \t"));
+      return v;
+    }
+  }
+  return "";
+}
+
+bool CpuHasFlag(const std::string& flags, const std::string& flag) {
+  std::istringstream in(flags);
+  std::string f;
+  while (in >> f) {
+    if (f == flag) return true;
+  }
+  return false;
+}
+
+int64_t MemTotalBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  while (in >> key >> kb) {
+    if (key == "MemTotal:") return kb * 1024;
+    in.ignore(256, '\n');
+  }
+  return 0;
+}
+
+// FLOP/s of an n x n matmul in `dtype` on `device`; 0 if it fails.
+double TimeMatmul(at::ScalarType dtype, at::Device device, int64_t n) {
+  try {
+    at::Tensor a =
+        at::randn({n, n}, at::TensorOptions().device(device)).to(dtype);
+    at::Tensor b =
+        at::randn({n, n}, at::TensorOptions().device(device)).to(dtype);
+    at::Tensor c = at::matmul(a, b);  // warm-up
+    if (!at::isfinite(c.to(at::kFloat)).all().item<bool>()) return 0.0;
+    int reps = 0;
+    const auto start = std::chrono::steady_clock::now();
+    double elapsed = 0.0;
+    while (elapsed < 0.1 || reps < 3) {
+      c = at::matmul(a, b);
+      ++reps;
+#ifdef HALFTIME_WITH_CUDA
+      if (device.is_cuda()) at::cuda::getCurrentCUDAStream().synchronize();
+#endif
+      elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                              start)
+                    .count();
+    }
+    return 2.0 * n * n * n * reps / elapsed;
+  } catch (const std::exception&) {
+    return 0.0;
+  }
+}
+
+}  // namespace
+
+bool CudaAvailable() {
+#ifdef HALFTIME_WITH_CUDA
+  return torch::cuda::is_available();
+#else
+  return false;
+#endif
+}
+
+DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
+  DeviceCapabilities caps;
+  if (threads <= 0) {
+    threads = std::max(1u, std::thread::hardware_concurrency());
+  }
+  caps.threads = threads;
+  at::set_num_threads(threads);
+  if (want_cuda && CudaAvailable()) {
+#ifdef HALFTIME_WITH_CUDA
+    const cudaDeviceProp* prop = at::cuda::getDeviceProperties(0);
+    caps.kind = "cuda";
+    caps.name = prop->name;
+    caps.memory_bytes = static_cast<int64_t>(prop->totalGlobalMem);
+    caps.compute_capability =
+        std::to_string(prop->major) + "." + std::to_string(prop->minor);
+    const bool sm80 = prop->major >= 8;
+    caps.native_precisions = {Precision::kFp32, Precision::kFp16Mixed,
+                              Precision::kFp16Master};
+    if (sm80) {
+      caps.native_precisions.insert(
+          caps.native_precisions.end(),
+          {Precision::kTf32, Precision::kBf16Mixed, Precision::kBf16Master,
+           Precision::kBf16Pure});
+    } else {
+      caps.bf16_emulated = true;
+    }
+    if (measure) {
+      const at::Device dev(at::kCUDA, 0);
+      caps.fp32_flops = TimeMatmul(at::kFloat, dev, 4096);
+      caps.fp16_flops = TimeMatmul(at::kHalf, dev, 4096);
+      if (sm80) {
+        caps.bf16_flops = TimeMatmul(at::kBFloat16, dev, 4096);
+        at::globalContext().setAllowTF32CuBLAS(true);
+        caps.tf32_flops = TimeMatmul(at::kFloat, dev, 4096);
+        at::globalContext().setAllowTF32CuBLAS(false);
+      }
+    }
+    return caps;
+#endif
+  }
+  caps.kind = "cpu";
+  caps.name = CpuInfoField("model name");
+  if (caps.name.empty()) caps.name = "cpu";
+  caps.memory_bytes = MemTotalBytes();
+  caps.native_precisions = {Precision::kFp32};
+  const std::string flags = CpuInfoField("flags");
+  bool bf16 = CpuHasFlag(flags, "avx512_bf16") || CpuHasFlag(flags, "amx_bf16");
+  if (measure) {
+    const at::Device dev(at::kCPU);
+    caps.fp32_flops = TimeMatmul(at::kFloat, dev, 512);
+    caps.bf16_flops = TimeMatmul(at::kBFloat16, dev, 512);
+    if (caps.bf16_flops <= 0.0) bf16 = false;
+  }
+  if (bf16) {
+    caps.native_precisions.insert(
+        caps.native_precisions.end(),
+        {Precision::kBf16Mixed, Precision::kBf16Master, Precision::kBf16Pure});
+  } else {
+    caps.bf16_emulated = true;
+  }
+  return caps;
+}
+
+TrainStatus ResolvePrecision(Precision requested,
+                             const DeviceCapabilities& caps,
+                             Precision* resolved) {
+  if (requested == Precision::kAuto) {
+    for (Precision p :
+         {Precision::kBf16Mixed, Precision::kFp16Mixed, Precision::kFp32}) {
+      if (caps.Supports(p)) {
+        *resolved = p;
+        return TrainStatus::Ok();
+      }
+    }
+    *resolved = Precision::kFp32;
+    return TrainStatus::Ok();
+  }
+  if (caps.Supports(requested)) {
+    *resolved = requested;
+    return TrainStatus::Ok();
+  }
+  const std::string name = PrecisionName(requested);
+  const bool cuda = caps.kind == "cuda";
+  std::string why;
+  switch (requested) {
+    case Precision::kFp16Mixed:
+    case Precision::kFp16Master:
+      why = "needs a CUDA device; this build/device has none";
+      break;
+    case Precision::kTf32:
+      why = cuda ? "needs a CUDA device of compute capability 8.0 or newer; " +
+                       caps.name + " is " + caps.compute_capability
+                 : "needs a CUDA device of compute capability 8.0 or newer; "
+                   "this build/device has none";
+      break;
+    default:
+      why = cuda ? "needs native bf16 (compute capability 8.0 or newer); " +
+                       caps.name + " is " + caps.compute_capability
+                 : "needs native bf16 (avx512_bf16 or amx_bf16); this CPU (" +
+                       caps.name + ") would only emulate it";
+      break;
+  }
+  return TrainStatus::Error(TrainStatus::kUnsupported,
+                            "precision " + name + " " + why);
+}
+
+AutocastGuard::AutocastGuard(bool enabled, bool cuda, bool bf16)
+    : enabled_(enabled), cuda_(cuda) {
+  if (!enabled_) return;
+  const at::ScalarType dtype = bf16 ? at::kBFloat16 : at::kHalf;
+  if (cuda_) {
+    prev_enabled_ = at::autocast::is_enabled();
+    prev_dtype_ = static_cast<int>(at::autocast::get_autocast_gpu_dtype());
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+  } else {
+    prev_enabled_ = at::autocast::is_cpu_enabled();
+    prev_dtype_ = static_cast<int>(at::autocast::get_autocast_cpu_dtype());
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  }
+  at::autocast::increment_nesting();
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!enabled_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  const auto prev = static_cast<at::ScalarType>(prev_dtype_);
+  if (cuda_) {
+    at::autocast::set_enabled(prev_enabled_);
+    at::autocast::set_autocast_gpu_dtype(prev);
+  } else {
+    at::autocast::set_cpu_enabled(prev_enabled_);
+    at::autocast::set_autocast_cpu_dtype(prev);
+  }
+}
+
+void InstallMemoryCounter() {
+  static CountingCpuAllocator* allocator = [] {
+    auto* a = new CountingCpuAllocator();  // lives for the process
+    c10::SetCPUAllocator(a, /*priority=*/100);
+    return a;
+  }();
+  (void)allocator;
+}
+
+void ResetPeakMemory(bool cuda) {
+#ifdef HALFTIME_WITH_CUDA
+  if (cuda) {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(at::cuda::current_device());
+    return;
+  }
+#endif
+  (void)cuda;
+  g_peak_bytes.store(g_live_bytes.load());
+}
+
+int64_t PeakMemoryBytes(bool cuda) {
+#ifdef HALFTIME_WITH_CUDA
+  if (cuda) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+        at::cuda::current_device());
+    return stats
+        .allocated_bytes[static_cast<size_t>(
+            c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
+        .peak;
+  }
+#endif
+  (void)cuda;
+  return g_peak_bytes.load();
+}
+
+int64_t LiveMemoryBytes(bool cuda) {
+#ifdef HALFTIME_WITH_CUDA
+  if (cuda) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+        at::cuda::current_device());
+    return stats
+        .allocated_bytes[static_cast<size_t>(
+            c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
+        .current;
+  }
+#endif
+  (void)cuda;
+  return g_live_bytes.load();
+}
+
+}  // namespace halftime::trainer

@@ -1,0 +1,73 @@
+// Device facts the engine and the worker's capability probe need: what the
+// device runs natively, precision resolution, autocast, and tensor-memory
+// accounting. This header has no libtorch includes.
+//
+// Thread safety: ProbeDevice and ResolvePrecision are thread-compatible (they
+// set torch's global thread count while measuring). The memory counters are
+// thread-safe. AutocastGuard affects the calling thread only.
+
+#ifndef HALFTIME_WORKER_TRAINER_DEVICE_H_
+#define HALFTIME_WORKER_TRAINER_DEVICE_H_
+
+#include <cstdint>
+#include <string>
+
+#include "worker/trainer/options.h"
+#include "worker/trainer/report.h"
+#include "worker/trainer/status.h"
+
+namespace halftime::trainer {
+
+// Describes the device a job would run on: CUDA device 0 when `want_cuda`
+// and this build and machine have one, else the CPU. With `measure`, times a
+// small matmul in each dtype (about a second in all) to fill the *_flops
+// fields and to confirm bf16 runs; without, only static facts are used.
+// bf16 is native on a CPU only with avx512_bf16 or amx_bf16 in
+// /proc/cpuinfo (and, when measured, a successful bf16 matmul); otherwise
+// bf16_emulated is set and no bf16 mode is listed. `threads` <= 0 means all
+// hardware threads.
+DeviceCapabilities ProbeDevice(int threads, bool want_cuda = true,
+                               bool measure = true);
+
+// Resolves kAuto (bf16-mixed, else fp16-mixed, else fp32) and checks that
+// `caps` runs `requested` natively. Errors (kUnsupported) name the mode and
+// the missing capability, e.g. "precision fp16-mixed needs a CUDA device;
+// this build/device has none".
+TrainStatus ResolvePrecision(Precision requested,
+                             const DeviceCapabilities& caps,
+                             Precision* resolved);
+
+// True when this binary was built against a CUDA libtorch and a GPU is
+// visible.
+bool CudaAvailable();
+
+// Enables autocast for the calling thread for its lifetime (no-op when
+// `enabled` is false) and restores the previous state, clearing the autocast
+// weight-cast cache, on destruction.
+class AutocastGuard {
+ public:
+  // `cuda` selects the CUDA autocast, `bf16` its dtype (else fp16).
+  AutocastGuard(bool enabled, bool cuda, bool bf16);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool enabled_;
+  bool cuda_;
+  bool prev_enabled_ = false;
+  int prev_dtype_ = 0;
+};
+
+// Tensor-memory accounting. On the CPU a counting allocator (installed by
+// InstallMemoryCounter, idempotent, process-wide) tracks live bytes and the
+// peak; on CUDA the caching allocator's statistics are used.
+void InstallMemoryCounter();
+// Sets the peak to the bytes live now.
+void ResetPeakMemory(bool cuda);
+int64_t PeakMemoryBytes(bool cuda);
+int64_t LiveMemoryBytes(bool cuda);
+
+}  // namespace halftime::trainer
+
+#endif  // HALFTIME_WORKER_TRAINER_DEVICE_H_

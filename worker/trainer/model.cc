@@ -1,0 +1,421 @@
+#include "worker/trainer/model.h"
+
+#include <torch/autograd.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/script.h>
+
+#include <cmath>
+#include <limits>
+
+namespace halftime::trainer {
+namespace {
+
+TrainStatus Invalid(const std::string& msg) {
+  return TrainStatus::Error(TrainStatus::kInvalidInput, msg);
+}
+
+// LayerNorm of a 16-bit input computed in fp32: saves the 16-bit input (not
+// an fp32 copy) for backward, which also runs in fp32.
+struct LayerNormFp32Fn : torch::autograd::Function<LayerNormFp32Fn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx,
+                            const at::Tensor& x, const at::Tensor& w,
+                            const at::Tensor& b) {
+    auto [y, mean, rstd] =
+        at::native_layer_norm(x.to(at::kFloat), {x.size(-1)}, w.to(at::kFloat),
+                              b.to(at::kFloat), 1e-5);
+    ctx->save_for_backward({x, w, b, mean, rstd});
+    return y.to(x.scalar_type());
+  }
+  static torch::autograd::variable_list backward(
+      torch::autograd::AutogradContext* ctx,
+      torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1], &b = saved[2];
+    auto [dx, dw, db] = at::native_layer_norm_backward(
+        grad_out[0].to(at::kFloat), x.to(at::kFloat), {x.size(-1)}, saved[3],
+        saved[4], w.to(at::kFloat), b.to(at::kFloat), {true, true, true});
+    return {dx.to(x.scalar_type()), dw.to(w.scalar_type()),
+            db.to(b.scalar_type())};
+  }
+};
+
+// LayerNorm computed in fp32 and returned in the input's dtype.
+at::Tensor LayerNormFp32(const at::Tensor& x, const torch::nn::LayerNorm& ln) {
+  if (x.scalar_type() != at::kFloat) {
+    return LayerNormFp32Fn::apply(x, ln->weight, ln->bias);
+  }
+  return at::layer_norm(x, {x.size(-1)}, ln->weight.to(at::kFloat),
+                        ln->bias.to(at::kFloat), 1e-5);
+}
+
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(int64_t n_embd, int64_t n_head)
+      : n_head(n_head),
+        c_attn(
+            register_module("c_attn", torch::nn::Linear(n_embd, 3 * n_embd))),
+        c_proj(register_module("c_proj", torch::nn::Linear(n_embd, n_embd))) {}
+
+  at::Tensor forward(const at::Tensor& x) {
+    const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+    const int64_t D = C / n_head;
+    auto qkv = at::linear(x, c_attn->weight, c_attn->bias).split(C, 2);
+    at::Tensor q = qkv[0].view({B, T, n_head, D}).transpose(1, 2);
+    at::Tensor k = qkv[1].view({B, T, n_head, D}).transpose(1, 2);
+    at::Tensor v = qkv[2].view({B, T, n_head, D}).transpose(1, 2);
+    at::Tensor att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(D));
+    at::Tensor mask =
+        at::ones({T, T},
+                 at::TensorOptions().dtype(at::kBool).device(x.device()))
+            .triu(1);
+    // In place: the scaled scores are not saved for backward. The softmax
+    // keeps the scores' dtype (bf16 under autocast, so the saved output is
+    // half the size) but computes in fp32: libtorch's CPU and CUDA softmax
+    // kernels accumulate reduced-precision inputs in fp32 (bit-identical to
+    // softmax(x.float()).to(bf16)).
+    att.masked_fill_(mask, -std::numeric_limits<float>::infinity());
+    att = at::softmax(att, -1);
+    at::Tensor y =
+        at::matmul(att, v).transpose(1, 2).contiguous().view({B, T, C});
+    return at::linear(y, c_proj->weight, c_proj->bias);
+  }
+
+  int64_t n_head;
+  torch::nn::Linear c_attn;
+  torch::nn::Linear c_proj;
+};
+TORCH_MODULE(Attention);
+
+struct MlpBlockImpl : torch::nn::Module {
+  explicit MlpBlockImpl(int64_t n_embd)
+      : c_fc(register_module("c_fc", torch::nn::Linear(n_embd, 4 * n_embd))),
+        c_proj(
+            register_module("c_proj", torch::nn::Linear(4 * n_embd, n_embd))) {}
+  at::Tensor forward(const at::Tensor& x) {
+    return at::linear(at::gelu(at::linear(x, c_fc->weight, c_fc->bias)),
+                      c_proj->weight, c_proj->bias);
+  }
+  torch::nn::Linear c_fc;
+  torch::nn::Linear c_proj;
+};
+TORCH_MODULE(MlpBlock);
+
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(int64_t n_embd, int64_t n_head)
+      : ln_1(register_module(
+            "ln_1",
+            torch::nn::LayerNorm(torch::nn::LayerNormOptions({n_embd})))),
+        attn(register_module("attn", Attention(n_embd, n_head))),
+        ln_2(register_module(
+            "ln_2",
+            torch::nn::LayerNorm(torch::nn::LayerNormOptions({n_embd})))),
+        mlp(register_module("mlp", MlpBlock(n_embd))) {}
+  at::Tensor forward(at::Tensor x) {
+    x = x + attn->forward(LayerNormFp32(x, ln_1));
+    x = x + mlp->forward(LayerNormFp32(x, ln_2));
+    return x;
+  }
+  torch::nn::LayerNorm ln_1;
+  Attention attn;
+  torch::nn::LayerNorm ln_2;
+  MlpBlock mlp;
+};
+TORCH_MODULE(Block);
+
+struct GptNet : torch::nn::Module {
+  explicit GptNet(const GptConfig& c)
+      : config(c),
+        wte(register_module("wte",
+                            torch::nn::Embedding(c.vocab_size, c.n_embd))),
+        wpe(register_module("wpe",
+                            torch::nn::Embedding(c.block_size, c.n_embd))),
+        h(register_module("h", torch::nn::ModuleList())),
+        ln_f(register_module(
+            "ln_f",
+            torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.n_embd})))) {
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      blocks.push_back(Block(c.n_embd, c.n_head));
+      h->push_back(blocks.back());
+    }
+    // nanoGPT/GPT-2 initialization, in named_parameters order.
+    torch::NoGradGuard no_grad;
+    const double proj_std = 0.02 / std::sqrt(2.0 * c.n_layer);
+    for (auto& p : named_parameters()) {
+      const std::string& name = p.key();
+      at::Tensor t = p.value();
+      if (name.find("ln_") != std::string::npos) {
+        if (name.size() >= 6 &&
+            name.compare(name.size() - 6, 6, "weight") == 0) {
+          t.fill_(1.0);
+        } else {
+          t.zero_();
+        }
+      } else if (name.size() >= 4 &&
+                 name.compare(name.size() - 4, 4, "bias") == 0) {
+        t.zero_();
+      } else if (name.find("c_proj.weight") != std::string::npos) {
+        t.normal_(0.0, proj_std);
+      } else {
+        t.normal_(0.0, 0.02);
+      }
+    }
+  }
+
+  at::Tensor Logits(const at::Tensor& idx) {
+    const int64_t T = idx.size(1);
+    at::Tensor pos = at::arange(T, idx.options());
+    at::Tensor x =
+        at::embedding(wte->weight, idx) + at::embedding(wpe->weight, pos);
+    for (auto& b : blocks) x = b->forward(x);
+    x = LayerNormFp32(x, ln_f);
+    return at::linear(x, wte->weight);  // tied output embedding
+  }
+
+  GptConfig config;
+  torch::nn::Embedding wte;
+  torch::nn::Embedding wpe;
+  torch::nn::ModuleList h;
+  std::vector<Block> blocks;
+  torch::nn::LayerNorm ln_f;
+};
+
+std::vector<std::pair<std::string, at::Tensor>> ModuleParams(
+    torch::nn::Module& m) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& p : m.named_parameters()) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+at::Tensor ApplyLoss(LossKind kind, const at::Tensor& out,
+                     const at::Tensor& targets) {
+  if (kind == LossKind::kMse) {
+    return at::mse_loss(out.to(at::kFloat),
+                        targets.to(at::kFloat).reshape(out.sizes()));
+  }
+  at::Tensor logits = out.to(at::kFloat);
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}),
+                                targets.reshape({-1}));
+}
+
+int64_t CountParams(const std::vector<std::pair<std::string, at::Tensor>>& ps) {
+  int64_t n = 0;
+  for (const auto& [name, p] : ps) n += p.numel();
+  return n;
+}
+
+class GptModel : public TrainModel {
+ public:
+  explicit GptModel(const GptConfig& c) : net_(std::make_shared<GptNet>(c)) {}
+  at::Tensor Loss(const Batch& batch) override {
+    at::Tensor logits = net_->Logits(batch.inputs);
+    return ApplyLoss(LossKind::kCrossEntropy, logits, batch.targets);
+  }
+  std::vector<std::pair<std::string, at::Tensor>> NamedParameters() override {
+    return ModuleParams(*net_);
+  }
+  void To(at::Device device, at::ScalarType dtype) override {
+    net_->to(device, dtype);
+  }
+  double TrainFlopsPerToken(int64_t seq_len) const override {
+    const GptConfig& c = net_->config;
+    const double n = static_cast<double>(CountParams(ModuleParams(*net_)));
+    return 6.0 * n + 12.0 * c.n_layer * c.n_embd * seq_len;
+  }
+
+ private:
+  std::shared_ptr<GptNet> net_;
+};
+
+struct MlpNet : torch::nn::Module {
+  MlpNet(int64_t in, int64_t hidden, int64_t out)
+      : fc1(register_module("fc1", torch::nn::Linear(in, hidden))),
+        fc2(register_module("fc2", torch::nn::Linear(hidden, hidden))),
+        fc3(register_module("fc3", torch::nn::Linear(hidden, out))) {}
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor h = at::gelu(fc1->forward(x.reshape({x.size(0), -1})));
+    h = at::gelu(fc2->forward(h));
+    return fc3->forward(h);
+  }
+  torch::nn::Linear fc1, fc2, fc3;
+};
+
+class MlpModel : public TrainModel {
+ public:
+  MlpModel(int64_t in, int64_t hidden, int64_t out, LossKind loss)
+      : net_(std::make_shared<MlpNet>(in, hidden, out)), loss_(loss) {}
+  at::Tensor Loss(const Batch& batch) override {
+    at::Tensor x = batch.inputs.to(net_->fc1->weight.scalar_type());
+    return ApplyLoss(loss_, net_->forward(x), batch.targets);
+  }
+  std::vector<std::pair<std::string, at::Tensor>> NamedParameters() override {
+    return ModuleParams(*net_);
+  }
+  void To(at::Device device, at::ScalarType dtype) override {
+    net_->to(device, dtype);
+  }
+  double TrainFlopsPerToken(int64_t) const override {
+    return 6.0 * static_cast<double>(CountParams(ModuleParams(*net_)));
+  }
+
+ private:
+  std::shared_ptr<MlpNet> net_;
+  LossKind loss_;
+};
+
+class TorchScriptModel : public TrainModel {
+ public:
+  TorchScriptModel(torch::jit::Module module, LossKind loss)
+      : module_(std::move(module)), loss_(loss) {
+    module_.train();
+    for (const auto& p : module_.named_parameters(/*recurse=*/true)) {
+      p.value.requires_grad_(true);
+    }
+  }
+  at::Tensor Loss(const Batch& batch) override {
+    at::Tensor x = batch.inputs;
+    if (x.is_floating_point()) {
+      for (const auto& p : module_.parameters()) {
+        x = x.to(p.scalar_type());
+        break;
+      }
+    }
+    c10::IValue out = module_.forward({x});
+    if (!out.isTensor()) {
+      throw std::runtime_error(
+          "TorchScript model must return one tensor from forward(), got " +
+          std::string(out.tagKind()));
+    }
+    return ApplyLoss(loss_, out.toTensor(), batch.targets);
+  }
+  std::vector<std::pair<std::string, at::Tensor>> NamedParameters() override {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (const auto& p : module_.named_parameters(/*recurse=*/true)) {
+      out.emplace_back(p.name, p.value);
+    }
+    return out;
+  }
+  void To(at::Device device, at::ScalarType dtype) override {
+    module_.to(device, dtype);
+  }
+  double TrainFlopsPerToken(int64_t) const override {
+    int64_t n = 0;
+    for (const auto& p : module_.parameters()) n += p.numel();
+    return 6.0 * static_cast<double>(n);
+  }
+  std::string SaveTorchScript(const std::string& path) override {
+    module_.save(path);
+    return "";
+  }
+  bool is_torchscript() const override { return true; }
+
+ private:
+  mutable torch::jit::Module module_;
+  LossKind loss_;
+};
+
+}  // namespace
+
+bool GptPreset(const std::string& name, const GptShape& shape,
+               int64_t data_vocab, GptConfig* out) {
+  GptConfig c;
+  if (name == "gpt-nano") {
+    c = {4, 128, 4, 256, data_vocab};
+  } else if (name == "gpt-micro") {
+    c = {6, 384, 6, 256, data_vocab};
+  } else if (name == "gpt-small") {
+    c = {12, 768, 12, 1024, 50257};
+  } else {
+    return false;
+  }
+  if (shape.n_layer > 0) c.n_layer = shape.n_layer;
+  if (shape.n_embd > 0) c.n_embd = shape.n_embd;
+  if (shape.n_head > 0) c.n_head = shape.n_head;
+  if (shape.block_size > 0) c.block_size = shape.block_size;
+  if (shape.vocab_size > 0) c.vocab_size = shape.vocab_size;
+  *out = c;
+  return true;
+}
+
+std::unique_ptr<TrainModel> MakeGpt(const GptConfig& config) {
+  return std::make_unique<GptModel>(config);
+}
+
+TrainStatus BuildModel(const ModelOptions& options, const Dataset& data,
+                       std::unique_ptr<TrainModel>* out) {
+  if (!options.torchscript.empty()) {
+    torch::jit::Module m;
+    try {
+      m = torch::jit::load(options.torchscript);
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      what = what.substr(0, what.find('\n'));
+      return Invalid("model.torchscript " + options.torchscript +
+                     " cannot be loaded as a TorchScript module: " + what);
+    }
+    if (m.parameters().size() == 0) {
+      return Invalid("model.torchscript " + options.torchscript +
+                     " has no parameters to train");
+    }
+    *out = std::make_unique<TorchScriptModel>(std::move(m), options.loss);
+    return TrainStatus::Ok();
+  }
+  if (options.builtin == "mlp") {
+    if (data.is_token_stream()) {
+      return Invalid("model.builtin mlp needs data.kind tensors");
+    }
+    const at::Tensor& x = data.inputs();
+    if (!x.is_floating_point()) {
+      return Invalid(
+          "model.builtin mlp needs floating-point inputs; the data "
+          "holds token ids (use a gpt model)");
+    }
+    const int64_t in = x.numel() / x.size(0);
+    int64_t outputs;
+    if (options.loss == LossKind::kCrossEntropy) {
+      if (data.targets().is_floating_point()) {
+        return Invalid(
+            "model.loss cross_entropy needs int64 class targets; "
+            "use model.loss mse for floating-point targets");
+      }
+      outputs = data.num_classes();
+    } else {
+      outputs = data.targets().numel() / data.targets().size(0);
+    }
+    *out = std::make_unique<MlpModel>(in, options.mlp_hidden, outputs,
+                                      options.loss);
+    return TrainStatus::Ok();
+  }
+  GptConfig config;
+  if (!GptPreset(options.builtin, options.gpt, data.vocab_size(), &config)) {
+    return Invalid("model.builtin '" + options.builtin +
+                   "' is not one of gpt-nano, gpt-micro, gpt-small, mlp");
+  }
+  if (!data.is_token_stream() && data.inputs().is_floating_point()) {
+    return Invalid("model.builtin " + options.builtin +
+                   " needs token data (text, tokens, synthetic, or tensors "
+                   "of int64 token ids)");
+  }
+  if (options.loss != LossKind::kCrossEntropy) {
+    return Invalid("model.loss must be cross_entropy for " + options.builtin);
+  }
+  if (data.vocab_size() > config.vocab_size) {
+    return Invalid("data vocabulary " + std::to_string(data.vocab_size()) +
+                   " exceeds model " + options.builtin + "'s vocabulary " +
+                   std::to_string(config.vocab_size));
+  }
+  if (data.seq_len() > config.block_size) {
+    return Invalid("data.seq_len " + std::to_string(data.seq_len()) +
+                   " exceeds model " + options.builtin + "'s context " +
+                   std::to_string(config.block_size));
+  }
+  if (config.n_embd % config.n_head != 0) {
+    return Invalid("model gpt n_embd must be a multiple of n_head");
+  }
+  *out = MakeGpt(config);
+  return TrainStatus::Ok();
+}
+
+}  // namespace halftime::trainer

@@ -1,0 +1,77 @@
+// Internal: the models the engine trains.
+//
+//  * GPT (gpt-nano ~1M, gpt-micro ~10M, gpt-small = GPT-2 124M shape):
+//    pre-LayerNorm decoder, causal self-attention, GELU MLP, tied input and
+//    output embeddings, learned positions. LayerNorm, softmax and the loss
+//    always run in fp32, whatever the weights' or autocast's dtype.
+//  * MLP: three Linear layers with GELU, for tensor data.
+//  * TorchScript: a torch.jit.save'd module; its parameters are trained and
+//    its output is fed to the configured loss.
+// Parameter names follow nanoGPT/GPT-2 ("wte.weight", "h.0.attn.c_attn.
+// weight", ...); the Python parity script uses the same names.
+//
+// Thread safety: not thread-safe; owned by one training loop.
+
+#ifndef HALFTIME_WORKER_TRAINER_MODEL_H_
+#define HALFTIME_WORKER_TRAINER_MODEL_H_
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "worker/trainer/data.h"
+#include "worker/trainer/options.h"
+#include "worker/trainer/status.h"
+
+namespace halftime::trainer {
+
+struct GptConfig {
+  int64_t n_layer = 4;
+  int64_t n_embd = 128;
+  int64_t n_head = 4;
+  int64_t block_size = 256;
+  int64_t vocab_size = 256;
+};
+
+// Looks up a preset ("gpt-nano", "gpt-micro", "gpt-small") and applies the
+// overrides in `shape`; `data_vocab` fills the vocabulary of presets that
+// take it from the data (nano, micro). Returns false for unknown names.
+bool GptPreset(const std::string& name, const GptShape& shape,
+               int64_t data_vocab, GptConfig* out);
+
+class TrainModel {
+ public:
+  virtual ~TrainModel() = default;
+  // Scalar fp32 loss of the model on `batch` (already on the device).
+  virtual at::Tensor Loss(const Batch& batch) = 0;
+  // Trainable parameters, in a stable order, with unique names.
+  virtual std::vector<std::pair<std::string, at::Tensor>> NamedParameters() = 0;
+  // Casts all floating parameters and buffers to `dtype` and moves them to
+  // `device`.
+  virtual void To(at::Device device, at::ScalarType dtype) = 0;
+  // Training FLOPs per token (6N plus attention over `seq_len` positions);
+  // per sample for non-token models.
+  virtual double TrainFlopsPerToken(int64_t seq_len) const = 0;
+  // Saves a TorchScript module (TorchScript models only); returns "" or an
+  // error message.
+  virtual std::string SaveTorchScript(const std::string& path) {
+    (void)path;
+    return "not a TorchScript model";
+  }
+  virtual bool is_torchscript() const { return false; }
+};
+
+// Builds the model `options` names for `data`, initialized from the current
+// torch seed. Errors name the field (model.builtin, model.torchscript, ...).
+TrainStatus BuildModel(const ModelOptions& options, const Dataset& data,
+                       std::unique_ptr<TrainModel>* out);
+
+// The built-in GPT on its own (the benchmark's bare loop uses it).
+std::unique_ptr<TrainModel> MakeGpt(const GptConfig& config);
+
+}  // namespace halftime::trainer
+
+#endif  // HALFTIME_WORKER_TRAINER_MODEL_H_

@@ -1,0 +1,147 @@
+#include "worker/trainer/options.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "worker/trainer/report.h"
+#include "worker/trainer/status.h"
+
+namespace halftime::trainer {
+
+const char* PrecisionName(Precision p) {
+  switch (p) {
+    case Precision::kFp32:
+      return "fp32";
+    case Precision::kTf32:
+      return "tf32";
+    case Precision::kFp16Mixed:
+      return "fp16-mixed";
+    case Precision::kBf16Mixed:
+      return "bf16-mixed";
+    case Precision::kFp16Master:
+      return "fp16-master";
+    case Precision::kBf16Master:
+      return "bf16-master";
+    case Precision::kBf16Pure:
+      return "bf16-pure";
+    case Precision::kAuto:
+      return "auto";
+  }
+  return "unknown";
+}
+
+bool ParsePrecision(const std::string& name, Precision* out) {
+  for (Precision p :
+       {Precision::kFp32, Precision::kTf32, Precision::kFp16Mixed,
+        Precision::kBf16Mixed, Precision::kFp16Master, Precision::kBf16Master,
+        Precision::kBf16Pure, Precision::kAuto}) {
+    if (name == PrecisionName(p)) {
+      *out = p;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* LossScalingModeName(LossScalingMode m) {
+  switch (m) {
+    case LossScalingMode::kDefault:
+      return "default";
+    case LossScalingMode::kDynamic:
+      return "dynamic";
+    case LossScalingMode::kStatic:
+      return "static";
+    case LossScalingMode::kNone:
+      return "none";
+  }
+  return "unknown";
+}
+
+const char* OptimizerNameName(OptimizerName o) {
+  return o == OptimizerName::kAdamW ? "adamw" : "sgd";
+}
+
+const char* LrDecayName(LrDecay d) {
+  switch (d) {
+    case LrDecay::kConstant:
+      return "constant";
+    case LrDecay::kCosine:
+      return "cosine";
+    case LrDecay::kLinear:
+      return "linear";
+  }
+  return "unknown";
+}
+
+const char* DataKindName(DataKind k) {
+  switch (k) {
+    case DataKind::kText:
+      return "text";
+    case DataKind::kTokens:
+      return "tokens";
+    case DataKind::kTensors:
+      return "tensors";
+    case DataKind::kSynthetic:
+      return "synthetic";
+  }
+  return "unknown";
+}
+
+const char* LossKindName(LossKind k) {
+  return k == LossKind::kCrossEntropy ? "cross_entropy" : "mse";
+}
+
+const char* StatusCodeName(TrainStatus::Code code) {
+  switch (code) {
+    case TrainStatus::kOk:
+      return "OK";
+    case TrainStatus::kInvalidInput:
+      return "INVALID_INPUT";
+    case TrainStatus::kUnsupported:
+      return "UNSUPPORTED";
+    case TrainStatus::kTrainingFailed:
+      return "TRAINING_FAILED";
+    case TrainStatus::kCancelled:
+      return "CANCELLED";
+    case TrainStatus::kFallbackRequested:
+      return "FALLBACK_REQUESTED";
+  }
+  return "UNKNOWN";
+}
+
+bool DeviceCapabilities::Supports(Precision p) const {
+  if (p == Precision::kAuto) return true;
+  return std::find(native_precisions.begin(), native_precisions.end(), p) !=
+         native_precisions.end();
+}
+
+uint64_t OptionsFingerprint(const TrainOptions& o) {
+  std::ostringstream s;
+  s.precision(17);
+  const ModelOptions& m = o.model;
+  s << "model:" << m.builtin << '|' << m.torchscript << '|' << m.init_from
+    << '|' << LossKindName(m.loss) << '|' << m.gpt.n_layer << ','
+    << m.gpt.n_embd << ',' << m.gpt.n_head << ',' << m.gpt.block_size << ','
+    << m.gpt.vocab_size << '|' << m.mlp_hidden;
+  const DataOptions& d = o.data;
+  s << ";data:" << DataKindName(d.kind) << '|' << d.path << '|' << d.seq_len
+    << '|' << d.eval_fraction << '|' << d.vocab_size << '|' << d.shuffle << '|'
+    << d.synthetic_tokens;
+  const OptimizerOptions& p = o.optimizer;
+  s << ";opt:" << OptimizerNameName(p.name) << '|' << p.lr << '|'
+    << p.weight_decay << '|' << p.beta1 << '|' << p.beta2 << '|' << p.eps << '|'
+    << p.momentum << '|' << static_cast<int>(p.pure_update);
+  s << ";lr:" << o.lr_schedule.warmup_steps << '|'
+    << LrDecayName(o.lr_schedule.decay) << '|' << o.lr_schedule.min_lr_ratio;
+  s << ";batch:" << o.batch_size << '|' << o.grad_accumulation << '|'
+    << o.max_grad_norm << '|' << o.seed;
+  // FNV-1a, 64 bit.
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s.str()) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+}  // namespace halftime::trainer

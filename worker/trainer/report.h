@@ -1,0 +1,101 @@
+// Plain structs the engine reports through: one StepReport per optimizer
+// step, a TrainSummary at the end, and DeviceCapabilities from ProbeDevice().
+//
+// Thread safety: plain value types.
+
+#ifndef HALFTIME_WORKER_TRAINER_REPORT_H_
+#define HALFTIME_WORKER_TRAINER_REPORT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "worker/trainer/options.h"
+
+namespace halftime::trainer {
+
+// What happened in one optimizer step (all micro-batches of it).
+struct StepReport {
+  // 1-based optimizer step (counting skipped steps).
+  int64_t step = 0;
+  // Mean unscaled training loss over the step's micro-batches.
+  double loss = 0.0;
+  // Loss scale used for this step's backward pass (1 when scaling is off).
+  double loss_scale = 1.0;
+  // True when the gradients held inf/NaN and the update was skipped.
+  bool overflow = false;
+  // Skipped steps so far, this one included.
+  int64_t skipped_steps = 0;
+  // Global L2 norm of the unscaled gradients, before clipping (inf/NaN on
+  // overflow).
+  double grad_norm = 0.0;
+  // Learning rate used by this step (0 if skipped: no schedule step).
+  double lr = 0.0;
+  double step_seconds = 0.0;
+  double samples_per_second = 0.0;
+  double tokens_per_second = 0.0;
+  // Model FLOP/s: (6N + attention) per token, times tokens per second.
+  double model_flops_per_second = 0.0;
+  // Peak tensor memory since training started (counting allocator on CPU,
+  // caching-allocator stats on CUDA).
+  int64_t peak_memory_bytes = 0;
+  int64_t weight_bytes = 0;
+  int64_t gradient_bytes = 0;
+  int64_t optimizer_state_bytes = 0;
+  // Eval loss on the held-out split, when evaluated at this step.
+  bool has_eval_loss = false;
+  double eval_loss = 0.0;
+};
+
+// The outcome of a whole run; also written as summary.json.
+struct TrainSummary {
+  Precision precision = Precision::kFp32;  // resolved (never kAuto)
+  std::string device;                      // "cpu" or "cuda:0"
+  int64_t steps = 0;                       // optimizer steps done
+  int64_t skipped_steps = 0;
+  double final_loss = 0.0;  // last step's training loss
+  bool has_eval_loss = false;
+  double eval_loss = 0.0;  // last eval loss
+  double final_loss_scale = 1.0;
+  double seconds = 0.0;  // wall time of the step loop
+  double mean_step_seconds = 0.0;
+  double samples_per_second = 0.0;
+  double tokens_per_second = 0.0;
+  double model_flops_per_second = 0.0;
+  int64_t peak_memory_bytes = 0;
+  int64_t parameters = 0;
+  int64_t weight_bytes = 0;
+  int64_t gradient_bytes = 0;
+  int64_t optimizer_state_bytes = 0;
+  // Last checkpoint written (empty if none).
+  std::string last_checkpoint;
+  // Paths of final outputs (empty if out_dir was empty).
+  std::string final_weights;      // model.safetensors
+  std::string final_torchscript;  // model.pt (TorchScript models only)
+  std::string summary_json;       // summary.json
+};
+
+// What a device really runs; the worker advertises this to the scheduler.
+struct DeviceCapabilities {
+  std::string kind;  // "cpu" or "cuda"
+  std::string name;  // CPU model name or GPU name
+  int64_t memory_bytes = 0;
+  // CUDA compute capability ("8.0"); empty on CPU.
+  std::string compute_capability;
+  int threads = 0;
+  // Precisions this device runs natively (never kAuto).
+  std::vector<Precision> native_precisions;
+  // bf16 runs, but emulated (no avx512_bf16/AMX on CPU): slow, not advertised.
+  bool bf16_emulated = false;
+  // Measured matmul throughput per dtype (0 when not run / unsupported).
+  double fp32_flops = 0.0;
+  double tf32_flops = 0.0;
+  double fp16_flops = 0.0;
+  double bf16_flops = 0.0;
+
+  bool Supports(Precision p) const;
+};
+
+}  // namespace halftime::trainer
+
+#endif  // HALFTIME_WORKER_TRAINER_REPORT_H_
