@@ -4,15 +4,40 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "client/commands.h"
+#include "common/channel.h"
 #include "common/spec.h"
+#include "halftime/v1/scheduler.grpc.pb.h"
 
 namespace halftime {
 namespace {
 
-// Options every verb shares.
-struct CommonOptions {
-  std::string output = "table";
-};
+// "10s", "500ms", "2m" or a plain number of seconds; must be positive.
+absl::StatusOr<absl::Duration> ParseTimeout(const std::string& text) {
+  absl::Duration duration;
+  double seconds = 0;
+  if (absl::SimpleAtod(text, &seconds)) {
+    duration = absl::Seconds(seconds);
+  } else if (!absl::ParseDuration(text, &duration)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--timeout: cannot read \"", text, "\"; write e.g. 10s or 500ms"));
+  }
+  if (duration <= absl::ZeroDuration() ||
+      duration == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--timeout: must be positive and finite, got ", text));
+  }
+  return duration;
+}
+
+OutputFormat ParseOutputFormat(const std::string& name) {
+  if (name == "json") return OutputFormat::kJson;
+  if (name == "yaml") return OutputFormat::kYaml;
+  return OutputFormat::kTable;
+}
 
 // `halftime validate SPEC...`: load, resolve and print each spec.
 int RunValidate(const std::vector<std::string>& paths,
@@ -46,31 +71,111 @@ int RunValidate(const std::vector<std::string>& paths,
 
 int RunCli(const std::vector<std::string>& args, std::ostream& out,
            std::ostream& err) {
+  return RunCli(args, out, err, TerminalInfo{});
+}
+
+int RunCli(const std::vector<std::string>& args, std::ostream& out,
+           std::ostream& err, const TerminalInfo& terminal) {
   CLI::App app{
       "halftime: run fine-tuning jobs in mixed precision and measure "
       "what it saved",
       "halftime"};
   app.require_subcommand(1);
+  app.fallthrough();  // Global flags may follow the verb too.
   app.set_help_all_flag("--help-all", "Show help for every verb");
 
+  ChannelOptions channel_options;
+  std::string timeout_text = "10s";
+  app.add_option("--server", channel_options.target,
+                 "Scheduler address (host:port)")
+      ->envname("HALFTIME_SERVER")
+      ->capture_default_str();
+  app.add_option("--token-file", channel_options.token_file,
+                 "File holding the bearer token sent with every call")
+      ->envname("HALFTIME_TOKEN_FILE");
+  app.add_option("--tls-ca", channel_options.tls_ca,
+                 "PEM CA certificate of the scheduler; turns TLS on");
+  app.add_option("--tls-cert", channel_options.tls_cert,
+                 "PEM client certificate for mutual TLS (with --tls-key)");
+  app.add_option("--tls-key", channel_options.tls_key, "PEM key of --tls-cert");
+  app.add_option("--timeout", timeout_text,
+                 "Deadline of each call, e.g. 10s or 500ms")
+      ->capture_default_str();
+
   std::string output = "table";
-  auto add_output = [&output](CLI::App* verb,
-                              std::vector<std::string> formats) {
+  auto add_output = [&output](CLI::App* verb) {
     verb->add_option("-o,--output", output, "Output format")
-        ->check(CLI::IsMember(formats))
+        ->check(CLI::IsMember({"table", "json", "yaml"}))
         ->capture_default_str();
   };
 
   std::vector<std::string> spec_paths;
   std::vector<std::string> overrides;
+  std::string validate_output = "yaml";
   CLI::App* validate =
       app.add_subcommand("validate", "Check job specs and print them resolved");
   validate->add_option("SPEC", spec_paths, "Spec files (YAML or JSON)")
       ->required();
   validate->add_option("--set", overrides,
                        "Override a field, e.g. --set optimizer.lr=1e-3");
-  add_output(validate, {"yaml", "json"});
-  output = "yaml";
+  validate->add_option("-o,--output", validate_output, "Output format")
+      ->check(CLI::IsMember({"yaml", "json"}))
+      ->capture_default_str();
+
+  std::string spec_path;
+  bool submit_watch = false;
+  std::string idempotency_key;
+  CLI::App* submit = app.add_subcommand(
+      "submit", "Validate a job spec and submit it to the scheduler");
+  submit->add_option("SPEC", spec_path, "Spec file (YAML or JSON)")->required();
+  submit->add_flag("--watch", submit_watch,
+                   "Follow the job until it ends (exit code: its outcome)");
+  submit->add_option("--set", overrides,
+                     "Override a field, e.g. --set optimizer.lr=1e-3");
+  submit->add_option("--idempotency-key", idempotency_key,
+                     "Key making retries safe (default: random per run)");
+  add_output(submit);
+
+  std::string job_id;
+  CLI::App* get = app.add_subcommand("get", "Show one job");
+  get->add_option("JOB", job_id, "Job id")->required();
+  add_output(get);
+
+  std::vector<std::string> states;
+  int limit = 50;
+  CLI::App* list = app.add_subcommand("list", "List jobs, newest first");
+  list->add_option("--state", states,
+                   "Only jobs in this state (queued, assigned, running, "
+                   "succeeded, failed, cancelled); repeatable");
+  list->add_option("--limit", limit, "Most jobs to show; 0 shows all")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  add_output(list);
+
+  CLI::App* watch = app.add_subcommand(
+      "watch", "Follow a job live until it ends (exit code: its outcome)");
+  watch->add_option("JOB", job_id, "Job id")->required();
+  add_output(watch);
+
+  std::string reason;
+  CLI::App* cancel = app.add_subcommand("cancel", "Cancel a job");
+  cancel->add_option("JOB", job_id, "Job id")->required();
+  cancel->add_option("--reason", reason, "Why; recorded in the job's events");
+  add_output(cancel);
+
+  CLI::App* workers =
+      app.add_subcommand("workers", "List workers and what they run natively");
+  add_output(workers);
+
+  CLI::App* savings = app.add_subcommand(
+      "savings", "Measured savings against fp32: one job, or the fleet");
+  savings->add_option("JOB", job_id, "Job id (default: fleet totals)");
+  add_output(savings);
+
+  CLI::App* logs =
+      app.add_subcommand("logs", "Show the tail of a job's trainer log");
+  logs->add_option("JOB", job_id, "Job id")->required();
+  add_output(logs);
 
   std::vector<const char*> argv;
   argv.reserve(args.size());
@@ -90,8 +195,40 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
   }
 
   if (validate->parsed()) {
-    return RunValidate(spec_paths, overrides, output, out, err);
+    return RunValidate(spec_paths, overrides, validate_output, out, err);
   }
+
+  absl::StatusOr<absl::Duration> timeout = ParseTimeout(timeout_text);
+  if (!timeout.ok()) {
+    err << "halftime: " << timeout.status().message() << "\n";
+    return kExitBadInput;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      CreateSchedulerChannel(channel_options);
+  if (!channel.ok()) {
+    err << "halftime: " << channel.status().message() << "\n";
+    return kExitBadInput;
+  }
+  std::unique_ptr<v1::Scheduler::Stub> stub = v1::Scheduler::NewStub(*channel);
+  CommandEnv env;
+  env.stub = stub.get();
+  env.target = channel_options.target;
+  env.timeout = *timeout;
+  env.format = ParseOutputFormat(output);
+  env.terminal = terminal;
+  env.out = &out;
+  env.err = &err;
+
+  if (submit->parsed()) {
+    return RunSubmit(env, spec_path, overrides, idempotency_key, submit_watch);
+  }
+  if (get->parsed()) return RunGet(env, job_id);
+  if (list->parsed()) return RunList(env, states, limit);
+  if (watch->parsed()) return RunWatch(env, job_id);
+  if (cancel->parsed()) return RunCancel(env, job_id, reason);
+  if (workers->parsed()) return RunWorkers(env);
+  if (savings->parsed()) return RunSavings(env, job_id);
+  if (logs->parsed()) return RunLogs(env, job_id);
   err << "halftime: no verb given\n";
   return kExitBadInput;
 }

@@ -1,0 +1,714 @@
+#include "client/render.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/util/time_util.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/enum_names.h"
+#include "common/spec.h"
+
+namespace halftime {
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+std::string EnumJsonName(const google::protobuf::EnumValueDescriptor* value) {
+  std::string name = EnumShortName(value);
+  return name.empty() ? "unspecified" : name;
+}
+
+nlohmann::ordered_json MessageToJsonTree(const Message& message);
+
+// One value of `field` (index -1: the singular value).
+nlohmann::ordered_json FieldValueToJson(const Message& message,
+                                        const FieldDescriptor* field,
+                                        int index) {
+  const Reflection* reflection = message.GetReflection();
+  const bool repeated = index >= 0;
+  switch (field->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32:
+      return repeated ? reflection->GetRepeatedInt32(message, field, index)
+                      : reflection->GetInt32(message, field);
+    case FieldDescriptor::CPPTYPE_INT64:
+      return repeated ? reflection->GetRepeatedInt64(message, field, index)
+                      : reflection->GetInt64(message, field);
+    case FieldDescriptor::CPPTYPE_UINT32:
+      return repeated ? reflection->GetRepeatedUInt32(message, field, index)
+                      : reflection->GetUInt32(message, field);
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return repeated ? reflection->GetRepeatedUInt64(message, field, index)
+                      : reflection->GetUInt64(message, field);
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return repeated ? reflection->GetRepeatedDouble(message, field, index)
+                      : reflection->GetDouble(message, field);
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      return repeated ? reflection->GetRepeatedFloat(message, field, index)
+                      : reflection->GetFloat(message, field);
+    case FieldDescriptor::CPPTYPE_BOOL:
+      return repeated ? reflection->GetRepeatedBool(message, field, index)
+                      : reflection->GetBool(message, field);
+    case FieldDescriptor::CPPTYPE_STRING:
+      return repeated ? reflection->GetRepeatedString(message, field, index)
+                      : reflection->GetString(message, field);
+    case FieldDescriptor::CPPTYPE_ENUM:
+      return EnumJsonName(
+          repeated ? reflection->GetRepeatedEnum(message, field, index)
+                   : reflection->GetEnum(message, field));
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      return MessageToJsonTree(
+          repeated ? reflection->GetRepeatedMessage(message, field, index)
+                   : reflection->GetMessage(message, field));
+  }
+  return nullptr;
+}
+
+nlohmann::ordered_json MessageToJsonTree(const Message& message) {
+  const google::protobuf::Descriptor* descriptor = message.GetDescriptor();
+  if (descriptor == google::protobuf::Timestamp::descriptor()) {
+    google::protobuf::Timestamp time;
+    time.CopyFrom(message);
+    return google::protobuf::util::TimeUtil::ToString(time);
+  }
+  if (descriptor == v1::JobSpec::descriptor()) {
+    v1::JobSpec spec;
+    spec.CopyFrom(message);
+    return nlohmann::ordered_json::parse(FormatJobSpec(spec, SpecFormat::kJson),
+                                         nullptr, /*allow_exceptions=*/false);
+  }
+  const Reflection* reflection = message.GetReflection();
+  nlohmann::ordered_json object = nlohmann::ordered_json::object();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const FieldDescriptor* field = descriptor->field(i);
+    if (field->is_repeated()) {
+      nlohmann::ordered_json array = nlohmann::ordered_json::array();
+      const int size = reflection->FieldSize(message, field);
+      for (int j = 0; j < size; ++j) {
+        array.push_back(FieldValueToJson(message, field, j));
+      }
+      object[field->name()] = std::move(array);
+      continue;
+    }
+    if (field->has_presence() && !reflection->HasField(message, field)) {
+      continue;
+    }
+    object[field->name()] = FieldValueToJson(message, field, -1);
+  }
+  return object;
+}
+
+bool IsYamlReservedWord(absl::string_view text) {
+  static const char* const kWords[] = {"true", "false", "yes", "no", "on",
+                                       "off",  "null",  "y",   "n",  "~"};
+  const std::string lower = absl::AsciiStrToLower(text);
+  for (const char* word : kWords) {
+    if (lower == word) return true;
+  }
+  return false;
+}
+
+// True when `text` reads back as the same string in YAML without quotes.
+bool IsPlainYamlString(absl::string_view text) {
+  if (text.empty() || IsYamlReservedWord(text)) return false;
+  if (!absl::ascii_isalpha(static_cast<unsigned char>(text[0])) &&
+      text[0] != '/' && text[0] != '_') {
+    return false;  // Numbers, dates, indicators (-, ?, :, [, {, ...).
+  }
+  if (text.back() == ' ' || text.back() == ':') return false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (absl::ascii_isalnum(c) || c >= 0x80) continue;
+    if (c == ' ') {
+      if (i + 1 < text.size() && text[i + 1] == '#') return false;
+      continue;
+    }
+    if (c == ':') {
+      if (i + 1 < text.size() && text[i + 1] == ' ') return false;
+      continue;
+    }
+    if (std::string_view("._-/@+()=,").find(static_cast<char>(c)) ==
+        std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string YamlScalar(const nlohmann::ordered_json& value) {
+  if (value.is_string()) {
+    const std::string& text = value.get_ref<const std::string&>();
+    if (IsPlainYamlString(text)) return text;
+    return value.dump(-1, ' ', false,
+                      nlohmann::ordered_json::error_handler_t::replace);
+  }
+  if (value.is_object()) return "{}";
+  if (value.is_array()) return "[]";
+  if (value.is_number_float()) {
+    const double number = value.get<double>();
+    if (std::isnan(number)) return ".nan";
+    if (std::isinf(number)) return number > 0 ? ".inf" : "-.inf";
+    // YAML 1.1 readers (PyYAML) take "1e-08" for a string: add the ".0".
+    std::string text = value.dump();
+    const std::size_t exponent = text.find_first_of("eE");
+    if (exponent != std::string::npos && text.find('.') == std::string::npos) {
+      text.insert(exponent, ".0");
+    }
+    return text;
+  }
+  return value.dump();
+}
+
+bool IsNonEmptyContainer(const nlohmann::ordered_json& value) {
+  return (value.is_object() || value.is_array()) && !value.empty();
+}
+
+void EmitYaml(const nlohmann::ordered_json& value, int indent,
+              std::string* out);
+
+// Emits a sequence item: "- " then the item, whose first line shares the
+// dash's line.
+void EmitYamlItem(const nlohmann::ordered_json& item, int indent,
+                  std::string* out) {
+  const std::string pad(static_cast<std::size_t>(indent), ' ');
+  if (!IsNonEmptyContainer(item)) {
+    absl::StrAppend(out, pad, "- ", YamlScalar(item), "\n");
+    return;
+  }
+  std::string nested;
+  EmitYaml(item, indent + 2, &nested);
+  // The nested block starts with indent + 2 spaces; the dash takes the
+  // last two of them.
+  absl::StrAppend(
+      out, pad, "- ",
+      absl::string_view(nested).substr(static_cast<std::size_t>(indent) + 2));
+}
+
+void EmitYaml(const nlohmann::ordered_json& value, int indent,
+              std::string* out) {
+  const std::string pad(static_cast<std::size_t>(indent), ' ');
+  if (value.is_object()) {
+    for (const auto& [key, child] : value.items()) {
+      const std::string key_text = YamlScalar(nlohmann::ordered_json(key));
+      if (IsNonEmptyContainer(child)) {
+        absl::StrAppend(out, pad, key_text, ":\n");
+        EmitYaml(child, child.is_array() ? indent : indent + 2, out);
+      } else {
+        absl::StrAppend(out, pad, key_text, ": ", YamlScalar(child), "\n");
+      }
+    }
+    return;
+  }
+  if (value.is_array()) {
+    for (const auto& item : value) EmitYamlItem(item, indent, out);
+    return;
+  }
+  absl::StrAppend(out, pad, YamlScalar(value), "\n");
+}
+
+std::string Percent(double ratio) {
+  return absl::StrFormat("%.0f%%", ratio * 100.0);
+}
+
+std::string ReportProgress(const v1::TrainingReport& report) {
+  if (report.total_steps() <= 0) return absl::StrCat(report.step());
+  return absl::StrCat(report.step(), "/", report.total_steps());
+}
+
+std::string JobPrecision(const v1::Job& job) {
+  if (job.resolved_precision() != v1::PRECISION_UNSPECIFIED) {
+    return PrecisionName(job.resolved_precision());
+  }
+  return PrecisionName(job.spec().precision());
+}
+
+}  // namespace
+
+nlohmann::ordered_json ProtoToJson(const google::protobuf::Message& message) {
+  return MessageToJsonTree(message);
+}
+
+std::string JsonToYaml(const nlohmann::ordered_json& value) {
+  std::string out;
+  if (!IsNonEmptyContainer(value)) return YamlScalar(value) + "\n";
+  EmitYaml(value, 0, &out);
+  return out;
+}
+
+std::string RenderDocument(const google::protobuf::Message& message,
+                           OutputFormat format) {
+  const nlohmann::ordered_json tree = ProtoToJson(message);
+  if (format == OutputFormat::kJson) {
+    return tree.dump(2, ' ', false,
+                     nlohmann::ordered_json::error_handler_t::replace) +
+           "\n";
+  }
+  return JsonToYaml(tree);
+}
+
+std::string OneLine(absl::string_view text) {
+  std::string line(text);
+  for (char& c : line) {
+    const unsigned char byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) c = ' ';
+  }
+  return line;
+}
+
+int DisplayWidth(absl::string_view text) {
+  int width = 0;
+  for (char c : text) {
+    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++width;
+  }
+  return width;
+}
+
+std::string TruncateToWidth(absl::string_view text, int width) {
+  if (DisplayWidth(text) <= width) return std::string(text);
+  if (width <= 0) return "";
+  // Keep width - 1 code points, then the ellipsis.
+  int kept = 0;
+  std::size_t end = 0;
+  for (; end < text.size(); ++end) {
+    if ((static_cast<unsigned char>(text[end]) & 0xC0) != 0x80) {
+      if (kept == width - 1) break;
+      ++kept;
+    }
+  }
+  return absl::StrCat(text.substr(0, end), "…");
+}
+
+Table::Table(std::vector<Column> columns) : columns_(std::move(columns)) {}
+
+void Table::AddRow(std::vector<std::string> cells) {
+  cells.resize(columns_.size());
+  // A cell is one line: newlines and escapes would break the grid.
+  for (std::string& cell : cells) cell = OneLine(cell);
+  rows_.push_back(std::move(cells));
+}
+
+std::string Table::Render(int max_width) const {
+  const std::size_t n = columns_.size();
+  std::vector<int> widths(n), minimums(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    widths[i] = DisplayWidth(columns_[i].header);
+    minimums[i] = std::max(4, std::min(widths[i], 8));
+    for (const auto& row : rows_) {
+      widths[i] = std::max(widths[i], DisplayWidth(row[i]));
+    }
+  }
+  auto total = [&] {
+    int sum = 2 * static_cast<int>(n > 0 ? n - 1 : 0);
+    for (int w : widths) sum += w;
+    return sum;
+  };
+  // Shrink flexible columns first, then any column: one column at a time,
+  // always the widest, so the space lost is shared.
+  for (bool flexible_only : {true, false}) {
+    while (total() > max_width) {
+      int widest = -1;
+      for (std::size_t i = 0; i < n; ++i) {
+        if (flexible_only && !columns_[i].flexible) continue;
+        if (widths[i] <= minimums[i]) continue;
+        if (widest < 0 || widths[i] > widths[static_cast<std::size_t>(widest)])
+          widest = static_cast<int>(i);
+      }
+      if (widest < 0) break;
+      --widths[static_cast<std::size_t>(widest)];
+    }
+  }
+  std::string out;
+  auto render_row = [&](const std::vector<std::string>& cells) {
+    std::string line;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::string cell = TruncateToWidth(cells[i], widths[i]);
+      const std::string padding(
+          static_cast<std::size_t>(widths[i] - DisplayWidth(cell)), ' ');
+      if (i > 0) line += "  ";
+      if (columns_[i].align_right) {
+        absl::StrAppend(&line, padding, cell);
+      } else {
+        absl::StrAppend(&line, cell, i + 1 < n ? padding : "");
+      }
+    }
+    absl::StrAppend(&out, absl::StripTrailingAsciiWhitespace(line), "\n");
+  };
+  std::vector<std::string> headers;
+  for (const auto& column : columns_) headers.push_back(column.header);
+  render_row(headers);
+  for (const auto& row : rows_) render_row(row);
+  return out;
+}
+
+std::string HumanDuration(absl::Duration duration) {
+  if (duration < absl::ZeroDuration()) duration = absl::ZeroDuration();
+  if (duration < absl::Seconds(10)) {
+    return absl::StrFormat("%.1fs", absl::ToDoubleSeconds(duration));
+  }
+  const int64_t seconds = absl::ToInt64Seconds(duration);
+  if (seconds < 60) return absl::StrFormat("%ds", seconds);
+  if (seconds < 3600) {
+    return absl::StrFormat("%dm%02ds", seconds / 60, seconds % 60);
+  }
+  if (seconds < 86400) {
+    return absl::StrFormat("%dh%02dm", seconds / 3600, (seconds % 3600) / 60);
+  }
+  return absl::StrFormat("%dd%02dh", seconds / 86400, (seconds % 86400) / 3600);
+}
+
+std::string FormatBytes(int64_t bytes) {
+  const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
+  const double magnitude = std::fabs(static_cast<double>(bytes));
+  if (magnitude < 1024) return absl::StrCat(bytes, " B");
+  double value = static_cast<double>(bytes) / 1024;
+  int unit = 0;
+  while (std::fabs(value) >= 1024 && unit < 3) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
+}
+
+std::string FormatCount(double value) {
+  const double magnitude = std::fabs(value);
+  if (magnitude < 1000) return absl::StrFormat("%.0f", value);
+  if (magnitude < 1e6) return absl::StrFormat("%.1fk", value / 1e3);
+  if (magnitude < 1e9) return absl::StrFormat("%.1fM", value / 1e6);
+  return absl::StrFormat("%.1fG", value / 1e9);
+}
+
+std::string FormatLossScale(double scale) {
+  if (scale == std::floor(scale) && std::fabs(scale) < 1e7) {
+    return absl::StrFormat("%.0f", scale);
+  }
+  return absl::StrFormat("%.3g", scale);
+}
+
+bool IsSet(const google::protobuf::Timestamp& time) {
+  return time.seconds() != 0 || time.nanos() != 0;
+}
+
+absl::Time ToAbslTime(const google::protobuf::Timestamp& time) {
+  return absl::FromUnixSeconds(time.seconds()) +
+         absl::Nanoseconds(time.nanos());
+}
+
+std::string FormatTimestamp(const google::protobuf::Timestamp& time) {
+  if (!IsSet(time)) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", ToAbslTime(time),
+                          absl::LocalTimeZone());
+}
+
+std::string FormatShortAge(const google::protobuf::Timestamp& time,
+                           absl::Time now) {
+  if (!IsSet(time)) return "-";
+  const int64_t seconds =
+      std::max<int64_t>(0, absl::ToInt64Seconds(now - ToAbslTime(time)));
+  if (seconds < 60) return absl::StrCat(seconds, "s");
+  if (seconds < 3600) return absl::StrCat(seconds / 60, "m");
+  if (seconds < 86400) return absl::StrCat(seconds / 3600, "h");
+  return absl::StrCat(seconds / 86400, "d");
+}
+
+std::string FormatAge(const google::protobuf::Timestamp& time, absl::Time now) {
+  if (!IsSet(time)) return "-";
+  const absl::Duration age = now - ToAbslTime(time);
+  if (age < absl::Seconds(1)) return "just now";
+  return HumanDuration(absl::Trunc(age, absl::Seconds(1))) + " ago";
+}
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+std::string DescribeJobState(const v1::Job& job) {
+  std::string text = JobStateName(job.state());
+  if (text.empty()) text = "unknown";
+  switch (job.state()) {
+    case v1::JOB_STATE_QUEUED:
+      if (job.attempt() > 1)
+        absl::StrAppend(&text, " for attempt ", job.attempt());
+      if (!job.queue_reason().empty()) {
+        absl::StrAppend(&text, ": ", job.queue_reason());
+      }
+      break;
+    case v1::JOB_STATE_ASSIGNED:
+      if (!job.worker().empty()) absl::StrAppend(&text, " to ", job.worker());
+      break;
+    case v1::JOB_STATE_RUNNING:
+      if (!job.worker().empty()) absl::StrAppend(&text, " on ", job.worker());
+      if (job.attempt() > 1)
+        absl::StrAppend(&text, " (attempt ", job.attempt(), ")");
+      break;
+    case v1::JOB_STATE_FAILED:
+    case v1::JOB_STATE_CANCELLED:
+      if (!job.failure_reason().empty()) {
+        absl::StrAppend(&text, ": ", job.failure_reason());
+      }
+      break;
+    default:
+      break;
+  }
+  return text;
+}
+
+std::string FormatSavingsSummary(const v1::Savings& savings,
+                                 absl::string_view currency) {
+  std::vector<std::string> parts;
+  if (savings.speedup() >= 1.0) {
+    parts.push_back(absl::StrFormat("%.2fx faster", savings.speedup()));
+  } else if (savings.speedup() > 0) {
+    parts.push_back(absl::StrFormat("%.2fx slower", 1.0 / savings.speedup()));
+  }
+  if (savings.baseline_peak_memory_bytes() > 0) {
+    if (savings.memory_saved_bytes() >= 0) {
+      parts.push_back(
+          absl::StrCat(Percent(savings.memory_saved_ratio()), " less memory (",
+                       FormatBytes(savings.memory_saved_bytes()), ")"));
+    } else {
+      parts.push_back(
+          absl::StrCat(Percent(-savings.memory_saved_ratio()), " more memory"));
+    }
+  }
+  std::string saved =
+      absl::StrFormat("%.0f device-s", savings.device_seconds_saved());
+  // Cost needs its currency, which only GetSavings reports.
+  if (savings.cost_saved() != 0 && !currency.empty()) {
+    absl::StrAppend(&saved, absl::StrFormat(" and %.4g %s",
+                                            savings.cost_saved(), currency));
+  }
+  parts.push_back(absl::StrCat(saved, " saved"));
+  std::string baseline =
+      EnumShortName(v1::BaselineMode_descriptor(), savings.baseline());
+  return absl::StrCat(
+      absl::StrJoin(parts, ", "), " vs fp32",
+      baseline.empty() ? "" : absl::StrCat(" (", baseline, ")"));
+}
+
+std::string FormatJobDetail(const v1::Job& job, absl::Time now, int width) {
+  std::vector<std::pair<std::string, std::string>> facts;
+  facts.emplace_back("id", job.id());
+  facts.emplace_back("name", job.spec().name());
+  facts.emplace_back("state", DescribeJobState(job));
+  std::string precision = JobPrecision(job);
+  if (job.spec().precision() == v1::PRECISION_AUTO &&
+      job.resolved_precision() != v1::PRECISION_UNSPECIFIED) {
+    absl::StrAppend(&precision, " (from auto)");
+  }
+  facts.emplace_back("precision", precision);
+  std::string model = job.spec().model().builtin().empty()
+                          ? job.spec().model().torchscript()
+                          : job.spec().model().builtin();
+  facts.emplace_back("model", model);
+  facts.emplace_back("attempt", absl::StrCat(job.attempt()));
+  if (!job.worker().empty()) facts.emplace_back("worker", job.worker());
+  if (job.has_latest_report()) {
+    const v1::TrainingReport& report = job.latest_report();
+    std::string progress = absl::StrFormat(
+        "step %s, loss %.4f", ReportProgress(report), report.loss());
+    if (report.has_eval_loss()) {
+      absl::StrAppend(&progress,
+                      absl::StrFormat(", eval loss %.4f", report.eval_loss()));
+    }
+    facts.emplace_back("progress", progress);
+    facts.emplace_back(
+        "loss scale",
+        absl::StrCat(FormatLossScale(report.loss_scale()), ", ",
+                     report.skipped_steps(), " overflow steps skipped"));
+    facts.emplace_back(
+        "throughput",
+        absl::StrCat(FormatCount(report.tokens_per_second()), " tokens/s, ",
+                     absl::StrFormat("%.3fs", report.step_seconds()),
+                     " per step"));
+    facts.emplace_back("peak memory", FormatBytes(report.peak_memory_bytes()));
+  }
+  facts.emplace_back("submitted",
+                     absl::StrCat(FormatTimestamp(job.submit_time()), " (",
+                                  FormatAge(job.submit_time(), now), ")"));
+  if (IsSet(job.start_time())) {
+    facts.emplace_back("started", FormatTimestamp(job.start_time()));
+  }
+  if (IsSet(job.end_time())) {
+    std::string ended = FormatTimestamp(job.end_time());
+    if (IsSet(job.start_time())) {
+      absl::StrAppend(&ended, " (ran ",
+                      HumanDuration(ToAbslTime(job.end_time()) -
+                                    ToAbslTime(job.start_time())),
+                      ")");
+    }
+    facts.emplace_back("ended", ended);
+  }
+  if (job.has_savings()) {
+    facts.emplace_back("savings", FormatSavingsSummary(job.savings(), ""));
+  }
+  std::string out;
+  for (const auto& [key, value] : facts) {
+    const std::string label = absl::StrCat(key, ":");
+    const std::string line = absl::StrFormat("%-13s%s", label, OneLine(value));
+    absl::StrAppend(&out, TruncateToWidth(line, width), "\n");
+  }
+  return out;
+}
+
+std::string FormatJobTable(const std::vector<v1::Job>& jobs, absl::Time now,
+                           int width) {
+  Table table({{"ID"},
+               {"NAME", /*flexible=*/true},
+               {"STATE"},
+               {"PRECISION"},
+               {"STEP", false, /*align_right=*/true},
+               {"LOSS", false, true},
+               {"WORKER", true},
+               {"AGE", false, true}});
+  for (const v1::Job& job : jobs) {
+    std::string state = JobStateName(job.state());
+    if (job.attempt() > 1) absl::StrAppend(&state, "#", job.attempt());
+    const bool has_report = job.has_latest_report();
+    table.AddRow(
+        {job.id(), job.spec().name(), state, JobPrecision(job),
+         has_report ? ReportProgress(job.latest_report()) : "-",
+         has_report ? absl::StrFormat("%.4f", job.latest_report().loss()) : "-",
+         job.worker().empty() ? "-" : job.worker(),
+         FormatShortAge(job.submit_time(), now)});
+  }
+  return table.Render(width);
+}
+
+std::string FormatWorkerTable(const std::vector<v1::Worker>& workers,
+                              absl::Time now, int width) {
+  Table table({{"NAME", true},
+               {"STATE"},
+               {"DEVICE", true},
+               {"NATIVE PRECISIONS", true},
+               {"JOBS", false, true},
+               {"MEMORY", false, true},
+               {"SEEN", false, true}});
+  for (const v1::Worker& worker : workers) {
+    const v1::WorkerCapabilities& caps = worker.capabilities();
+    std::vector<std::string> precisions;
+    for (int p : caps.native_precisions()) {
+      precisions.push_back(PrecisionName(static_cast<v1::Precision>(p)));
+    }
+    std::string device = caps.device_name();
+    if (!caps.compute_capability().empty()) {
+      absl::StrAppend(&device, " (sm ", caps.compute_capability(), ")");
+    }
+    std::string state =
+        EnumShortName(v1::WorkerState_descriptor(), worker.state());
+    table.AddRow(
+        {worker.name(), state.empty() ? "unknown" : state, device,
+         absl::StrJoin(precisions, ","),
+         absl::StrCat(worker.job_ids_size(), "/", caps.slots()),
+         caps.memory_bytes() > 0 ? FormatBytes(caps.memory_bytes()) : "-",
+         FormatShortAge(worker.last_heartbeat(), now)});
+  }
+  return table.Render(width);
+}
+
+std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
+                                int width) {
+  const std::string currency =
+      response.currency().empty() ? "COST" : response.currency();
+  std::string out;
+  if (response.jobs_size() > 0) {
+    Table jobs({{"JOB"},
+                {"PRECISION"},
+                {"SPEEDUP", false, true},
+                {"MEM SAVED", false, true},
+                {"TIME SAVED", false, true},
+                {absl::StrCat(currency, " SAVED"), false, true},
+                {"DEVICE", true}});
+    for (int i = 0; i < response.jobs_size(); ++i) {
+      const v1::Savings& savings = response.jobs(i);
+      jobs.AddRow({i < response.job_ids_size() ? response.job_ids(i) : "-",
+                   PrecisionName(savings.precision()),
+                   absl::StrFormat("%.2fx", savings.speedup()),
+                   Percent(savings.memory_saved_ratio()),
+                   HumanDuration(absl::Seconds(savings.device_seconds_saved())),
+                   absl::StrFormat("%.4g", savings.cost_saved()),
+                   savings.device_name()});
+    }
+    out += jobs.Render(width);
+  }
+  if (response.totals_size() > 0) {
+    if (!out.empty()) out += "\n";
+    Table totals({{"PRECISION"},
+                  {"JOBS", false, true},
+                  {"MEAN SPEEDUP", false, true},
+                  {"MEAN MEM SAVED", false, true},
+                  {"TIME SAVED", false, true},
+                  {absl::StrCat(currency, " SAVED"), false, true}});
+    for (const v1::PrecisionSavings& total : response.totals()) {
+      totals.AddRow({PrecisionName(total.precision()),
+                     absl::StrCat(total.jobs()),
+                     absl::StrFormat("%.2fx", total.mean_speedup()),
+                     Percent(total.mean_memory_saved_ratio()),
+                     HumanDuration(absl::Seconds(total.device_seconds_saved())),
+                     absl::StrFormat("%.4g", total.cost_saved())});
+    }
+    out += totals.Render(width);
+  }
+  if (out.empty()) out = "no savings measured yet\n";
+  return out;
+}
+
+std::string FormatSavingsDetail(const std::string& job_id,
+                                const v1::Savings& savings,
+                                absl::string_view currency, int width) {
+  std::vector<std::pair<std::string, std::string>> facts;
+  facts.emplace_back("job", job_id);
+  std::string precision = PrecisionName(savings.precision());
+  if (!savings.device_name().empty()) {
+    absl::StrAppend(&precision, " on ", savings.device_name());
+  }
+  facts.emplace_back("precision", precision);
+  facts.emplace_back(
+      "speedup",
+      absl::StrFormat("%.2fx (%.3fs -> %.3fs per step; %s -> %s tokens/s)",
+                      savings.speedup(), savings.baseline_step_seconds(),
+                      savings.step_seconds(),
+                      FormatCount(savings.baseline_tokens_per_second()),
+                      FormatCount(savings.tokens_per_second())));
+  facts.emplace_back(
+      "peak memory",
+      absl::StrCat(FormatBytes(savings.baseline_peak_memory_bytes()), " -> ",
+                   FormatBytes(savings.peak_memory_bytes()), " (",
+                   FormatBytes(savings.memory_saved_bytes()), ", ",
+                   Percent(savings.memory_saved_ratio()), " saved)"));
+  facts.emplace_back(
+      "time saved",
+      absl::StrCat(HumanDuration(absl::Seconds(savings.device_seconds_saved())),
+                   " of device time over the job (the fp32 probe cost ",
+                   HumanDuration(absl::Seconds(savings.probe_seconds())), ")"));
+  if (!currency.empty()) {
+    facts.emplace_back(
+        "cost saved",
+        absl::StrFormat("%.4g %s", savings.cost_saved(), currency));
+  }
+  std::string baseline =
+      EnumShortName(v1::BaselineMode_descriptor(), savings.baseline());
+  facts.emplace_back("baseline",
+                     absl::StrCat(baseline.empty() ? "unknown" : baseline,
+                                  " (fp32 on the same device)"));
+  std::string out;
+  for (const auto& [key, value] : facts) {
+    const std::string label = absl::StrCat(key, ":");
+    absl::StrAppend(
+        &out,
+        TruncateToWidth(absl::StrFormat("%-13s%s", label, OneLine(value)),
+                        width),
+        "\n");
+  }
+  return out;
+}
+
+}  // namespace halftime
