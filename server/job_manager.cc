@@ -1,0 +1,1223 @@
+#include "server/job_manager.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/enum_names.h"
+#include "common/spec.h"
+#include "server/placement.h"
+
+namespace halftime::server {
+namespace {
+
+constexpr size_t kMaxIdempotencyKeyBytes = 128;
+constexpr int kDefaultPageSize = 50;
+constexpr int kMaxPageSize = 1000;
+
+void SetTimestamp(google::protobuf::Timestamp* ts, absl::Time t) {
+  int64_t seconds = absl::ToUnixSeconds(t);
+  ts->set_seconds(seconds);
+  ts->set_nanos(static_cast<int32_t>((t - absl::FromUnixSeconds(seconds)) /
+                                     absl::Nanoseconds(1)));
+}
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+bool IsActive(v1::JobState state) {
+  return state == v1::JOB_STATE_ASSIGNED || state == v1::JOB_STATE_RUNNING;
+}
+
+std::string JobNotFound(const std::string& job_id) {
+  return absl::StrCat("job ", job_id, " not found");
+}
+
+}  // namespace
+
+// A job and its live bookkeeping.
+struct JobManager::JobEntry {
+  JobRecord rec;
+  // Latest events, contiguous, ending at rec.job.last_event_sequence.
+  std::deque<v1::JobEvent> tail;
+  // Highest sequence known durable.
+  int64_t durable_seq = 0;
+  std::map<uint64_t, std::shared_ptr<EventListener>> listeners;
+  // Report downsampling state of the current attempt.
+  int32_t report_attempt = 0;
+  int64_t last_report_event_step = 0;
+  int64_t last_eval_event_step = 0;
+  // Precision the current run reports (to notice fallbacks).
+  v1::Precision run_precision = v1::PRECISION_UNSPECIFIED;
+
+  const std::string& id() const { return rec.job.id(); }
+  v1::JobState state() const { return rec.job.state(); }
+};
+
+// A worker and its session.
+struct JobManager::WorkerEntry {
+  v1::Worker info;                   // job_ids filled only when listing
+  std::shared_ptr<WorkerSink> sink;  // null while disconnected
+  uint64_t session = 0;
+  std::set<std::string> jobs;  // ids of ASSIGNED/RUNNING jobs on it
+
+  int slots() const { return std::max(1, info.capabilities().slots()); }
+  bool accepting() const {
+    return sink != nullptr && info.state() == v1::WORKER_STATE_READY;
+  }
+};
+
+// Changes collected under the lock and committed as one store mutation.
+struct JobManager::Txn {
+  StoreMutation mutation;
+  std::set<JobEntry*> dirty_jobs;
+  std::set<WorkerEntry*> dirty_workers;
+  std::map<std::string, int64_t> seqs;  // job id -> last event appended
+  std::vector<std::string> remove_after_commit;  // superseded files
+};
+
+JobManager::JobManager(JobManagerOptions options, Store* store, Clock* clock,
+                       SchedulerMetrics* metrics, SavingsLedger* savings,
+                       CheckpointFiles* checkpoints, Logger* logger)
+    : options_(options),
+      store_(store),
+      clock_(clock),
+      metrics_(metrics),
+      savings_(savings),
+      checkpoints_(checkpoints),
+      logger_(logger),
+      leases_(options.lease_grace) {}
+
+JobManager::~JobManager() = default;
+
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
+    JobManagerOptions options, Store* store, Clock* clock,
+    SchedulerMetrics* metrics, SavingsLedger* savings,
+    CheckpointFiles* checkpoints, Logger* logger) {
+  absl::StatusOr<StoreSnapshot> snapshot = store->Load();
+  if (!snapshot.ok()) return snapshot.status();
+  std::unique_ptr<JobManager> manager(new JobManager(
+      options, store, clock, metrics, savings, checkpoints, logger));
+  std::lock_guard<std::mutex> lock(manager->mu_);
+  if (absl::Status s = manager->LoadLocked(*std::move(snapshot)); !s.ok()) {
+    return s;
+  }
+  return manager;
+}
+
+absl::Status JobManager::LoadLocked(StoreSnapshot snapshot) {
+  absl::Time now = clock_->Now();
+  for (v1::Worker& worker : snapshot.workers) {
+    auto w = std::make_unique<WorkerEntry>();
+    w->info = std::move(worker);
+    w->info.clear_job_ids();
+    if (w->info.state() != v1::WORKER_STATE_LOST) {
+      // Give it one grace period to reconnect and re-attach its jobs.
+      leases_.Renew(w->info.name(), now);
+    }
+    metrics_->workers(w->info.state()).Increment();
+    workers_[w->info.name()] = std::move(w);
+  }
+  for (JobRecord& record : snapshot.jobs) {
+    auto e = std::make_unique<JobEntry>();
+    e->rec = std::move(record);
+    e->durable_seq = e->rec.job.last_event_sequence();
+    e->report_attempt = e->rec.job.attempt();
+    e->last_report_event_step = e->rec.job.latest_report().step();
+    JobEntry* entry = e.get();
+    next_seq_ = std::max(next_seq_, entry->rec.seq + 1);
+    metrics_->JobStateChanged(v1::JOB_STATE_UNSPECIFIED, entry->state());
+    if (!entry->rec.idempotency_key.empty()) {
+      by_idempotency_key_[entry->rec.idempotency_key] = entry->id();
+    }
+    if (entry->state() == v1::JOB_STATE_QUEUED) {
+      queue_.insert({-static_cast<int64_t>(entry->rec.job.spec().priority()),
+                     entry->rec.seq});
+    } else if (IsActive(entry->state())) {
+      auto& w = workers_[entry->rec.job.worker()];
+      if (w == nullptr) {
+        // A worker row lost with the job still on it: let it reconnect.
+        w = std::make_unique<WorkerEntry>();
+        w->info.set_name(entry->rec.job.worker());
+        w->info.set_state(v1::WORKER_STATE_READY);
+        metrics_->workers(v1::WORKER_STATE_READY).Increment();
+        leases_.Renew(w->info.name(), now);
+      }
+      w->jobs.insert(entry->id());
+    }
+    by_seq_[entry->rec.seq] = entry;
+    jobs_[entry->id()] = std::move(e);
+  }
+  for (CheckpointRecord& c : snapshot.checkpoints) {
+    latest_checkpoint_[c.job_id] = std::move(c);
+  }
+  for (const auto& [job_id, savings] : snapshot.savings) {
+    savings_->Record(job_id, savings);
+  }
+  Txn txn;
+  Schedule(&txn);  // computes queue reasons; no worker is connected yet
+  if (logger_->enabled()) {
+    logger_->Log("state_loaded", {{"jobs", absl::StrCat(jobs_.size())},
+                                  {"queued", absl::StrCat(queue_.size())},
+                                  {"workers", absl::StrCat(workers_.size())}});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::CheckOpen() const {
+  if (shutting_down_) {
+    return absl::UnavailableError("scheduler is shutting down");
+  }
+  return absl::OkStatus();
+}
+
+JobManager::JobEntry* JobManager::FindJob(const std::string& job_id) const {
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+v1::JobEvent& JobManager::AddEvent(Txn* txn, JobEntry* e, v1::JobEventKind kind,
+                                   std::string message) {
+  v1::Job& job = e->rec.job;
+  int64_t seq = job.last_event_sequence() + 1;
+  job.set_last_event_sequence(seq);
+  v1::JobEvent event;
+  event.set_job_id(job.id());
+  event.set_sequence(seq);
+  event.set_kind(kind);
+  SetTimestamp(event.mutable_time(), clock_->Now());
+  event.set_state(job.state());
+  event.set_attempt(job.attempt());
+  event.set_worker(job.worker());
+  event.set_message(std::move(message));
+  e->tail.push_back(event);
+  while (static_cast<int>(e->tail.size()) > options_.memory_events &&
+         e->tail.front().sequence() <= e->durable_seq) {
+    e->tail.pop_front();
+  }
+  txn->dirty_jobs.insert(e);
+  txn->seqs[job.id()] = seq;
+  txn->mutation.events.push_back(std::move(event));
+  return txn->mutation.events.back();
+}
+
+void JobManager::SetState(Txn* txn, JobEntry* e, v1::JobState to,
+                          std::string message) {
+  v1::Job& job = e->rec.job;
+  metrics_->JobStateChanged(job.state(), to);
+  job.set_state(to);
+  absl::Time now = clock_->Now();
+  if (to == v1::JOB_STATE_RUNNING) SetTimestamp(job.mutable_start_time(), now);
+  if (IsTerminal(to)) SetTimestamp(job.mutable_end_time(), now);
+  if (to != v1::JOB_STATE_QUEUED) job.clear_queue_reason();
+  if (logger_->enabled()) {
+    logger_->Log("job_state", {{"job", job.id()},
+                               {"state", JobStateName(to)},
+                               {"attempt", absl::StrCat(job.attempt())},
+                               {"worker", job.worker()},
+                               {"message", message}});
+  }
+  AddEvent(txn, e, v1::JOB_EVENT_KIND_STATE_CHANGED, std::move(message));
+}
+
+void JobManager::Commit(Txn* txn, StatusDone done) {
+  for (JobEntry* e : txn->dirty_jobs) txn->mutation.jobs.push_back(e->rec);
+  for (WorkerEntry* w : txn->dirty_workers) {
+    v1::Worker worker = w->info;
+    worker.clear_job_ids();
+    txn->mutation.workers.push_back(std::move(worker));
+  }
+  if (txn->mutation.empty() && !done) return;
+  std::vector<std::string> remove = std::move(txn->remove_after_commit);
+  store_->Apply(std::move(txn->mutation),
+                [this, seqs = std::move(txn->seqs), remove = std::move(remove),
+                 done = std::move(done)](absl::Status status) {
+                  if (status.ok()) {
+                    for (const std::string& path : remove)
+                      checkpoints_->Remove(path);
+                  }
+                  OnDurable(seqs, status);
+                  if (done) done(status);
+                });
+}
+
+void JobManager::OnDurable(const std::map<std::string, int64_t>& seqs,
+                           const absl::Status& status) {
+  if (!status.ok() && logger_->enabled()) {
+    logger_->Log("store_error", {{"error", std::string(status.message())}});
+  }
+  if (seqs.empty()) return;
+  std::vector<std::shared_ptr<EventListener>> wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [job_id, seq] : seqs) {
+      JobEntry* e = FindJob(job_id);
+      if (e == nullptr || seq <= e->durable_seq) continue;
+      e->durable_seq = seq;
+      if (status.ok() && IsTerminal(e->state()) &&
+          e->durable_seq == e->rec.job.last_event_sequence()) {
+        // Finished and stored: later readers go to the store.
+        std::deque<v1::JobEvent>().swap(e->tail);
+      }
+      for (const auto& [id, listener] : e->listeners) wake.push_back(listener);
+    }
+  }
+  for (const auto& listener : wake) listener->OnEvents();
+}
+
+// ---------------------------------------------------------------------------
+// Placement.
+
+void JobManager::Schedule(Txn* txn) {
+  if (queue_.empty()) {
+    fresh_.clear();
+    return;
+  }
+  std::vector<WorkerEntry*> workers;
+  std::vector<PlacementWorker> views;
+  for (auto& [name, w] : workers_) {
+    if (w->info.state() == v1::WORKER_STATE_LOST) continue;
+    workers.push_back(w.get());
+    views.push_back(PlacementWorker{
+        &w->info.capabilities(), w->slots() - static_cast<int>(w->jobs.size()),
+        w->accepting()});
+  }
+  bool any_free = false;
+  for (const PlacementWorker& view : views) {
+    any_free |= view.accepting && view.free_slots > 0;
+  }
+  // Without a free slot nothing can be placed and the reasons of jobs
+  // already explained stay true until the set of workers changes: only new
+  // (or requeued) jobs need a look, which keeps a long queue cheap.
+  bool only_new = !any_free && reasons_generation_ == workers_generation_;
+  reasons_generation_ = workers_generation_;
+  std::vector<JobEntry*> queued;
+  std::vector<const v1::JobSpec*> specs;
+  if (only_new) {
+    for (int64_t seq : fresh_) {
+      auto it = by_seq_.find(seq);
+      if (it == by_seq_.end() || it->second->state() != v1::JOB_STATE_QUEUED) {
+        continue;
+      }
+      queued.push_back(it->second);
+      specs.push_back(&it->second->rec.job.spec());
+    }
+  } else {
+    for (const auto& [neg_priority, seq] : queue_) {
+      JobEntry* e = by_seq_.at(seq);
+      queued.push_back(e);
+      specs.push_back(&e->rec.job.spec());
+    }
+  }
+  fresh_.clear();
+  std::vector<PlacementDecision> decisions = Place(specs, std::move(views));
+  for (size_t i = 0; i < queued.size(); ++i) {
+    if (decisions[i].worker < 0) {
+      queued[i]->rec.job.set_queue_reason(decisions[i].queue_reason);
+    } else {
+      Assign(txn, queued[i], workers[decisions[i].worker],
+             decisions[i].precision);
+    }
+  }
+}
+
+void JobManager::Assign(Txn* txn, JobEntry* e, WorkerEntry* w,
+                        v1::Precision precision) {
+  v1::Job& job = e->rec.job;
+  queue_.erase({-static_cast<int64_t>(job.spec().priority()), e->rec.seq});
+  w->jobs.insert(job.id());
+  job.set_worker(w->info.name());
+  job.set_resolved_precision(precision);
+  job.clear_start_time();
+  absl::Time now = clock_->Now();
+  metrics_->queue_wait().Observe(absl::ToDoubleSeconds(
+      std::max(absl::ZeroDuration(), now - e->rec.enqueue_time)));
+  SetState(txn, e, v1::JOB_STATE_ASSIGNED,
+           absl::StrCat("assigned to ", w->info.name(), " (attempt ",
+                        job.attempt(), ", ", PrecisionName(precision), ")"));
+  v1::SchedulerMessage message;
+  v1::Assignment* a = message.mutable_assignment();
+  a->set_job_id(job.id());
+  a->set_attempt(job.attempt());
+  *a->mutable_spec() = job.spec();
+  ResolvePrecision(a->mutable_spec(), precision);
+  if (auto it = latest_checkpoint_.find(job.id());
+      it != latest_checkpoint_.end()) {
+    a->set_has_checkpoint(true);
+    a->set_checkpoint_step(it->second.step);
+  }
+  e->run_precision = precision;
+  w->sink->Send(message);
+}
+
+// Takes `e` off its worker and out of the queue.
+void JobManager::Detach(JobEntry* e) {
+  if (auto it = workers_.find(e->rec.job.worker()); it != workers_.end()) {
+    it->second->jobs.erase(e->id());
+  }
+  queue_.erase(
+      {-static_cast<int64_t>(e->rec.job.spec().priority()), e->rec.seq});
+}
+
+void JobManager::Requeue(Txn* txn, JobEntry* e, const std::string& reason,
+                         bool count_restart) {
+  if (count_restart) {
+    ++e->rec.restarts;
+    metrics_->job_restarts().Increment();
+    int32_t max_restarts = e->rec.job.spec().max_restarts();
+    if (e->rec.restarts > max_restarts) {
+      Finish(txn, e, v1::JOB_STATE_FAILED,
+             absl::StrCat(reason, " (gave up after ", max_restarts,
+                          max_restarts == 1 ? " restart)" : " restarts)"));
+      return;
+    }
+  }
+  Detach(e);
+  v1::Job& job = e->rec.job;
+  job.set_attempt(job.attempt() + 1);
+  e->rec.enqueue_time = clock_->Now();
+  e->rec.cancel_requested = false;
+  job.clear_queue_reason();
+  queue_.insert({-static_cast<int64_t>(job.spec().priority()), e->rec.seq});
+  fresh_.push_back(e->rec.seq);
+  SetState(txn, e, v1::JOB_STATE_QUEUED,
+           absl::StrCat("requeued as attempt ", job.attempt(), ": ", reason));
+}
+
+void JobManager::Finish(Txn* txn, JobEntry* e, v1::JobState state,
+                        const std::string& reason) {
+  Detach(e);
+  if (state != v1::JOB_STATE_SUCCEEDED) e->rec.job.set_failure_reason(reason);
+  SetState(txn, e, state, reason);
+}
+
+void JobManager::SetWorkerState(Txn* txn, WorkerEntry* w,
+                                v1::WorkerState state) {
+  if (w->info.state() == state) return;
+  ++workers_generation_;
+  metrics_->workers(w->info.state()).Decrement();
+  metrics_->workers(state).Increment();
+  w->info.set_state(state);
+  txn->dirty_workers.insert(w);
+}
+
+void JobManager::LoseWorker(Txn* txn, WorkerEntry* w,
+                            const std::string& reason) {
+  if (logger_->enabled()) {
+    logger_->Log("worker_lost",
+                 {{"worker", w->info.name()}, {"reason", reason}});
+  }
+  SetWorkerState(txn, w, v1::WORKER_STATE_LOST);
+  leases_.Remove(w->info.name());
+  if (w->sink != nullptr) {
+    w->sink->Close(absl::UnavailableError(reason));
+    w->sink = nullptr;
+  }
+  w->session = 0;
+  std::vector<std::string> jobs(w->jobs.begin(), w->jobs.end());
+  for (const std::string& job_id : jobs) {
+    JobEntry* e = FindJob(job_id);
+    if (e == nullptr) continue;
+    if (e->rec.cancel_requested) {
+      Finish(txn, e, v1::JOB_STATE_CANCELLED,
+             absl::StrCat("cancelled: ", e->rec.cancel_reason, " (worker ",
+                          w->info.name(), " gone)"));
+    } else {
+      Requeue(txn, e,
+              absl::StrCat("worker ", w->info.name(), " lost: ", reason),
+              /*count_restart=*/true);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Scheduler service.
+
+void JobManager::SubmitJob(const v1::SubmitJobRequest& request,
+                           SubmitDone done) {
+  bool has_spec = request.has_spec();
+  bool has_text = !request.spec_text().empty();
+  if (has_spec && has_text) {
+    done(absl::InvalidArgumentError(
+        "spec, spec_text: set exactly one of them, not both"));
+    return;
+  }
+  if (!has_spec && !has_text) {
+    done(absl::InvalidArgumentError("spec: required (or spec_text)"));
+    return;
+  }
+  if (request.idempotency_key().size() > kMaxIdempotencyKeyBytes) {
+    done(absl::InvalidArgumentError(absl::StrCat(
+        "idempotency_key: longer than ", kMaxIdempotencyKeyBytes, " bytes")));
+    return;
+  }
+  v1::JobSpec spec;
+  if (has_spec) {
+    spec = request.spec();
+    ApplyJobSpecDefaults(&spec);
+    if (absl::Status s = ValidateJobSpec(spec); !s.ok()) {
+      done(s);
+      return;
+    }
+  } else {
+    absl::StatusOr<v1::JobSpec> parsed =
+        ParseJobSpec(request.spec_text(), "spec_text");
+    if (!parsed.ok()) {
+      done(parsed.status());
+      return;
+    }
+    spec = *std::move(parsed);
+  }
+
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = CheckOpen(); !s.ok()) {
+    done(s);
+    return;
+  }
+  Txn txn;
+  v1::SubmitJobResponse response;
+  if (!request.idempotency_key().empty()) {
+    auto it = by_idempotency_key_.find(request.idempotency_key());
+    if (it != by_idempotency_key_.end()) {
+      *response.mutable_job() = FindJob(it->second)->rec.job;
+      response.set_deduplicated(true);
+      // An empty mutation: done runs once the original job is durable.
+      Commit(&txn, [response = std::move(response),
+                    done = std::move(done)](absl::Status status) {
+        if (status.ok()) {
+          done(response);
+        } else {
+          done(status);
+        }
+      });
+      return;
+    }
+  }
+  auto owned = std::make_unique<JobEntry>();
+  JobEntry* e = owned.get();
+  e->rec.seq = next_seq_++;
+  e->rec.idempotency_key = request.idempotency_key();
+  e->rec.enqueue_time = clock_->Now();
+  v1::Job& job = e->rec.job;
+  job.set_id(absl::StrFormat("j-%06d", e->rec.seq));
+  *job.mutable_spec() = std::move(spec);
+  job.set_attempt(1);
+  SetTimestamp(job.mutable_submit_time(), e->rec.enqueue_time);
+  jobs_[job.id()] = std::move(owned);
+  by_seq_[e->rec.seq] = e;
+  if (!e->rec.idempotency_key.empty()) {
+    by_idempotency_key_[e->rec.idempotency_key] = job.id();
+  }
+  queue_.insert({-static_cast<int64_t>(job.spec().priority()), e->rec.seq});
+  fresh_.push_back(e->rec.seq);
+  metrics_->jobs_submitted().Increment();
+  SetState(&txn, e, v1::JOB_STATE_QUEUED,
+           absl::StrCat("submitted: ", job.spec().name()));
+  Schedule(&txn);
+  *response.mutable_job() = job;
+  Commit(&txn, [response = std::move(response),
+                done = std::move(done)](absl::Status status) {
+    if (status.ok()) {
+      done(response);
+    } else {
+      done(status);
+    }
+  });
+}
+
+absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  JobEntry* e = FindJob(job_id);
+  if (e == nullptr) return absl::NotFoundError(JobNotFound(job_id));
+  return e->rec.job;
+}
+
+absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(
+    const v1::ListJobsRequest& request) const {
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError("page_size: must not be negative");
+  }
+  int page_size = request.page_size() == 0
+                      ? kDefaultPageSize
+                      : std::min(request.page_size(), kMaxPageSize);
+  int64_t before = INT64_MAX;
+  if (!request.page_token().empty()) {
+    std::string decoded;
+    if (!absl::WebSafeBase64Unescape(request.page_token(), &decoded) ||
+        !absl::StartsWith(decoded, "before:") ||
+        !absl::SimpleAtoi(absl::string_view(decoded).substr(7), &before)) {
+      return absl::InvalidArgumentError(
+          "page_token: not a token from a ListJobs response");
+    }
+  }
+  std::set<int> states(request.states().begin(), request.states().end());
+  v1::ListJobsResponse response;
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t last_seq = 0;
+  auto it = std::make_reverse_iterator(by_seq_.lower_bound(before));
+  for (; it != by_seq_.rend(); ++it) {
+    const JobEntry* e = it->second;
+    if (!states.empty() && !states.count(e->state())) continue;
+    if (response.jobs_size() == page_size) {
+      response.set_next_page_token(
+          absl::WebSafeBase64Escape(absl::StrCat("before:", last_seq)));
+      break;
+    }
+    *response.add_jobs() = e->rec.job;
+    last_seq = it->first;
+  }
+  return response;
+}
+
+void JobManager::CancelJob(const std::string& job_id, const std::string& reason,
+                           JobDone done) {
+  absl::Status error;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    error = CheckOpen();
+    JobEntry* e = error.ok() ? FindJob(job_id) : nullptr;
+    if (error.ok() && e == nullptr) {
+      error = absl::NotFoundError(JobNotFound(job_id));
+    } else if (error.ok() && IsTerminal(e->state())) {
+      error = absl::FailedPreconditionError(absl::StrCat(
+          "job ", job_id, " is already ", JobStateName(e->state())));
+    }
+    if (error.ok()) {
+      std::string why = reason.empty() ? "by user" : reason;
+      Txn txn;
+      WorkerEntry* w = nullptr;
+      if (IsActive(e->state())) {
+        auto it = workers_.find(e->rec.job.worker());
+        if (it != workers_.end() && it->second->sink != nullptr) {
+          w = it->second.get();
+        }
+      }
+      if (w != nullptr) {
+        if (!e->rec.cancel_requested) {
+          e->rec.cancel_requested = true;
+          e->rec.cancel_reason = why;
+          AddEvent(&txn, e, v1::JOB_EVENT_KIND_NOTICE,
+                   absl::StrCat("cancel requested: ", why));
+        }
+        v1::SchedulerMessage message;
+        message.mutable_cancel()->set_job_id(job_id);
+        message.mutable_cancel()->set_attempt(e->rec.job.attempt());
+        message.mutable_cancel()->set_reason(e->rec.cancel_reason);
+        w->sink->Send(message);
+      } else {
+        Finish(&txn, e, v1::JOB_STATE_CANCELLED,
+               absl::StrCat("cancelled: ", why));
+        Schedule(&txn);
+      }
+      Commit(&txn, [job = e->rec.job, done](absl::Status status) {
+        if (status.ok()) {
+          done(job);
+        } else {
+          done(status);
+        }
+      });
+      return;
+    }
+  }
+  done(error);
+}
+
+v1::ListWorkersResponse JobManager::ListWorkers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::ListWorkersResponse response;
+  for (const auto& [name, w] : workers_) {
+    v1::Worker* worker = response.add_workers();
+    *worker = w->info;
+    for (const std::string& job_id : w->jobs) worker->add_job_ids(job_id);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::GetSavingsResponse> JobManager::GetSavings(
+    const std::string& job_id) const {
+  if (job_id.empty()) return savings_->Fleet();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (FindJob(job_id) == nullptr) {
+      return absl::NotFoundError(JobNotFound(job_id));
+    }
+  }
+  v1::GetSavingsResponse response;
+  response.set_currency(savings_->currency());
+  absl::StatusOr<v1::Savings> savings = savings_->ForJob(job_id);
+  if (savings.ok()) {
+    *response.add_jobs() = *savings;
+    response.add_job_ids(job_id);
+  }
+  for (v1::PrecisionSavings& t : savings_->Totals()) {
+    *response.add_totals() = std::move(t);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::GetJobLogsResponse> JobManager::GetJobLogs(
+    const std::string& job_id) const {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (FindJob(job_id) == nullptr) {
+      return absl::NotFoundError(JobNotFound(job_id));
+    }
+  }
+  absl::StatusOr<std::vector<std::string>> lines = store_->ReadLogs(job_id);
+  if (!lines.ok()) return lines.status();
+  v1::GetJobLogsResponse response;
+  for (std::string& line : *lines) response.add_lines(std::move(line));
+  return response;
+}
+
+// ---------------------------------------------------------------------------
+// Watching.
+
+absl::StatusOr<JobManager::EventBatch> JobManager::ReadEvents(
+    const std::string& job_id, int64_t after, int max) const {
+  if (after < 0) {
+    return absl::InvalidArgumentError("after_sequence: must not be negative");
+  }
+  EventBatch batch;
+  int64_t upto = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (absl::Status s = CheckOpen(); !s.ok()) return s;
+    const JobEntry* e = FindJob(job_id);
+    if (e == nullptr) return absl::NotFoundError(JobNotFound(job_id));
+    int64_t last = e->rec.job.last_event_sequence();
+    upto = std::min(e->durable_seq, after + max);
+    if (after >= e->durable_seq) {
+      batch.end = IsTerminal(e->state()) && after >= last;
+      return batch;
+    }
+    if (!e->tail.empty() && e->tail.front().sequence() <= after + 1) {
+      for (const v1::JobEvent& event : e->tail) {
+        if (event.sequence() <= after) continue;
+        if (event.sequence() > upto) break;
+        batch.events.push_back(event);
+      }
+      return batch;
+    }
+  }
+  absl::StatusOr<std::vector<v1::JobEvent>> events =
+      store_->ReadEvents(job_id, after, upto - after);
+  if (!events.ok()) return events.status();
+  batch.events = *std::move(events);
+  return batch;
+}
+
+absl::StatusOr<uint64_t> JobManager::Watch(
+    const std::string& job_id, std::shared_ptr<EventListener> listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  JobEntry* e = FindJob(job_id);
+  if (e == nullptr) return absl::NotFoundError(JobNotFound(job_id));
+  uint64_t id = ++next_subscription_;
+  e->listeners[id] = std::move(listener);
+  return id;
+}
+
+void JobManager::Unwatch(const std::string& job_id, uint64_t subscription) {
+  std::shared_ptr<EventListener> release;  // destroyed after unlocking
+  std::lock_guard<std::mutex> lock(mu_);
+  JobEntry* e = FindJob(job_id);
+  if (e == nullptr) return;
+  auto it = e->listeners.find(subscription);
+  if (it == e->listeners.end()) return;
+  release = std::move(it->second);
+  e->listeners.erase(it);
+}
+
+// ---------------------------------------------------------------------------
+// Worker gateway.
+
+absl::StatusOr<uint64_t> JobManager::RegisterWorker(
+    const v1::RegisterWorker& request, std::shared_ptr<WorkerSink> sink) {
+  if (request.name().empty()) {
+    return absl::InvalidArgumentError("register.name: required");
+  }
+  if (request.name().size() > 128) {
+    return absl::InvalidArgumentError("register.name: longer than 128 bytes");
+  }
+  if (request.capabilities().slots() < 0) {
+    return absl::InvalidArgumentError(
+        "register.capabilities.slots: must not be negative");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  Txn txn;
+  absl::Time now = clock_->Now();
+  auto& slot = workers_[request.name()];
+  if (slot == nullptr) {
+    slot = std::make_unique<WorkerEntry>();
+    slot->info.set_name(request.name());
+    slot->info.set_state(v1::WORKER_STATE_LOST);
+    metrics_->workers(v1::WORKER_STATE_LOST).Increment();
+  }
+  WorkerEntry* w = slot.get();
+  ++workers_generation_;
+  if (w->sink != nullptr) {
+    w->sink->Close(absl::AbortedError(absl::StrCat(
+        "replaced by a newer session of worker ", request.name())));
+  }
+  w->sink = std::move(sink);
+  w->session = ++next_session_;
+  *w->info.mutable_capabilities() = request.capabilities();
+  SetTimestamp(w->info.mutable_registered_time(), now);
+  SetTimestamp(w->info.mutable_last_heartbeat(), now);
+  SetWorkerState(&txn, w, v1::WORKER_STATE_READY);
+  txn.dirty_workers.insert(w);
+  leases_.Renew(w->info.name(), now);
+
+  // Reconcile the jobs the worker says it runs with what we know.
+  v1::SchedulerMessage registered;
+  v1::Registered* reply = registered.mutable_registered();
+  reply->set_heartbeat_interval_ms(
+      absl::ToInt64Milliseconds(options_.heartbeat_interval));
+  reply->set_lease_grace_ms(absl::ToInt64Milliseconds(options_.lease_grace));
+  std::set<std::string> reattached;
+  std::vector<v1::SchedulerMessage> cancels;
+  for (const v1::RunningJob& running : request.running_jobs()) {
+    JobEntry* e = FindJob(running.job_id());
+    bool current = e != nullptr && IsActive(e->state()) &&
+                   e->rec.job.attempt() == running.attempt() &&
+                   e->rec.job.worker() == w->info.name() &&
+                   w->jobs.count(e->id()) > 0;
+    if (!current) {
+      *reply->add_stale_jobs() = running;
+      metrics_->StaleMessage("running");
+      continue;
+    }
+    reattached.insert(e->id());
+    if (e->state() == v1::JOB_STATE_ASSIGNED) {
+      SetState(&txn, e, v1::JOB_STATE_RUNNING,
+               absl::StrCat("re-attached on ", w->info.name()));
+    } else {
+      AddEvent(&txn, e, v1::JOB_EVENT_KIND_NOTICE,
+               absl::StrCat("re-attached on ", w->info.name()));
+    }
+    if (e->rec.cancel_requested) {
+      v1::SchedulerMessage cancel;
+      cancel.mutable_cancel()->set_job_id(e->id());
+      cancel.mutable_cancel()->set_attempt(e->rec.job.attempt());
+      cancel.mutable_cancel()->set_reason(e->rec.cancel_reason);
+      cancels.push_back(std::move(cancel));
+    }
+  }
+  w->sink->Send(registered);
+  for (const v1::SchedulerMessage& cancel : cancels) w->sink->Send(cancel);
+  // Jobs we placed on this worker that it no longer runs.
+  std::vector<std::string> gone;
+  for (const std::string& job_id : w->jobs) {
+    if (!reattached.count(job_id)) gone.push_back(job_id);
+  }
+  for (const std::string& job_id : gone) {
+    JobEntry* e = FindJob(job_id);
+    if (e->rec.cancel_requested) {
+      Finish(&txn, e, v1::JOB_STATE_CANCELLED,
+             absl::StrCat("cancelled: ", e->rec.cancel_reason));
+    } else {
+      bool was_running = e->state() == v1::JOB_STATE_RUNNING;
+      Requeue(
+          &txn, e,
+          absl::StrCat("worker ", w->info.name(), " reconnected without it"),
+          /*count_restart=*/was_running);
+    }
+  }
+  if (logger_->enabled()) {
+    logger_->Log("worker_registered",
+                 {{"worker", w->info.name()},
+                  {"session", absl::StrCat(w->session)},
+                  {"device", w->info.capabilities().device_name()},
+                  {"slots", absl::StrCat(w->slots())},
+                  {"reattached", absl::StrCat(reattached.size())},
+                  {"stale", absl::StrCat(reply->stale_jobs_size())}});
+  }
+  Schedule(&txn);
+  Commit(&txn, nullptr);
+  return w->session;
+}
+
+void JobManager::Heartbeat(const std::string& worker, uint64_t session,
+                           const v1::Heartbeat& heartbeat) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (shutting_down_) return;
+  auto it = workers_.find(worker);
+  if (it == workers_.end() || it->second->session != session || session == 0 ||
+      it->second->sink == nullptr) {
+    return;
+  }
+  WorkerEntry* w = it->second.get();
+  absl::Time now = clock_->Now();
+  leases_.Renew(worker, now);
+  SetTimestamp(w->info.mutable_last_heartbeat(), now);
+  Txn txn;
+  v1::WorkerState want =
+      heartbeat.draining() ? v1::WORKER_STATE_DRAINING : v1::WORKER_STATE_READY;
+  bool changed = w->info.state() != want;
+  SetWorkerState(&txn, w, want);
+  for (const v1::RunningJob& running : heartbeat.running_jobs()) {
+    JobEntry* e = FindJob(running.job_id());
+    bool current = e != nullptr && IsActive(e->state()) &&
+                   e->rec.job.attempt() == running.attempt() &&
+                   e->rec.job.worker() == worker;
+    if (current) continue;
+    metrics_->StaleMessage("running");
+    v1::SchedulerMessage cancel;
+    cancel.mutable_cancel()->set_job_id(running.job_id());
+    cancel.mutable_cancel()->set_attempt(running.attempt());
+    cancel.mutable_cancel()->set_reason("attempt is not current");
+    w->sink->Send(cancel);
+  }
+  if (changed) {
+    if (logger_->enabled()) {
+      logger_->Log(
+          "worker_state",
+          {{"worker", worker},
+           {"state", EnumShortName(v1::WorkerState_descriptor(), want)}});
+    }
+    Schedule(&txn);
+    Commit(&txn, nullptr);
+  }
+}
+
+absl::StatusOr<JobManager::JobEntry*> JobManager::Fence(
+    const std::string& worker, uint64_t session, const std::string& job_id,
+    int32_t attempt, const char* kind) {
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  auto wit = workers_.find(worker);
+  WorkerEntry* w = wit == workers_.end() ? nullptr : wit->second.get();
+  bool current_session = w != nullptr && session != 0 && w->session == session;
+  JobEntry* e = FindJob(job_id);
+  if (e == nullptr) return absl::NotFoundError(JobNotFound(job_id));
+  const v1::Job& job = e->rec.job;
+  if (current_session && IsActive(job.state()) && job.attempt() == attempt &&
+      job.worker() == worker) {
+    return e;
+  }
+  metrics_->StaleMessage(kind);
+  std::string why;
+  if (job.attempt() != attempt) {
+    why = absl::StrCat("attempt ", attempt, " of job ", job_id,
+                       " is superseded (current attempt ", job.attempt(), ")");
+  } else if (!current_session) {
+    why = absl::StrCat("worker ", worker, " session ", session,
+                       " is not current");
+  } else {
+    why = absl::StrCat("job ", job_id, " is ", JobStateName(job.state()),
+                       ", not running on ", worker);
+  }
+  if (logger_->enabled()) {
+    logger_->Log("stale_message", {{"kind", kind},
+                                   {"job", job_id},
+                                   {"attempt", absl::StrCat(attempt)},
+                                   {"worker", worker},
+                                   {"reason", why}});
+  }
+  if (current_session && w->sink != nullptr) {
+    v1::SchedulerMessage cancel;
+    cancel.mutable_cancel()->set_job_id(job_id);
+    cancel.mutable_cancel()->set_attempt(attempt);
+    cancel.mutable_cancel()->set_reason(why);
+    w->sink->Send(cancel);
+  }
+  return absl::FailedPreconditionError(why);
+}
+
+absl::Status JobManager::JobStarted(const std::string& worker, uint64_t session,
+                                    const v1::JobStarted& started) {
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::StatusOr<JobEntry*> e =
+      Fence(worker, session, started.job_id(), started.attempt(), "started");
+  if (!e.ok()) return e.status();
+  if ((*e)->state() != v1::JOB_STATE_ASSIGNED) return absl::OkStatus();
+  Txn txn;
+  SetState(&txn, *e, v1::JOB_STATE_RUNNING,
+           started.resumed_from_step() > 0
+               ? absl::StrCat("running on ", worker, ", resumed from step ",
+                              started.resumed_from_step())
+               : absl::StrCat("running on ", worker));
+  Commit(&txn, nullptr);
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::Report(const std::string& worker, uint64_t session,
+                                const v1::JobReport& report) {
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::StatusOr<JobEntry*> fenced =
+      Fence(worker, session, report.job_id(), report.attempt(), "report");
+  if (!fenced.ok()) return fenced.status();
+  JobEntry* e = *fenced;
+  Txn txn;
+  if (e->state() == v1::JOB_STATE_ASSIGNED) {
+    SetState(&txn, e, v1::JOB_STATE_RUNNING,
+             absl::StrCat("running on ", worker));
+  }
+  v1::TrainingReport r = report.report();
+  r.set_attempt(report.attempt());
+  *e->rec.job.mutable_latest_report() = r;
+  if (r.precision() != v1::PRECISION_UNSPECIFIED &&
+      e->run_precision != v1::PRECISION_UNSPECIFIED &&
+      r.precision() != e->run_precision) {
+    AddEvent(&txn, e, v1::JOB_EVENT_KIND_FALLBACK,
+             absl::StrCat("precision fell back from ",
+                          PrecisionName(e->run_precision), " to ",
+                          PrecisionName(r.precision())));
+  }
+  if (r.precision() != v1::PRECISION_UNSPECIFIED) {
+    e->run_precision = r.precision();
+  }
+  // Downsampling (see the header).
+  if (e->report_attempt != report.attempt()) {
+    e->report_attempt = report.attempt();
+    e->last_report_event_step = 0;
+    e->last_eval_event_step = 0;
+  }
+  int64_t total =
+      r.total_steps() > 0 ? r.total_steps() : e->rec.job.spec().steps();
+  int64_t stride =
+      std::max<int64_t>(1, (total + options_.max_report_events - 1) /
+                               std::max(1, options_.max_report_events));
+  bool first = e->last_report_event_step == 0 && e->last_eval_event_step == 0;
+  bool keep =
+      first || r.step() >= total ||
+      r.step() - e->last_report_event_step >= stride ||
+      (r.has_eval_loss() && r.step() - e->last_eval_event_step >= stride);
+  if (keep) {
+    if (r.has_eval_loss()) {
+      e->last_eval_event_step = r.step();
+    } else {
+      e->last_report_event_step = r.step();
+    }
+    if (first) e->last_report_event_step = r.step();
+    v1::JobEvent& event = AddEvent(&txn, e, v1::JOB_EVENT_KIND_REPORT, "");
+    *event.mutable_report() = r;
+    *e->tail.back().mutable_report() = r;
+  }
+  Commit(&txn, nullptr);
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::Result(const std::string& worker, uint64_t session,
+                                const v1::JobResult& result) {
+  if (result.outcome() == v1::JOB_OUTCOME_UNSPECIFIED) {
+    return absl::InvalidArgumentError("result.outcome: required");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::StatusOr<JobEntry*> fenced =
+      Fence(worker, session, result.job_id(), result.attempt(), "result");
+  if (!fenced.ok()) return fenced.status();
+  JobEntry* e = *fenced;
+  Txn txn;
+  if (result.stderr_tail_size() > 0) {
+    std::vector<std::string> lines;
+    int first = std::max(0, result.stderr_tail_size() - options_.max_log_lines);
+    for (int i = first; i < result.stderr_tail_size(); ++i) {
+      lines.push_back(result.stderr_tail(i).substr(
+          0, static_cast<size_t>(options_.max_log_line_bytes)));
+    }
+    txn.mutation.logs.emplace_back(e->id(), std::move(lines));
+  }
+  auto record_savings = [&] {
+    if (!result.has_savings()) return;
+    const v1::Savings& measured = result.savings();
+    if (measured.baseline_step_seconds() <= 0 || measured.step_seconds() <= 0) {
+      return;
+    }
+    int64_t steps_run = e->rec.job.latest_report().step() > 0
+                            ? e->rec.job.latest_report().step()
+                            : e->rec.job.spec().steps();
+    v1::Savings derived = savings_->Derive(measured, steps_run);
+    if (derived.precision() == v1::PRECISION_UNSPECIFIED) {
+      derived.set_precision(e->rec.job.resolved_precision());
+    }
+    *e->rec.job.mutable_savings() = derived;
+    savings_->Record(e->id(), derived);
+    txn.mutation.savings.emplace_back(e->id(), derived);
+    v1::JobEvent& event = AddEvent(
+        &txn, e, v1::JOB_EVENT_KIND_SAVINGS,
+        absl::StrFormat("speedup %.2fx, %.0f device seconds saved",
+                        derived.speedup(), derived.device_seconds_saved()));
+    *event.mutable_savings() = derived;
+    *e->tail.back().mutable_savings() = derived;
+  };
+  std::string reason = result.reason();
+  switch (result.outcome()) {
+    case v1::JOB_OUTCOME_SUCCEEDED:
+      record_savings();
+      Finish(&txn, e, v1::JOB_STATE_SUCCEEDED,
+             reason.empty() ? "succeeded" : reason);
+      break;
+    case v1::JOB_OUTCOME_CANCELLED:
+      record_savings();
+      Finish(&txn, e, v1::JOB_STATE_CANCELLED,
+             absl::StrCat("cancelled: ",
+                          e->rec.cancel_requested
+                              ? e->rec.cancel_reason
+                              : (reason.empty() ? "by worker" : reason)));
+      break;
+    case v1::JOB_OUTCOME_FAILED: {
+      if (reason.empty()) reason = "trainer failed";
+      if (e->rec.cancel_requested) {
+        Finish(&txn, e, v1::JOB_STATE_CANCELLED,
+               absl::StrCat("cancelled: ", e->rec.cancel_reason));
+      } else if (result.permanent()) {
+        record_savings();
+        Finish(&txn, e, v1::JOB_STATE_FAILED, reason);
+      } else {
+        Requeue(&txn, e, reason, /*count_restart=*/true);
+      }
+      break;
+    }
+    case v1::JOB_OUTCOME_RELEASED:
+      if (e->rec.cancel_requested) {
+        Finish(&txn, e, v1::JOB_STATE_CANCELLED,
+               absl::StrCat("cancelled: ", e->rec.cancel_reason));
+      } else {
+        Requeue(&txn, e,
+                absl::StrCat("released by ", worker, reason.empty() ? "" : ": ",
+                             reason),
+                /*count_restart=*/false);
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError("result.outcome: unknown value");
+  }
+  Schedule(&txn);
+  Commit(&txn, nullptr);
+  return absl::OkStatus();
+}
+
+void JobManager::WorkerDisconnected(const std::string& worker,
+                                    uint64_t session) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end() || it->second->session != session) return;
+  it->second->sink = nullptr;
+  ++workers_generation_;
+  if (logger_->enabled()) {
+    logger_->Log("worker_disconnected",
+                 {{"worker", worker},
+                  {"jobs", absl::StrCat(it->second->jobs.size())},
+                  {"grace", absl::FormatDuration(leases_.grace())}});
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Checkpoints.
+
+absl::Status JobManager::CheckUpload(const std::string& job_id,
+                                     int32_t attempt) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status s = CheckOpen(); !s.ok()) return s;
+  JobEntry* e = FindJob(job_id);
+  if (e == nullptr) return absl::NotFoundError(JobNotFound(job_id));
+  if (IsActive(e->state()) && e->rec.job.attempt() == attempt) {
+    return absl::OkStatus();
+  }
+  metrics_->StaleMessage("upload");
+  return absl::FailedPreconditionError(
+      e->rec.job.attempt() != attempt
+          ? absl::StrCat("attempt ", attempt, " of job ", job_id,
+                         " is superseded (current attempt ",
+                         e->rec.job.attempt(), ")")
+          : absl::StrCat("job ", job_id, " is ", JobStateName(e->state()),
+                         "; it takes no checkpoints"));
+}
+
+void JobManager::RecordCheckpoint(const CheckpointRecord& record,
+                                  StatusDone done) {
+  absl::Status error;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    error = CheckOpen();
+    JobEntry* e = error.ok() ? FindJob(record.job_id) : nullptr;
+    if (error.ok() && e == nullptr) {
+      error = absl::NotFoundError(JobNotFound(record.job_id));
+    } else if (error.ok() && (!IsActive(e->state()) ||
+                              e->rec.job.attempt() != record.attempt)) {
+      metrics_->StaleMessage("upload");
+      error = absl::FailedPreconditionError(absl::StrCat(
+          "attempt ", record.attempt, " of job ", record.job_id,
+          " is superseded (current attempt ", e->rec.job.attempt(), ")"));
+    }
+    if (error.ok()) {
+      Txn txn;
+      auto it = latest_checkpoint_.find(record.job_id);
+      if (it != latest_checkpoint_.end() && it->second.path != record.path) {
+        txn.remove_after_commit.push_back(it->second.path);
+      }
+      latest_checkpoint_[record.job_id] = record;
+      txn.mutation.checkpoints.push_back(record);
+      AddEvent(&txn, e, v1::JOB_EVENT_KIND_CHECKPOINT,
+               absl::StrCat("checkpoint at step ", record.step, " (",
+                            record.bytes, " bytes)"));
+      Commit(&txn, std::move(done));
+      return;
+    }
+  }
+  done(error);
+}
+
+absl::StatusOr<CheckpointRecord> JobManager::LatestCheckpoint(
+    const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (FindJob(job_id) == nullptr) {
+    return absl::NotFoundError(JobNotFound(job_id));
+  }
+  auto it = latest_checkpoint_.find(job_id);
+  if (it == latest_checkpoint_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("job ", job_id, " has no checkpoint"));
+  }
+  return it->second;
+}
+
+// ---------------------------------------------------------------------------
+// Time and shutdown.
+
+void JobManager::Tick() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (shutting_down_) return;
+  std::vector<std::string> expired = leases_.TakeExpired(clock_->Now());
+  if (expired.empty()) return;
+  Txn txn;
+  for (const std::string& name : expired) {
+    auto it = workers_.find(name);
+    if (it == workers_.end()) continue;
+    LoseWorker(&txn, it->second.get(),
+               absl::StrCat("no heartbeat for ",
+                            absl::FormatDuration(leases_.grace())));
+  }
+  Schedule(&txn);
+  Commit(&txn, nullptr);
+}
+
+void JobManager::Shutdown() {
+  std::vector<std::shared_ptr<WorkerSink>> sinks;
+  std::vector<std::shared_ptr<EventListener>> listeners;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutting_down_) return;
+    shutting_down_ = true;
+    for (auto& [name, w] : workers_) {
+      if (w->sink != nullptr) sinks.push_back(w->sink);
+    }
+    for (auto& [id, e] : jobs_) {
+      for (auto& [sub, listener] : e->listeners) listeners.push_back(listener);
+    }
+  }
+  for (const auto& sink : sinks) {
+    sink->Close(absl::UnavailableError("scheduler is shutting down"));
+  }
+  for (const auto& listener : listeners) listener->OnEvents();
+}
+
+}  // namespace halftime::server

@@ -1,0 +1,152 @@
+#include "server/metrics.h"
+
+#include <prometheus/exposer.h>
+#include <prometheus/text_serializer.h>
+
+#include <exception>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/enum_names.h"
+
+namespace halftime::server {
+
+SchedulerMetrics::SchedulerMetrics()
+    : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& jobs = prometheus::BuildGauge()
+                   .Name("halftime_jobs")
+                   .Help("Jobs by state.")
+                   .Register(*registry_);
+  for (int s = v1::JOB_STATE_QUEUED; s <= v1::JOB_STATE_CANCELLED; ++s) {
+    jobs_[s] =
+        &jobs.Add({{"state", JobStateName(static_cast<v1::JobState>(s))}});
+  }
+  auto& workers = prometheus::BuildGauge()
+                      .Name("halftime_workers")
+                      .Help("Workers by state.")
+                      .Register(*registry_);
+  for (int s = v1::WORKER_STATE_READY; s <= v1::WORKER_STATE_LOST; ++s) {
+    workers_[s] = &workers.Add(
+        {{"state", EnumShortName(v1::WorkerState_descriptor(), s)}});
+  }
+  jobs_submitted_ = &prometheus::BuildCounter()
+                         .Name("halftime_jobs_submitted_total")
+                         .Help("Jobs accepted (deduplicated retries left out).")
+                         .Register(*registry_)
+                         .Add({});
+  queue_wait_ = &prometheus::BuildHistogram()
+                     .Name("halftime_job_queue_wait_seconds")
+                     .Help("Time from (re)queueing to assignment, seconds.")
+                     .Register(*registry_)
+                     .Add({}, prometheus::Histogram::BucketBoundaries{
+                                  0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10,
+                                  30, 60, 300, 900, 3600});
+  job_restarts_ = &prometheus::BuildCounter()
+                       .Name("halftime_job_restarts_total")
+                       .Help(
+                           "Attempts ended by a worker loss or a retried "
+                           "failure.")
+                       .Register(*registry_)
+                       .Add({});
+  auto& stale = prometheus::BuildCounter()
+                    .Name("halftime_stale_messages_total")
+                    .Help("Messages from a superseded attempt, rejected.")
+                    .Register(*registry_);
+  for (const char* kind :
+       {"started", "report", "result", "upload", "running"}) {
+    stale_[kind] = &stale.Add({{"kind", kind}});
+  }
+  auto& seconds = prometheus::BuildCounter()
+                      .Name("halftime_savings_device_seconds_total")
+                      .Help("Device seconds saved against the fp32 baseline.")
+                      .Register(*registry_);
+  auto& memory = prometheus::BuildGauge()
+                     .Name("halftime_savings_memory_bytes")
+                     .Help(
+                         "Peak memory saved against the fp32 baseline, "
+                         "summed over measured jobs, bytes.")
+                     .Register(*registry_);
+  for (int p = v1::PRECISION_FP32; p <= v1::PRECISION_BF16_PURE; ++p) {
+    std::string name = PrecisionName(static_cast<v1::Precision>(p));
+    savings_seconds_[p] = &seconds.Add({{"precision", name}});
+    savings_memory_[p] = &memory.Add({{"precision", name}});
+  }
+  savings_cost_ = &prometheus::BuildCounter()
+                       .Name("halftime_savings_cost_total")
+                       .Help(
+                           "Cost saved at the configured device-hour "
+                           "prices, currency units.")
+                       .Register(*registry_)
+                       .Add({});
+  store_commit_seconds_ =
+      &prometheus::BuildHistogram()
+           .Name("halftime_store_commit_seconds")
+           .Help("Duration of store group commits, seconds.")
+           .Register(*registry_)
+           .Add({}, prometheus::Histogram::BucketBoundaries{
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5,
+                        1});
+  store_batch_mutations_ =
+      &prometheus::BuildHistogram()
+           .Name("halftime_store_batch_mutations")
+           .Help("Mutations per store group commit.")
+           .Register(*registry_)
+           .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32,
+                                                            64, 128});
+}
+
+SchedulerMetrics::~SchedulerMetrics() = default;
+
+absl::StatusOr<std::unique_ptr<SchedulerMetrics>> SchedulerMetrics::Create(
+    const std::string& listen) {
+  std::unique_ptr<SchedulerMetrics> metrics(new SchedulerMetrics());
+  if (!listen.empty()) {
+    try {
+      metrics->exposer_ = std::make_unique<prometheus::Exposer>(listen);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(
+          absl::StrCat("metrics: cannot listen on ", listen, ": ", e.what()));
+    }
+    metrics->exposer_->RegisterCollectable(metrics->registry_);
+    std::vector<int> ports = metrics->exposer_->GetListeningPorts();
+    if (!ports.empty()) metrics->port_ = ports.front();
+  }
+  return metrics;
+}
+
+std::string SchedulerMetrics::Render() const {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, registry_->Collect());
+  return out.str();
+}
+
+void SchedulerMetrics::JobStateChanged(v1::JobState from, v1::JobState to) {
+  if (from == to) return;
+  if (auto it = jobs_.find(from); it != jobs_.end()) it->second->Decrement();
+  if (auto it = jobs_.find(to); it != jobs_.end()) it->second->Increment();
+}
+
+prometheus::Gauge& SchedulerMetrics::workers(v1::WorkerState state) {
+  auto it = workers_.find(state);
+  if (it == workers_.end()) it = workers_.find(v1::WORKER_STATE_LOST);
+  return *it->second;
+}
+
+void SchedulerMetrics::StaleMessage(const std::string& kind) {
+  auto it = stale_.find(kind);
+  if (it != stale_.end()) it->second->Increment();
+}
+
+void SchedulerMetrics::AddSavings(const v1::Savings& savings) {
+  if (auto it = savings_seconds_.find(savings.precision());
+      it != savings_seconds_.end() && savings.device_seconds_saved() > 0) {
+    it->second->Increment(savings.device_seconds_saved());
+  }
+  if (auto it = savings_memory_.find(savings.precision());
+      it != savings_memory_.end()) {
+    it->second->Increment(static_cast<double>(savings.memory_saved_bytes()));
+  }
+  if (savings.cost_saved() > 0) savings_cost_->Increment(savings.cost_saved());
+}
+
+}  // namespace halftime::server

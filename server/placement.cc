@@ -1,0 +1,166 @@
+#include "server/placement.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/enum_names.h"
+#include "common/spec.h"
+
+namespace halftime::server {
+namespace {
+
+// Parses "8.0" into (8, 0); false on anything else.
+bool ParseCapability(const std::string& text, int* major, int* minor) {
+  std::vector<absl::string_view> parts = absl::StrSplit(text, '.');
+  if (parts.size() != 2) return false;
+  return absl::SimpleAtoi(parts[0], major) && absl::SimpleAtoi(parts[1], minor);
+}
+
+bool HasNative(const v1::WorkerCapabilities& caps, v1::Precision precision) {
+  for (int p : caps.native_precisions()) {
+    if (p == precision) return true;
+  }
+  return false;
+}
+
+std::string DeviceName(v1::DeviceKind kind) {
+  return EnumShortName(v1::DeviceKind_descriptor(), kind);
+}
+
+// Key of the requirements that decide device matching, so jobs with equal
+// requirements are matched against the fleet once per Place call.
+using RequirementKey = std::tuple<int, std::string, int64_t, int>;
+
+RequirementKey KeyOf(const v1::JobSpec& spec) {
+  return {spec.resources().device(), spec.resources().min_compute_capability(),
+          spec.resources().memory_bytes(), spec.precision()};
+}
+
+}  // namespace
+
+DeviceMatch MatchDevice(const v1::JobSpec& spec,
+                        const v1::WorkerCapabilities& caps) {
+  DeviceMatch match;
+  const v1::ResourceSpec& res = spec.resources();
+  // 1. Device kind.
+  if (res.device() != v1::DEVICE_KIND_UNSPECIFIED &&
+      res.device() != v1::DEVICE_KIND_ANY &&
+      res.device() != caps.device_kind()) {
+    match.reason =
+        absl::StrCat("no worker has a ", DeviceName(res.device()), " device");
+    return match;
+  }
+  ++match.checks_passed;
+  // 2. Compute capability.
+  if (!res.min_compute_capability().empty()) {
+    int need_major = 0, need_minor = 0, have_major = 0, have_minor = 0;
+    bool have =
+        caps.device_kind() == v1::DEVICE_KIND_CUDA &&
+        ParseCapability(caps.compute_capability(), &have_major, &have_minor);
+    if (!ParseCapability(res.min_compute_capability(), &need_major,
+                         &need_minor) ||
+        !have ||
+        std::tie(have_major, have_minor) < std::tie(need_major, need_minor)) {
+      match.reason = absl::StrCat("no worker has compute capability >= ",
+                                  res.min_compute_capability());
+      return match;
+    }
+  }
+  ++match.checks_passed;
+  // 3. Memory.
+  if (res.memory_bytes() > 0 && caps.memory_bytes() < res.memory_bytes()) {
+    match.reason = absl::StrCat("no worker has ", res.memory_bytes(),
+                                " bytes of device memory");
+    return match;
+  }
+  ++match.checks_passed;
+  // 4. Precision, natively.
+  v1::Precision precision = spec.precision();
+  if (precision == v1::PRECISION_AUTO ||
+      precision == v1::PRECISION_UNSPECIFIED) {
+    if (HasNative(caps, v1::PRECISION_BF16_MIXED)) {
+      precision = v1::PRECISION_BF16_MIXED;
+    } else if (HasNative(caps, v1::PRECISION_FP16_MIXED) &&
+               caps.device_kind() == v1::DEVICE_KIND_CUDA) {
+      precision = v1::PRECISION_FP16_MIXED;
+    } else {
+      precision = v1::PRECISION_FP32;  // every device runs fp32
+    }
+  } else {
+    bool cuda_ok = !PrecisionNeedsCuda(precision) ||
+                   caps.device_kind() == v1::DEVICE_KIND_CUDA;
+    if (!cuda_ok || !HasNative(caps, precision)) {
+      match.reason = absl::StrCat("no worker runs ", PrecisionName(precision),
+                                  " natively");
+      return match;
+    }
+  }
+  ++match.checks_passed;
+  match.ok = true;
+  match.precision = precision;
+  return match;
+}
+
+std::vector<PlacementDecision> Place(
+    const std::vector<const v1::JobSpec*>& jobs,
+    std::vector<PlacementWorker> workers) {
+  std::vector<PlacementDecision> decisions(jobs.size());
+  // Per distinct requirement: the match against every worker.
+  std::map<RequirementKey, std::vector<DeviceMatch>> memo;
+  int free_total = 0;
+  for (const PlacementWorker& w : workers) {
+    if (w.accepting) free_total += std::max(0, w.free_slots);
+  }
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const v1::JobSpec& spec = *jobs[j];
+    auto [it, inserted] = memo.try_emplace(KeyOf(spec));
+    std::vector<DeviceMatch>& matches = it->second;
+    if (inserted) {
+      matches.reserve(workers.size());
+      for (const PlacementWorker& w : workers) {
+        matches.push_back(MatchDevice(spec, *w.caps));
+      }
+    }
+    PlacementDecision& decision = decisions[j];
+    int best = -1;
+    bool any_capable = false;
+    if (free_total > 0) {
+      for (size_t w = 0; w < workers.size(); ++w) {
+        if (!matches[w].ok) continue;
+        any_capable = true;
+        if (!workers[w].accepting || workers[w].free_slots <= 0) continue;
+        if (best < 0 || workers[w].free_slots > workers[best].free_slots) {
+          best = static_cast<int>(w);
+        }
+      }
+    }
+    if (best >= 0) {
+      decision.worker = best;
+      decision.precision = matches[best].precision;
+      --workers[best].free_slots;
+      --free_total;
+      continue;
+    }
+    if (!any_capable) {
+      for (const DeviceMatch& m : matches) any_capable |= m.ok;
+    }
+    if (workers.empty()) {
+      decision.queue_reason = "no worker connected";
+    } else if (any_capable) {
+      decision.queue_reason = "waiting for a free slot";
+    } else {
+      const DeviceMatch* furthest = &matches[0];
+      for (const DeviceMatch& m : matches) {
+        if (m.checks_passed > furthest->checks_passed) furthest = &m;
+      }
+      decision.queue_reason = furthest->reason;
+    }
+  }
+  return decisions;
+}
+
+}  // namespace halftime::server

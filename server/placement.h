@@ -1,0 +1,73 @@
+// Placement: which queued job goes to which worker.
+//
+// Jobs are considered highest priority first and FIFO within a priority; a
+// job goes only to a worker that accepts work (connected, not draining),
+// has a free slot and can run it: device kind, minimum compute capability,
+// device memory and a precision its device runs natively. `auto` resolves
+// to bf16-mixed when native, else fp16-mixed, else fp32. Among capable
+// workers the one with the most free slots wins (ties: first listed), which
+// spreads load. A job that cannot be placed gets a queue reason naming what
+// is missing, e.g. "no worker runs bf16-mixed natively" or "waiting for a
+// free slot".
+//
+// Thread-safety: pure functions, thread-safe.
+#ifndef HALFTIME_SERVER_PLACEMENT_H_
+#define HALFTIME_SERVER_PLACEMENT_H_
+
+#include <string>
+#include <vector>
+
+#include "halftime/v1/job_spec.pb.h"
+#include "halftime/v1/worker.pb.h"
+
+namespace halftime::server {
+
+// Outcome of matching one job against one worker's device.
+struct DeviceMatch {
+  // True when the worker's device can run the job.
+  bool ok = false;
+  // The precision the job would run in (auto resolved); set when ok.
+  v1::Precision precision = v1::PRECISION_UNSPECIFIED;
+  // How many of the checks (device kind, compute capability, memory,
+  // precision) passed; the furthest mismatch explains a queue best.
+  int checks_passed = 0;
+  // Fleet-level explanation when !ok, e.g. "no worker runs fp16-mixed
+  // natively".
+  std::string reason;
+};
+
+// Matches `spec` (defaults applied) against a device. Never fails.
+DeviceMatch MatchDevice(const v1::JobSpec& spec,
+                        const v1::WorkerCapabilities& caps);
+
+// A worker as placement sees it.
+struct PlacementWorker {
+  // Capabilities (not owned; must outlive the Place call).
+  const v1::WorkerCapabilities* caps = nullptr;
+  // Slots not taken by a job.
+  int free_slots = 0;
+  // False while the worker drains or is disconnected: it keeps its jobs but
+  // gets no new ones.
+  bool accepting = false;
+};
+
+// Placement of one queued job.
+struct PlacementDecision {
+  // Index into the workers vector, or -1 when the job stays queued.
+  int worker = -1;
+  // Precision to run in (auto resolved) when placed.
+  v1::Precision precision = v1::PRECISION_UNSPECIFIED;
+  // Why the job stays queued; empty when placed.
+  std::string queue_reason;
+};
+
+// Places `jobs` (already in priority/FIFO order; specs not owned) on
+// `workers`, consuming free slots as it goes. Returns one decision per job,
+// index by index. Never fails.
+std::vector<PlacementDecision> Place(
+    const std::vector<const v1::JobSpec*>& jobs,
+    std::vector<PlacementWorker> workers);
+
+}  // namespace halftime::server
+
+#endif  // HALFTIME_SERVER_PLACEMENT_H_

@@ -1,0 +1,130 @@
+#include "server/savings.h"
+
+#include <cmath>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace halftime::server {
+
+absl::Status PriceTable::AddFlag(const std::string& flag) {
+  size_t eq = flag.rfind('=');
+  if (eq == std::string::npos || eq == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--device-price: expected NAME=PRICE, got \"", flag, "\""));
+  }
+  double price = 0;
+  if (!absl::SimpleAtod(absl::string_view(flag).substr(eq + 1), &price) ||
+      !std::isfinite(price) || price < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device-price: price must be a number >= 0, got \"",
+                     flag.substr(eq + 1), "\""));
+  }
+  by_device[flag.substr(0, eq)] = price;
+  return absl::OkStatus();
+}
+
+double PriceTable::PriceFor(const std::string& device_name) const {
+  if (auto it = by_device.find(device_name); it != by_device.end()) {
+    return it->second;
+  }
+  const std::pair<const std::string, double>* best = nullptr;
+  for (const auto& entry : by_device) {
+    if (absl::StrContains(absl::AsciiStrToLower(device_name),
+                          absl::AsciiStrToLower(entry.first)) &&
+        (best == nullptr || entry.first.size() > best->first.size())) {
+      best = &entry;
+    }
+  }
+  return best != nullptr ? best->second : default_price;
+}
+
+SavingsLedger::SavingsLedger(PriceTable prices, SchedulerMetrics* metrics)
+    : prices_(std::move(prices)), metrics_(metrics) {}
+
+v1::Savings SavingsLedger::Derive(const v1::Savings& measured,
+                                  int64_t steps_run) const {
+  v1::Savings s = measured;
+  s.set_speedup(
+      s.step_seconds() > 0 ? s.baseline_step_seconds() / s.step_seconds() : 0);
+  s.set_memory_saved_bytes(s.baseline_peak_memory_bytes() -
+                           s.peak_memory_bytes());
+  s.set_memory_saved_ratio(
+      s.baseline_peak_memory_bytes() > 0
+          ? static_cast<double>(s.memory_saved_bytes()) /
+                static_cast<double>(s.baseline_peak_memory_bytes())
+          : 0);
+  s.set_device_seconds_saved(
+      static_cast<double>(steps_run) *
+          (s.baseline_step_seconds() - s.step_seconds()) -
+      s.probe_seconds());
+  s.set_cost_saved(s.device_seconds_saved() / 3600.0 *
+                   prices_.PriceFor(s.device_name()));
+  return s;
+}
+
+void SavingsLedger::Record(const std::string& job_id,
+                           const v1::Savings& savings) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto [it, inserted] = by_job_.insert_or_assign(job_id, savings);
+    if (inserted) order_.push_back(job_id);
+  }
+  metrics_->AddSavings(savings);
+}
+
+absl::StatusOr<v1::Savings> SavingsLedger::ForJob(
+    const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = by_job_.find(job_id);
+  if (it == by_job_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("job ", job_id, " has no measured savings"));
+  }
+  return it->second;
+}
+
+std::vector<v1::PrecisionSavings> SavingsLedger::Totals() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<int, v1::PrecisionSavings> totals;
+  for (const auto& [job_id, s] : by_job_) {
+    v1::PrecisionSavings& t = totals[s.precision()];
+    t.set_precision(s.precision());
+    t.set_jobs(t.jobs() + 1);
+    t.set_device_seconds_saved(t.device_seconds_saved() +
+                               s.device_seconds_saved());
+    t.set_cost_saved(t.cost_saved() + s.cost_saved());
+    // Running sums; divided below.
+    t.set_mean_speedup(t.mean_speedup() + s.speedup());
+    t.set_mean_memory_saved_ratio(t.mean_memory_saved_ratio() +
+                                  s.memory_saved_ratio());
+  }
+  std::vector<v1::PrecisionSavings> out;
+  for (auto& [precision, t] : totals) {
+    double n = static_cast<double>(t.jobs());
+    t.set_mean_speedup(t.mean_speedup() / n);
+    t.set_mean_memory_saved_ratio(t.mean_memory_saved_ratio() / n);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+v1::GetSavingsResponse SavingsLedger::Fleet() const {
+  v1::GetSavingsResponse response;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const std::string& job_id : order_) {
+      *response.add_jobs() = by_job_.at(job_id);
+      response.add_job_ids(job_id);
+    }
+  }
+  for (v1::PrecisionSavings& t : Totals()) {
+    *response.add_totals() = std::move(t);
+  }
+  response.set_currency(prices_.currency);
+  return response;
+}
+
+}  // namespace halftime::server

@@ -1,0 +1,90 @@
+// The savings ledger: completes the savings a worker measured with the
+// derived figures and keeps per-job records and fleet totals by precision.
+//
+// Derived fields (from the measured ones):
+//   speedup              = baseline_step_seconds / step_seconds
+//   memory_saved_bytes   = baseline_peak_memory_bytes - peak_memory_bytes
+//   memory_saved_ratio   = memory_saved_bytes / baseline_peak_memory_bytes
+//   device_seconds_saved = steps_run * (baseline_step_seconds -
+//                          step_seconds) - probe_seconds
+//   cost_saved           = device_seconds_saved / 3600 * price
+// where price is the device-hour price of the device the figures were
+// measured on (PriceTable). Negative savings (a slower run) are recorded
+// as measured; Prometheus counters only add positive amounts.
+#ifndef HALFTIME_SERVER_SAVINGS_H_
+#define HALFTIME_SERVER_SAVINGS_H_
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "halftime/v1/job.pb.h"
+#include "halftime/v1/scheduler.pb.h"
+#include "server/metrics.h"
+
+namespace halftime::server {
+
+// Device-hour prices.
+struct PriceTable {
+  // Price per device name pattern. A device takes the price of the entry
+  // whose name equals its name, else of the longest entry that occurs in
+  // its name (case-insensitive), else `default_price`.
+  std::map<std::string, double> by_device;
+  // Price of devices no entry matches.
+  double default_price = 0;
+  // Currency of every price, e.g. "USD".
+  std::string currency = "USD";
+
+  // Parses one `--device-price NAME=PRICE` flag value into by_device.
+  // INVALID_ARGUMENT names the problem.
+  absl::Status AddFlag(const std::string& flag);
+
+  // Price per device hour of `device_name`.
+  double PriceFor(const std::string& device_name) const;
+};
+
+// Per-job savings and fleet totals.
+//
+// Thread-safety: thread-safe.
+class SavingsLedger {
+ public:
+  // `metrics` is not owned and must outlive the ledger.
+  SavingsLedger(PriceTable prices, SchedulerMetrics* metrics);
+
+  // Returns `measured` with the derived fields filled, for a job that ran
+  // `steps_run` optimizer steps. Pure; never fails.
+  v1::Savings Derive(const v1::Savings& measured, int64_t steps_run) const;
+
+  // Records `savings` (already derived) for `job_id`, replacing an earlier
+  // record of the same job, and adds it to the metrics. At start-up the
+  // stored records are recorded again, which re-seeds the counters with
+  // the stored totals.
+  void Record(const std::string& job_id, const v1::Savings& savings);
+
+  // Savings of `job_id`; NOT_FOUND when none were recorded.
+  absl::StatusOr<v1::Savings> ForJob(const std::string& job_id) const;
+
+  // Every measured job (in recording order) and totals by precision.
+  v1::GetSavingsResponse Fleet() const;
+
+  // Totals by precision only.
+  std::vector<v1::PrecisionSavings> Totals() const;
+
+  const std::string& currency() const { return prices_.currency; }
+
+ private:
+  const PriceTable prices_;
+  SchedulerMetrics* const metrics_;
+
+  mutable std::mutex mu_;
+  std::vector<std::string> order_;             // guarded by mu_
+  std::map<std::string, v1::Savings> by_job_;  // guarded by mu_
+};
+
+}  // namespace halftime::server
+
+#endif  // HALFTIME_SERVER_SAVINGS_H_

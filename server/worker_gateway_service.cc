@@ -1,0 +1,429 @@
+#include "server/worker_gateway_service.h"
+
+#include <atomic>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace halftime::server {
+namespace {
+
+// One worker's Connect stream. Reference counted: the JobManager reaches it
+// through a Session (WorkerSink) that may outlive it.
+class ConnectReactor
+    : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage> {
+ public:
+  ConnectReactor(JobManager* jobs, Logger* logger)
+      : jobs_(jobs), logger_(logger) {}
+
+  void Start(const absl::Status& error) {
+    if (!error.ok()) {
+      Close(ToGrpcStatus(error));
+      return;
+    }
+    session_ = std::make_shared<Session>(this);
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Disconnect();
+      Close(grpc::Status::OK);
+      return;
+    }
+    if (Handle()) StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    out_.pop_front();
+    if (ok && !out_.empty()) {
+      StartWrite(&out_.front());
+      return;
+    }
+    writing_ = false;
+    if (!ok) out_.clear();
+    if (finish_pending_) {
+      finish_pending_ = false;
+      Finish(pending_status_);
+    }
+  }
+
+  void OnDone() override {
+    Disconnect();
+    if (session_ != nullptr) session_->Detach();
+    Unref();
+  }
+
+ private:
+  // The JobManager's handle on this stream.
+  class Session : public WorkerSink {
+   public:
+    explicit Session(ConnectReactor* reactor) : reactor_(reactor) {}
+    void Send(const v1::SchedulerMessage& message) override {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (reactor_ != nullptr) reactor_->Enqueue(message);
+    }
+    void Close(const absl::Status& status) override {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (reactor_ != nullptr) reactor_->Close(ToGrpcStatus(status));
+    }
+    void Detach() {
+      std::lock_guard<std::mutex> lock(mu_);
+      reactor_ = nullptr;
+    }
+
+   private:
+    std::mutex mu_;
+    ConnectReactor* reactor_;  // guarded by mu_; null after OnDone
+  };
+
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  // Dispatches in_; false when the stream was finished.
+  bool Handle() {
+    if (session_id_ == 0) {
+      if (in_.kind_case() != v1::WorkerMessage::kRegister) {
+        Close(ToGrpcStatus(absl::InvalidArgumentError(
+            "the first message of Connect must be register")));
+        return false;
+      }
+      name_ = in_.register_().name();
+      absl::StatusOr<uint64_t> session =
+          jobs_->RegisterWorker(in_.register_(), session_);
+      if (!session.ok()) {
+        Close(ToGrpcStatus(session.status()));
+        return false;
+      }
+      session_id_ = *session;
+      return true;
+    }
+    absl::Status status;
+    switch (in_.kind_case()) {
+      case v1::WorkerMessage::kHeartbeat:
+        jobs_->Heartbeat(name_, session_id_, in_.heartbeat());
+        break;
+      case v1::WorkerMessage::kReport:
+        status = jobs_->Report(name_, session_id_, in_.report());
+        break;
+      case v1::WorkerMessage::kResult:
+        status = jobs_->Result(name_, session_id_, in_.result());
+        break;
+      case v1::WorkerMessage::kStarted:
+        status = jobs_->JobStarted(name_, session_id_, in_.started());
+        break;
+      case v1::WorkerMessage::kRegister:
+        Close(ToGrpcStatus(absl::InvalidArgumentError(
+            "register: sent twice on one Connect stream")));
+        return false;
+      default:
+        break;  // unknown kinds (newer workers) are ignored
+    }
+    // Rejected messages (stale attempts) are counted and logged by the
+    // JobManager; they do not end the stream.
+    (void)status;
+    return true;
+  }
+
+  // Tells the JobManager once that the stream ended.
+  void Disconnect() {
+    if (session_id_ != 0 && !disconnected_.exchange(true)) {
+      jobs_->WorkerDisconnected(name_, session_id_);
+    }
+  }
+
+  void Enqueue(const v1::SchedulerMessage& message) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return;
+    out_.push_back(message);
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&out_.front());
+    }
+  }
+
+  void Close(const grpc::Status& status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return;
+    closed_ = true;
+    if (writing_) {
+      finish_pending_ = true;
+      pending_status_ = status;
+    } else {
+      Finish(status);
+    }
+  }
+
+  JobManager* const jobs_;
+  Logger* const logger_;
+  std::shared_ptr<Session> session_;
+  std::atomic<int> refs_{1};
+  // Read side: touched only by the reaction that owns the pending read.
+  v1::WorkerMessage in_;
+  std::string name_;
+  uint64_t session_id_ = 0;
+  std::atomic<bool> disconnected_{false};
+
+  std::mutex mu_;
+  std::deque<v1::SchedulerMessage> out_;  // guarded by mu_; front in flight
+  bool writing_ = false;                  // guarded by mu_
+  bool closed_ = false;                   // guarded by mu_
+  bool finish_pending_ = false;           // guarded by mu_
+  grpc::Status pending_status_;           // guarded by mu_
+};
+
+// Receives a checkpoint; file writes run on the executor.
+class UploadReactor : public grpc::ServerReadReactor<v1::CheckpointChunk> {
+ public:
+  UploadReactor(JobManager* jobs, CheckpointFiles* files, Executor* executor,
+                Logger* logger, v1::UploadCheckpointResponse* response)
+      : jobs_(jobs),
+        files_(files),
+        executor_(executor),
+        logger_(logger),
+        response_(response) {}
+
+  void Start(const absl::Status& error) {
+    if (!error.ok()) {
+      Finish(ToGrpcStatus(error));
+      return;
+    }
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      if (upload_ == nullptr) {
+        Fail(absl::InvalidArgumentError(
+            "upload: no chunks (the first carries job_id, attempt, step)"));
+      } else if (!have_end_) {
+        Fail(absl::DataLossError(absl::StrCat(
+            "checkpoint of ", job_id_,
+            " is truncated: the stream ended without sha256/total_bytes")));
+      } else {
+        executor_->Post([this] { Complete(); });
+      }
+      return;
+    }
+    if (have_end_) {
+      Fail(absl::InvalidArgumentError(
+          "upload: chunk after the one carrying sha256"));
+      return;
+    }
+    if (static_cast<int64_t>(chunk_.data().size()) > kMaxCheckpointChunkBytes) {
+      Fail(absl::InvalidArgumentError("data: chunk larger than 1 MiB"));
+      return;
+    }
+    if (!chunk_.sha256().empty()) {
+      have_end_ = true;
+      sha256_ = chunk_.sha256();
+      total_bytes_ = chunk_.total_bytes();
+    }
+    bool first = !started_;
+    if (first) {
+      started_ = true;
+      job_id_ = chunk_.job_id();
+      if (job_id_.empty()) {
+        Fail(absl::InvalidArgumentError("job_id: required in the first chunk"));
+        return;
+      }
+      if (chunk_.step() < 0) {
+        Fail(absl::InvalidArgumentError("step: must not be negative"));
+        return;
+      }
+      if (absl::Status s = jobs_->CheckUpload(job_id_, chunk_.attempt());
+          !s.ok()) {
+        Fail(s);
+        return;
+      }
+    }
+    executor_->Post([this, first] {
+      if (first) {
+        absl::StatusOr<std::unique_ptr<CheckpointUpload>> upload =
+            files_->BeginUpload(job_id_, chunk_.attempt(), chunk_.step());
+        if (!upload.ok()) {
+          Fail(upload.status());
+          return;
+        }
+        upload_ = *std::move(upload);
+      }
+      if (absl::Status s = upload_->Write(chunk_.data()); !s.ok()) {
+        Fail(s);
+        return;
+      }
+      StartRead(&chunk_);
+    });
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Fail(const absl::Status& status) {
+    if (logger_->enabled()) {
+      logger_->Log("checkpoint_rejected",
+                   {{"job", job_id_},
+                    {"code", absl::StatusCodeToString(status.code())},
+                    {"error", std::string(status.message())}});
+    }
+    upload_.reset();  // removes the temporary file
+    Finish(ToGrpcStatus(status));
+  }
+
+  // Runs on the executor: verify, fsync, rename, record.
+  void Complete() {
+    absl::StatusOr<CheckpointRecord> record =
+        upload_->Finish(sha256_, total_bytes_);
+    if (!record.ok()) {
+      Fail(record.status());
+      return;
+    }
+    upload_.reset();
+    jobs_->RecordCheckpoint(
+        *record, [this, record = *record](absl::Status status) {
+          if (!status.ok()) {
+            files_->Remove(record.path);
+            Fail(status);
+            return;
+          }
+          response_->set_step(record.step);
+          response_->set_bytes(record.bytes);
+          if (logger_->enabled()) {
+            logger_->Log("checkpoint_stored",
+                         {{"job", record.job_id},
+                          {"attempt", absl::StrCat(record.attempt)},
+                          {"step", absl::StrCat(record.step)},
+                          {"bytes", absl::StrCat(record.bytes)}});
+          }
+          Finish(grpc::Status::OK);
+        });
+  }
+
+  JobManager* const jobs_;
+  CheckpointFiles* const files_;
+  Executor* const executor_;
+  Logger* const logger_;
+  v1::UploadCheckpointResponse* const response_;
+  // Only one of: a reaction or an executor task, runs at a time.
+  v1::CheckpointChunk chunk_;
+  std::unique_ptr<CheckpointUpload> upload_;
+  std::string job_id_;
+  bool started_ = false;
+  bool have_end_ = false;
+  std::string sha256_;
+  int64_t total_bytes_ = 0;
+};
+
+// Sends a job's latest checkpoint; file reads run on the executor.
+class DownloadReactor : public grpc::ServerWriteReactor<v1::CheckpointChunk> {
+ public:
+  explicit DownloadReactor(Executor* executor) : executor_(executor) {}
+
+  void Start(const absl::StatusOr<CheckpointRecord>& record) {
+    if (!record.ok()) {
+      Finish(ToGrpcStatus(record.status()));
+      return;
+    }
+    record_ = *record;
+    executor_->Post([this] {
+      in_.open(record_.path, std::ios::binary);
+      if (!in_) {
+        Finish(ToGrpcStatus(absl::DataLossError(absl::StrCat(
+            "checkpoint file of ", record_.job_id, " is missing"))));
+        return;
+      }
+      SendNext();
+    });
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "download aborted"));
+      return;
+    }
+    if (last_) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    executor_->Post([this] { SendNext(); });
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // Runs on the executor.
+  void SendNext() {
+    chunk_.Clear();
+    std::string* data = chunk_.mutable_data();
+    int64_t left = record_.bytes - sent_;
+    data->resize(
+        static_cast<size_t>(std::min<int64_t>(left, kMaxCheckpointChunkBytes)));
+    if (!data->empty()) {
+      in_.read(data->data(), static_cast<std::streamsize>(data->size()));
+      if (in_.gcount() != static_cast<std::streamsize>(data->size())) {
+        Finish(ToGrpcStatus(absl::DataLossError(
+            absl::StrCat("checkpoint file of ", record_.job_id,
+                         " is shorter than ", record_.bytes, " bytes"))));
+        return;
+      }
+    }
+    if (sent_ == 0) {
+      chunk_.set_job_id(record_.job_id);
+      chunk_.set_attempt(record_.attempt);
+      chunk_.set_step(record_.step);
+    }
+    sent_ += static_cast<int64_t>(data->size());
+    if (sent_ == record_.bytes) {
+      last_ = true;
+      chunk_.set_sha256(record_.sha256);
+      chunk_.set_total_bytes(record_.bytes);
+    }
+    StartWrite(&chunk_);
+  }
+
+  Executor* const executor_;
+  CheckpointRecord record_;
+  std::ifstream in_;
+  v1::CheckpointChunk chunk_;
+  int64_t sent_ = 0;
+  bool last_ = false;
+};
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage>*
+WorkerGatewayService::Connect(grpc::CallbackServerContext* context) {
+  auto* reactor = new ConnectReactor(jobs_, logger_);
+  reactor->Start(auth_->Check(*context, auth::Role::kWorker));
+  return reactor;
+}
+
+grpc::ServerReadReactor<v1::CheckpointChunk>*
+WorkerGatewayService::UploadCheckpoint(grpc::CallbackServerContext* context,
+                                       v1::UploadCheckpointResponse* response) {
+  auto* reactor =
+      new UploadReactor(jobs_, files_, executor_, logger_, response);
+  reactor->Start(auth_->Check(*context, auth::Role::kWorker));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::CheckpointChunk>*
+WorkerGatewayService::DownloadCheckpoint(
+    grpc::CallbackServerContext* context,
+    const v1::DownloadCheckpointRequest* request) {
+  auto* reactor = new DownloadReactor(executor_);
+  absl::Status error = auth_->Check(*context, auth::Role::kWorker);
+  if (!error.ok()) {
+    reactor->Start(error);
+  } else {
+    reactor->Start(jobs_->LatestCheckpoint(request->job_id()));
+  }
+  return reactor;
+}
+
+}  // namespace halftime::server

@@ -1,0 +1,732 @@
+#include "server/job_manager.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "server/sqlite_store.h"
+#include "tests/server/test_util.h"
+
+namespace halftime::server {
+namespace {
+
+using testing::CpuCaps;
+using testing::CudaCaps;
+using testing::FakeClock;
+using ::testing::HasSubstr;
+using testing::RecordingSink;
+using testing::Spec;
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  JobManagerTest() { Open(); }
+  ~JobManagerTest() override { Close(); }
+
+  void Open() {
+    auto store = SqliteStore::Open(
+        testing::StoreOptions(dir_.path() + "/halftime.db", false));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    metrics_ = *SchedulerMetrics::Create("");
+    PriceTable prices;
+    prices.by_device["Test GPU"] = 3.6;
+    savings_ = std::make_unique<SavingsLedger>(prices, metrics_.get());
+    files_ = *CheckpointFiles::Create(dir_.path());
+    auto jobs =
+        JobManager::Create(options_, store_.get(), &clock_, metrics_.get(),
+                           savings_.get(), files_.get(), &logger_);
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    jobs_ = *std::move(jobs);
+  }
+
+  void Close() {
+    if (jobs_ != nullptr) jobs_->Shutdown();
+    if (store_ != nullptr) store_->Close();
+    jobs_.reset();
+    store_.reset();
+  }
+
+  void Reopen() {
+    Close();
+    Open();
+  }
+
+  // Waits until every queued store write is durable (and its callbacks ran).
+  void Flush() {
+    std::promise<void> done;
+    store_->Apply(StoreMutation{}, [&](absl::Status) { done.set_value(); });
+    done.get_future().wait();
+  }
+
+  absl::StatusOr<v1::SubmitJobResponse> Submit(const v1::JobSpec& spec,
+                                               const std::string& key = "") {
+    v1::SubmitJobRequest request;
+    *request.mutable_spec() = spec;
+    request.set_idempotency_key(key);
+    return SubmitRequest(request);
+  }
+
+  absl::StatusOr<v1::SubmitJobResponse> SubmitRequest(
+      const v1::SubmitJobRequest& request) {
+    std::promise<absl::StatusOr<v1::SubmitJobResponse>> done;
+    jobs_->SubmitJob(request, [&](absl::StatusOr<v1::SubmitJobResponse> r) {
+      done.set_value(std::move(r));
+    });
+    return done.get_future().get();
+  }
+
+  std::string SubmitId(const v1::JobSpec& spec) {
+    auto r = Submit(spec);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->job().id() : "";
+  }
+
+  absl::StatusOr<v1::Job> Cancel(const std::string& id) {
+    std::promise<absl::StatusOr<v1::Job>> done;
+    jobs_->CancelJob(id, "test",
+                     [&](absl::StatusOr<v1::Job> r) { done.set_value(r); });
+    return done.get_future().get();
+  }
+
+  uint64_t Register(const std::string& name, const v1::WorkerCapabilities& caps,
+                    std::shared_ptr<RecordingSink> sink,
+                    std::vector<v1::RunningJob> running = {}) {
+    v1::RegisterWorker request;
+    request.set_name(name);
+    *request.mutable_capabilities() = caps;
+    for (auto& r : running) *request.add_running_jobs() = r;
+    auto session = jobs_->RegisterWorker(request, sink);
+    EXPECT_TRUE(session.ok()) << session.status();
+    return session.ok() ? *session : 0;
+  }
+
+  v1::Job Get(const std::string& id) {
+    auto job = jobs_->GetJob(id);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : v1::Job();
+  }
+
+  absl::Status Started(const std::string& w, uint64_t s, const std::string& id,
+                       int attempt) {
+    v1::JobStarted m;
+    m.set_job_id(id);
+    m.set_attempt(attempt);
+    return jobs_->JobStarted(w, s, m);
+  }
+
+  absl::Status Report(const std::string& w, uint64_t s, const std::string& id,
+                      int attempt, int64_t step, int64_t total = 100) {
+    v1::JobReport m;
+    m.set_job_id(id);
+    m.set_attempt(attempt);
+    m.mutable_report()->set_step(step);
+    m.mutable_report()->set_total_steps(total);
+    m.mutable_report()->set_loss(1.0 / static_cast<double>(step));
+    return jobs_->Report(w, s, m);
+  }
+
+  absl::Status Result(const std::string& w, uint64_t s, const std::string& id,
+                      int attempt, v1::JobOutcome outcome,
+                      bool permanent = false) {
+    v1::JobResult m;
+    m.set_job_id(id);
+    m.set_attempt(attempt);
+    m.set_outcome(outcome);
+    m.set_reason(outcome == v1::JOB_OUTCOME_FAILED ? "boom" : "");
+    m.set_permanent(permanent);
+    m.add_stderr_tail("last line");
+    return jobs_->Result(w, s, m);
+  }
+
+  std::vector<v1::JobEvent> Events(const std::string& id, int64_t after = 0) {
+    Flush();
+    std::vector<v1::JobEvent> all;
+    for (;;) {
+      auto batch = jobs_->ReadEvents(id, after, 3);
+      EXPECT_TRUE(batch.ok()) << batch.status();
+      if (!batch.ok() || batch->events.empty()) break;
+      for (auto& e : batch->events) {
+        after = e.sequence();
+        all.push_back(e);
+      }
+    }
+    return all;
+  }
+
+  // Value of the metric line starting with `prefix` ("name{labels}").
+  double Metric(const std::string& prefix) {
+    for (absl::string_view line : absl::StrSplit(metrics_->Render(), '\n')) {
+      if (absl::StartsWith(line, prefix + " ")) {
+        double v = 0;
+        EXPECT_TRUE(absl::SimpleAtod(line.substr(prefix.size() + 1), &v));
+        return v;
+      }
+    }
+    ADD_FAILURE() << "no metric " << prefix;
+    return -1;
+  }
+
+  testing::TempDir dir_;
+  FakeClock clock_;
+  Logger logger_{nullptr};
+  JobManagerOptions options_;
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<SchedulerMetrics> metrics_;
+  std::unique_ptr<SavingsLedger> savings_;
+  std::unique_ptr<CheckpointFiles> files_;
+  std::unique_ptr<JobManager> jobs_;
+};
+
+TEST_F(JobManagerTest, WholeLifecycleIsRecordedAsGaplessEvents) {
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(), sink);
+  std::vector<v1::SchedulerMessage> first = sink->Take();
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_TRUE(first[0].has_registered());
+  EXPECT_EQ(first[0].registered().lease_grace_ms(), 15000);
+
+  auto submitted = Submit(Spec("life"));
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  std::string id = submitted->job().id();
+  EXPECT_EQ(id, "j-000001");
+  EXPECT_FALSE(submitted->deduplicated());
+  auto assignments = sink->TakeAssignments();
+  ASSERT_EQ(assignments.size(), 1u);
+  EXPECT_EQ(assignments[0].job_id(), id);
+  EXPECT_EQ(assignments[0].attempt(), 1);
+  EXPECT_FALSE(assignments[0].has_checkpoint());
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_ASSIGNED);
+
+  ASSERT_TRUE(Started("w1", s, id, 1).ok());
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(Report("w1", s, id, 1, 1).ok());
+  ASSERT_TRUE(Report("w1", s, id, 1, 100).ok());
+  ASSERT_TRUE(Result("w1", s, id, 1, v1::JOB_OUTCOME_SUCCEEDED).ok());
+  v1::Job job = Get(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.latest_report().step(), 100);
+  EXPECT_EQ(job.worker(), "w1");
+  EXPECT_EQ(job.resolved_precision(), v1::PRECISION_FP32);
+
+  std::vector<v1::JobEvent> events = Events(id);
+  ASSERT_EQ(events.size(), 6u);
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].sequence(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(events[i].job_id(), id);
+  }
+  EXPECT_EQ(events[0].state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(events[1].state(), v1::JOB_STATE_ASSIGNED);
+  EXPECT_EQ(events[2].state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(events[3].kind(), v1::JOB_EVENT_KIND_REPORT);
+  EXPECT_EQ(events[3].report().step(), 1);
+  EXPECT_EQ(events[4].report().step(), 100);
+  EXPECT_EQ(events[5].state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.last_event_sequence(), 6);
+  auto end = jobs_->ReadEvents(id, 6, 10);
+  ASSERT_TRUE(end.ok());
+  EXPECT_TRUE(end->end);
+  EXPECT_EQ(jobs_->GetJobLogs(id)->lines(0), "last line");
+  EXPECT_EQ(Metric("halftime_jobs{state=\"succeeded\"}"), 1);
+  EXPECT_EQ(Metric("halftime_jobs{state=\"queued\"}"), 0);
+}
+
+TEST_F(JobManagerTest, HighestPriorityFirstThenFifo) {
+  std::string a = SubmitId(Spec("a", v1::PRECISION_FP32, 0));
+  std::string b = SubmitId(Spec("b", v1::PRECISION_FP32, 5));
+  std::string c = SubmitId(Spec("c", v1::PRECISION_FP32, 5));
+  std::string d = SubmitId(Spec("d", v1::PRECISION_FP32, 0));
+  EXPECT_EQ(Get(a).queue_reason(), "no worker connected");
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(1), sink);
+  std::vector<std::string> order;
+  for (int i = 0; i < 4; ++i) {
+    auto assignments = sink->TakeAssignments();
+    ASSERT_EQ(assignments.size(), 1u);
+    order.push_back(assignments[0].job_id());
+    ASSERT_TRUE(
+        Result("w1", s, order.back(), 1, v1::JOB_OUTCOME_SUCCEEDED).ok());
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{b, c, a, d}));
+}
+
+TEST_F(JobManagerTest, WaitsForANativeWorkerAndResolvesAuto) {
+  std::string bf16 = SubmitId(Spec("bf16", v1::PRECISION_BF16_MIXED));
+  std::string automatic = SubmitId(Spec("auto", v1::PRECISION_AUTO));
+  auto old_gpu = std::make_shared<RecordingSink>();
+  Register("v100", CudaCaps("7.0", 4), old_gpu);
+  EXPECT_EQ(Get(bf16).state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(Get(bf16).queue_reason(), "no worker runs bf16-mixed natively");
+  // auto runs fp16-mixed on the sm70 GPU.
+  auto assignments = old_gpu->TakeAssignments();
+  ASSERT_EQ(assignments.size(), 1u);
+  EXPECT_EQ(assignments[0].job_id(), automatic);
+  EXPECT_EQ(assignments[0].spec().precision(), v1::PRECISION_FP16_MIXED);
+  EXPECT_EQ(assignments[0].spec().loss_scaling().mode(),
+            v1::LOSS_SCALING_MODE_DYNAMIC);
+  EXPECT_EQ(Get(automatic).resolved_precision(), v1::PRECISION_FP16_MIXED);
+  EXPECT_EQ(Get(automatic).spec().precision(), v1::PRECISION_AUTO);
+
+  auto cpu = std::make_shared<RecordingSink>();
+  Register("cpu", CpuCaps(1, /*bf16=*/true), cpu);
+  assignments = cpu->TakeAssignments();
+  ASSERT_EQ(assignments.size(), 1u);
+  EXPECT_EQ(assignments[0].job_id(), bf16);
+  EXPECT_EQ(Get(bf16).queue_reason(), "");
+}
+
+TEST_F(JobManagerTest, SlotsAndDraining) {
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(2), sink);
+  std::string a = SubmitId(Spec("a"));
+  std::string b = SubmitId(Spec("b"));
+  std::string c = SubmitId(Spec("c"));
+  EXPECT_EQ(sink->TakeAssignments().size(), 2u);
+  EXPECT_EQ(Get(c).queue_reason(), "waiting for a free slot");
+  v1::Heartbeat draining;
+  draining.set_draining(true);
+  jobs_->Heartbeat("w1", s, draining);
+  EXPECT_EQ(jobs_->ListWorkers().workers(0).state(), v1::WORKER_STATE_DRAINING);
+  ASSERT_TRUE(Result("w1", s, a, 1, v1::JOB_OUTCOME_SUCCEEDED).ok());
+  EXPECT_TRUE(sink->TakeAssignments().empty());
+  EXPECT_EQ(Get(c).state(), v1::JOB_STATE_QUEUED);
+  jobs_->Heartbeat("w1", s, v1::Heartbeat());
+  auto assignments = sink->TakeAssignments();
+  ASSERT_EQ(assignments.size(), 1u);
+  EXPECT_EQ(assignments[0].job_id(), c);
+  (void)b;
+}
+
+TEST_F(JobManagerTest, LeaseExpiryRequeuesWithNextAttemptAndCheckpoint) {
+  auto w1 = std::make_shared<RecordingSink>();
+  uint64_t s1 = Register("w1", CpuCaps(), w1);
+  std::string id = SubmitId(Spec("lease"));
+  ASSERT_EQ(w1->TakeAssignments().size(), 1u);
+  ASSERT_TRUE(Started("w1", s1, id, 1).ok());
+
+  // A checkpoint uploaded by attempt 1.
+  auto upload = files_->BeginUpload(id, 1, 40);
+  ASSERT_TRUE(upload.ok());
+  ASSERT_TRUE((*upload)->Write("weights").ok());
+  auto record = (*upload)->Finish(Sha256Hex("weights"), 7);
+  ASSERT_TRUE(record.ok()) << record.status();
+  std::promise<absl::Status> recorded;
+  jobs_->RecordCheckpoint(*record,
+                          [&](absl::Status st) { recorded.set_value(st); });
+  ASSERT_TRUE(recorded.get_future().get().ok());
+
+  // Heartbeats keep the lease.
+  clock_.Advance(absl::Seconds(10));
+  jobs_->Heartbeat("w1", s1, v1::Heartbeat());
+  clock_.Advance(absl::Seconds(10));
+  jobs_->Tick();
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_RUNNING);
+
+  // Silence past the grace period loses the worker.
+  clock_.Advance(absl::Seconds(6));
+  jobs_->Tick();
+  v1::Job job = Get(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(job.attempt(), 2);
+  EXPECT_EQ(jobs_->ListWorkers().workers(0).state(), v1::WORKER_STATE_LOST);
+  EXPECT_EQ(w1->closed().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(Metric("halftime_job_restarts_total"), 1);
+
+  auto w2 = std::make_shared<RecordingSink>();
+  Register("w2", CpuCaps(), w2);
+  auto assignments = w2->TakeAssignments();
+  ASSERT_EQ(assignments.size(), 1u);
+  EXPECT_EQ(assignments[0].attempt(), 2);
+  EXPECT_TRUE(assignments[0].has_checkpoint());
+  EXPECT_EQ(assignments[0].checkpoint_step(), 40);
+}
+
+TEST_F(JobManagerTest, StaleAttemptsAreRejectedAndCounted) {
+  auto w1 = std::make_shared<RecordingSink>();
+  uint64_t s1 = Register("w1", CpuCaps(), w1);
+  std::string id = SubmitId(Spec("stale"));
+  ASSERT_TRUE(Started("w1", s1, id, 1).ok());
+  clock_.Advance(absl::Seconds(16));
+  jobs_->Tick();
+  auto w2 = std::make_shared<RecordingSink>();
+  uint64_t s2 = Register("w2", CpuCaps(), w2);
+  ASSERT_EQ(w2->TakeAssignments().size(), 1u);
+  ASSERT_TRUE(Started("w2", s2, id, 2).ok());
+
+  // w1 comes back still running attempt 1: told to stop it.
+  auto w1b = std::make_shared<RecordingSink>();
+  v1::RunningJob running;
+  running.set_job_id(id);
+  running.set_attempt(1);
+  uint64_t s1b = Register("w1", CpuCaps(), w1b, {running});
+  auto messages = w1b->Take();
+  ASSERT_FALSE(messages.empty());
+  ASSERT_TRUE(messages[0].has_registered());
+  ASSERT_EQ(messages[0].registered().stale_jobs_size(), 1);
+  EXPECT_EQ(messages[0].registered().stale_jobs(0).job_id(), id);
+  EXPECT_EQ(Metric("halftime_stale_messages_total{kind=\"running\"}"), 1);
+
+  // Its late report and result are rejected, counted, and cancelled.
+  absl::Status late = Report("w1", s1b, id, 1, 50);
+  EXPECT_EQ(late.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(late.message(), HasSubstr("superseded"));
+  EXPECT_EQ(Result("w1", s1b, id, 1, v1::JOB_OUTCOME_SUCCEEDED).code(),
+            absl::StatusCode::kFailedPrecondition);
+  // The old session's messages too.
+  EXPECT_EQ(Report("w1", s1, id, 1, 51).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Metric("halftime_stale_messages_total{kind=\"report\"}"), 2);
+  EXPECT_EQ(Metric("halftime_stale_messages_total{kind=\"result\"}"), 1);
+  bool cancelled = false;
+  for (const auto& m : w1b->Take()) {
+    if (m.has_cancel() && m.cancel().attempt() == 1) cancelled = true;
+  }
+  EXPECT_TRUE(cancelled);
+  EXPECT_EQ(jobs_->CheckUpload(id, 1).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Metric("halftime_stale_messages_total{kind=\"upload\"}"), 1);
+  v1::Job job = Get(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(job.worker(), "w2");
+  EXPECT_EQ(job.latest_report().step(), 0);
+}
+
+TEST_F(JobManagerTest, MaxRestartsBoundsRetries) {
+  v1::JobSpec spec = Spec("flaky");
+  spec.set_max_restarts(1);
+  std::string id = SubmitId(spec);
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(), sink);
+  ASSERT_TRUE(Result("w1", s, id, 1, v1::JOB_OUTCOME_FAILED).ok());
+  v1::Job job = Get(id);
+  EXPECT_EQ(job.attempt(), 2);
+  // Requeued and placed again at once on the same worker.
+  EXPECT_EQ(job.state(), v1::JOB_STATE_ASSIGNED);
+  ASSERT_TRUE(Result("w1", s, id, 2, v1::JOB_OUTCOME_FAILED).ok());
+  job = Get(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.failure_reason(), "boom (gave up after 1 restart)");
+}
+
+TEST_F(JobManagerTest, PermanentFailureFailsAtOnceAndReleaseDoesNotCount) {
+  v1::JobSpec spec = Spec("p");
+  spec.set_max_restarts(0);
+  std::string released = SubmitId(spec);
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(), sink);
+  ASSERT_TRUE(Result("w1", s, released, 1, v1::JOB_OUTCOME_RELEASED).ok());
+  EXPECT_EQ(Get(released).attempt(), 2);
+  EXPECT_EQ(Get(released).state(), v1::JOB_STATE_ASSIGNED);
+
+  spec.set_max_restarts(5);
+  ASSERT_TRUE(Result("w1", s, released, 2, v1::JOB_OUTCOME_SUCCEEDED).ok());
+  std::string bad = SubmitId(spec);
+  ASSERT_TRUE(Result("w1", s, bad, 1, v1::JOB_OUTCOME_FAILED,
+                     /*permanent=*/true)
+                  .ok());
+  EXPECT_EQ(Get(bad).state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(Get(bad).failure_reason(), "boom");
+  EXPECT_EQ(Get(bad).attempt(), 1);
+}
+
+TEST_F(JobManagerTest, CancelInEveryState) {
+  // Unknown.
+  auto missing = Cancel("j-000099");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), "job j-000099 not found");
+  EXPECT_EQ(jobs_->GetJob("j-000099").status().code(),
+            absl::StatusCode::kNotFound);
+
+  // QUEUED: at once.
+  std::string queued = SubmitId(Spec("q"));
+  auto cancelled = Cancel(queued);
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), v1::JOB_STATE_CANCELLED);
+
+  // Terminal.
+  EXPECT_EQ(Cancel(queued).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // ASSIGNED / RUNNING: via the worker.
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(2), sink);
+  std::string assigned = SubmitId(Spec("a"));
+  std::string running = SubmitId(Spec("r"));
+  ASSERT_TRUE(Started("w1", s, running, 1).ok());
+  sink->Take();
+  auto pending = Cancel(assigned);
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(pending->state(), v1::JOB_STATE_ASSIGNED);
+  auto messages = sink->Take();
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0].cancel().job_id(), assigned);
+  EXPECT_EQ(messages[0].cancel().attempt(), 1);
+  ASSERT_TRUE(Result("w1", s, assigned, 1, v1::JOB_OUTCOME_CANCELLED).ok());
+  EXPECT_EQ(Get(assigned).state(), v1::JOB_STATE_CANCELLED);
+
+  ASSERT_TRUE(Cancel(running).ok());
+  EXPECT_EQ(Get(running).state(), v1::JOB_STATE_RUNNING);
+  // Its worker goes away before confirming: cancelled at once.
+  jobs_->WorkerDisconnected("w1", s);
+  auto gone = Cancel(running);
+  ASSERT_TRUE(gone.ok());
+  EXPECT_EQ(gone->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(Get(running).state(), v1::JOB_STATE_CANCELLED);
+}
+
+TEST_F(JobManagerTest, CancelPendingWhenWorkerLeaseExpires) {
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(), sink);
+  std::string id = SubmitId(Spec("c"));
+  ASSERT_TRUE(Started("w1", s, id, 1).ok());
+  ASSERT_TRUE(Cancel(id).ok());
+  clock_.Advance(absl::Seconds(20));
+  jobs_->Tick();
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_CANCELLED);
+}
+
+TEST_F(JobManagerTest, IdempotentSubmit) {
+  auto first = Submit(Spec("x"), "key-1");
+  auto again = Submit(Spec("x"), "key-1");
+  auto other = Submit(Spec("x"), "key-2");
+  ASSERT_TRUE(first.ok() && again.ok() && other.ok());
+  EXPECT_EQ(first->job().id(), again->job().id());
+  EXPECT_FALSE(first->deduplicated());
+  EXPECT_TRUE(again->deduplicated());
+  EXPECT_NE(other->job().id(), first->job().id());
+  EXPECT_EQ(Metric("halftime_jobs_submitted_total"), 2);
+  // Survives a restart.
+  Reopen();
+  auto after = Submit(Spec("x"), "key-1");
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(after->deduplicated());
+  EXPECT_EQ(after->job().id(), first->job().id());
+  EXPECT_EQ(SubmitId(Spec("y")), "j-000003");
+}
+
+TEST_F(JobManagerTest, InvalidSubmitsNameTheField) {
+  v1::JobSpec spec = Spec("x");
+  spec.clear_name();
+  auto r = Submit(spec);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("name"));
+
+  v1::SubmitJobRequest text;
+  text.set_spec_text(
+      "name: t\nmodel: {builtin: mlp}\ndata: {kind: synthetic}\nsteps: "
+      "10\nprecision: bf17-mixed\n");
+  r = SubmitRequest(text);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("precision"));
+
+  text.set_spec_text(
+      "name: t\nmodel: {builtin: mlp}\ndata: {kind: synthetic}\nsteps: 10\n");
+  r = SubmitRequest(text);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->job().spec().name(), "t");
+
+  *text.mutable_spec() = Spec("both");
+  EXPECT_EQ(SubmitRequest(text).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SubmitRequest(v1::SubmitJobRequest()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::SubmitJobRequest long_key;
+  *long_key.mutable_spec() = Spec("k");
+  long_key.set_idempotency_key(std::string(129, 'k'));
+  EXPECT_EQ(SubmitRequest(long_key).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobManagerTest, WatchResumesWithoutGapsOrDuplicates) {
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(), sink);
+  std::string id = SubmitId(Spec("watch"));
+  ASSERT_TRUE(Started("w1", s, id, 1).ok());
+  for (int step = 1; step <= 5; ++step) {
+    ASSERT_TRUE(Report("w1", s, id, 1, step, 5).ok());
+  }
+  std::vector<v1::JobEvent> all = Events(id);
+  ASSERT_EQ(all.size(), 8u);
+  std::vector<v1::JobEvent> tail = Events(id, 4);
+  ASSERT_EQ(tail.size(), 4u);
+  EXPECT_EQ(tail[0].sequence(), 5);
+  EXPECT_EQ(tail[0].report().step(), 2);
+
+  // A listener is woken once more events are durable.
+  struct Counter : EventListener {
+    std::atomic<int> calls{0};
+    void OnEvents() override { ++calls; }
+  };
+  auto counter = std::make_shared<Counter>();
+  auto sub = jobs_->Watch(id, counter);
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(Result("w1", s, id, 1, v1::JOB_OUTCOME_SUCCEEDED).ok());
+  Flush();
+  EXPECT_GE(counter->calls.load(), 1);
+  jobs_->Unwatch(id, *sub);
+
+  // Finished: served from the store, also after a restart.
+  Reopen();
+  std::vector<v1::JobEvent> stored = Events(id, 7);
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[0].sequence(), 8);
+  EXPECT_EQ(stored[1].state(), v1::JOB_STATE_SUCCEEDED);
+  auto end = jobs_->ReadEvents(id, 9, 10);
+  ASSERT_TRUE(end.ok());
+  EXPECT_TRUE(end->end);
+  EXPECT_EQ(jobs_->ReadEvents(id, -1, 10).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobManagerTest, ReportEventsAreDownsampled) {
+  Close();
+  options_.max_report_events = 10;
+  Open();
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(), sink);
+  std::string id = SubmitId(Spec("many"));
+  for (int step = 1; step <= 1000; ++step) {
+    ASSERT_TRUE(Report("w1", s, id, 1, step, 1000).ok());
+  }
+  EXPECT_EQ(Get(id).latest_report().step(), 1000);
+  std::vector<int64_t> steps;
+  for (const auto& e : Events(id)) {
+    if (e.kind() == v1::JOB_EVENT_KIND_REPORT)
+      steps.push_back(e.report().step());
+  }
+  ASSERT_GE(steps.size(), 10u);
+  EXPECT_LE(steps.size(), 12u);
+  EXPECT_EQ(steps.front(), 1);
+  EXPECT_EQ(steps.back(), 1000);
+}
+
+TEST_F(JobManagerTest, RestartKeepsStateAndReattachesRunningJobs) {
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(2), sink);
+  std::string running = SubmitId(Spec("running"));
+  std::string orphan = SubmitId(Spec("orphan"));
+  ASSERT_TRUE(Started("w1", s, running, 1).ok());
+  ASSERT_TRUE(Started("w1", s, orphan, 1).ok());
+  ASSERT_TRUE(Report("w1", s, running, 1, 1).ok());
+  std::string queued = SubmitId(Spec("queued"));
+  int64_t last_seq = Get(running).last_event_sequence();
+
+  Reopen();
+  EXPECT_EQ(Get(running).state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(Get(running).latest_report().step(), 1);
+  EXPECT_EQ(Get(queued).state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(Events(running).size(), static_cast<size_t>(last_seq));
+
+  // The worker reconnects, still running one of its two jobs.
+  auto again = std::make_shared<RecordingSink>();
+  v1::RunningJob r;
+  r.set_job_id(running);
+  r.set_attempt(1);
+  uint64_t s2 = Register("w1", CpuCaps(2), again, {r});
+  auto messages = again->Take();
+  ASSERT_FALSE(messages.empty());
+  EXPECT_EQ(messages[0].registered().stale_jobs_size(), 0);
+  EXPECT_EQ(Get(running).state(), v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(Report("w1", s2, running, 1, 2).ok());
+  // The one it lost is requeued (attempt 2) and placed again.
+  EXPECT_EQ(Get(orphan).attempt(), 2);
+  EXPECT_EQ(Get(orphan).state(), v1::JOB_STATE_ASSIGNED);
+  ASSERT_TRUE(Result("w1", s2, running, 1, v1::JOB_OUTCOME_SUCCEEDED).ok());
+  EXPECT_EQ(Get(running).state(), v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(JobManagerTest, WorkersThatDoNotComeBackAfterARestartLoseTheirJobs) {
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", CpuCaps(), sink);
+  std::string id = SubmitId(Spec("j"));
+  ASSERT_TRUE(Started("w1", s, id, 1).ok());
+  Reopen();
+  clock_.Advance(absl::Seconds(14));
+  jobs_->Tick();
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_RUNNING);
+  clock_.Advance(absl::Seconds(2));
+  jobs_->Tick();
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(Get(id).attempt(), 2);
+}
+
+TEST_F(JobManagerTest, ListJobsPagesNewestFirst) {
+  for (int i = 0; i < 5; ++i) SubmitId(Spec(absl::StrCat("j", i)));
+  ASSERT_TRUE(Cancel("j-000002").ok());
+  v1::ListJobsRequest request;
+  request.set_page_size(2);
+  std::vector<std::string> ids;
+  for (int page = 0; page < 5; ++page) {
+    auto r = jobs_->ListJobs(request);
+    ASSERT_TRUE(r.ok());
+    for (const auto& j : r->jobs()) ids.push_back(j.id());
+    if (r->next_page_token().empty()) break;
+    request.set_page_token(r->next_page_token());
+  }
+  EXPECT_EQ(ids, (std::vector<std::string>{"j-000005", "j-000004", "j-000003",
+                                           "j-000002", "j-000001"}));
+  v1::ListJobsRequest cancelled;
+  cancelled.add_states(v1::JOB_STATE_CANCELLED);
+  auto r = jobs_->ListJobs(cancelled);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->jobs_size(), 1);
+  EXPECT_EQ(r->jobs(0).id(), "j-000002");
+  v1::ListJobsRequest bad;
+  bad.set_page_token("garbage!");
+  EXPECT_EQ(jobs_->ListJobs(bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobManagerTest, SavingsAreDerivedStoredAndTotalled) {
+  auto sink = std::make_shared<RecordingSink>();
+  v1::WorkerCapabilities caps = CudaCaps("9.0");
+  uint64_t s = Register("gpu", caps, sink);
+  std::string id = SubmitId(Spec("s", v1::PRECISION_BF16_MIXED));
+  ASSERT_TRUE(Report("gpu", s, id, 1, 100, 100).ok());
+  v1::JobResult result;
+  result.set_job_id(id);
+  result.set_attempt(1);
+  result.set_outcome(v1::JOB_OUTCOME_SUCCEEDED);
+  v1::Savings* m = result.mutable_savings();
+  m->set_precision(v1::PRECISION_BF16_MIXED);
+  m->set_baseline_step_seconds(0.3);
+  m->set_step_seconds(0.1);
+  m->set_baseline_peak_memory_bytes(1000);
+  m->set_peak_memory_bytes(600);
+  m->set_probe_seconds(3);
+  m->set_device_name("NVIDIA Test GPU");
+  ASSERT_TRUE(jobs_->Result("gpu", s, result).ok());
+  v1::Savings saved = Get(id).savings();
+  EXPECT_DOUBLE_EQ(saved.speedup(), 3.0);
+  EXPECT_EQ(saved.memory_saved_bytes(), 400);
+  EXPECT_DOUBLE_EQ(saved.memory_saved_ratio(), 0.4);
+  EXPECT_NEAR(saved.device_seconds_saved(), 100 * 0.2 - 3, 1e-9);
+  EXPECT_NEAR(saved.cost_saved(), 17.0 / 3600 * 3.6, 1e-9);
+  std::vector<v1::JobEvent> events = Events(id);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events[events.size() - 2].kind(), v1::JOB_EVENT_KIND_SAVINGS);
+  EXPECT_NEAR(Metric("halftime_savings_device_seconds_total{precision=\"bf16-"
+                     "mixed\"}"),
+              17, 1e-9);
+  Reopen();
+  auto fleet = jobs_->GetSavings("");
+  ASSERT_TRUE(fleet.ok());
+  ASSERT_EQ(fleet->totals_size(), 1);
+  EXPECT_EQ(fleet->totals(0).jobs(), 1);
+  EXPECT_NEAR(fleet->totals(0).device_seconds_saved(), 17, 1e-9);
+  EXPECT_EQ(fleet->job_ids(0), id);
+  EXPECT_NEAR(Metric("halftime_savings_device_seconds_total{precision=\"bf16-"
+                     "mixed\"}"),
+              17, 1e-9);
+  auto one = jobs_->GetSavings(id);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->jobs_size(), 1);
+  EXPECT_EQ(jobs_->GetSavings("j-000042").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace halftime::server

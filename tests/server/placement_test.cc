@@ -1,0 +1,91 @@
+#include "server/placement.h"
+
+#include <gtest/gtest.h>
+
+#include "common/spec.h"
+#include "tests/server/test_util.h"
+
+namespace halftime::server {
+namespace {
+
+using testing::CpuCaps;
+using testing::CudaCaps;
+using testing::Spec;
+
+v1::JobSpec Defaults(v1::JobSpec spec) {
+  ApplyJobSpecDefaults(&spec);
+  return spec;
+}
+
+TEST(MatchDeviceTest, AutoResolvesToBestNativeMode) {
+  v1::JobSpec spec = Defaults(Spec("a", v1::PRECISION_AUTO));
+  EXPECT_EQ(MatchDevice(spec, CpuCaps(1, /*bf16=*/true)).precision,
+            v1::PRECISION_BF16_MIXED);
+  EXPECT_EQ(MatchDevice(spec, CpuCaps(1, /*bf16=*/false)).precision,
+            v1::PRECISION_FP32);
+  EXPECT_EQ(MatchDevice(spec, CudaCaps("7.0")).precision,
+            v1::PRECISION_FP16_MIXED);
+  EXPECT_EQ(MatchDevice(spec, CudaCaps("9.0")).precision,
+            v1::PRECISION_BF16_MIXED);
+}
+
+TEST(MatchDeviceTest, ExplicitPrecisionMustBeNative) {
+  v1::JobSpec fp16 = Defaults(Spec("a", v1::PRECISION_FP16_MIXED));
+  DeviceMatch cpu = MatchDevice(fp16, CpuCaps());
+  EXPECT_FALSE(cpu.ok);
+  EXPECT_EQ(cpu.reason, "no worker runs fp16-mixed natively");
+  EXPECT_TRUE(MatchDevice(fp16, CudaCaps("7.0")).ok);
+
+  v1::JobSpec bf16 = Defaults(Spec("b", v1::PRECISION_BF16_MIXED));
+  EXPECT_FALSE(MatchDevice(bf16, CudaCaps("7.5")).ok);
+  EXPECT_FALSE(MatchDevice(bf16, CpuCaps(1, /*bf16=*/false)).ok);
+  EXPECT_TRUE(MatchDevice(bf16, CpuCaps(1, /*bf16=*/true)).ok);
+}
+
+TEST(MatchDeviceTest, DeviceKindCapabilityAndMemory) {
+  v1::JobSpec spec = Defaults(Spec("a"));
+  spec.mutable_resources()->set_device(v1::DEVICE_KIND_CUDA);
+  EXPECT_EQ(MatchDevice(spec, CpuCaps()).reason, "no worker has a cuda device");
+  spec.mutable_resources()->set_min_compute_capability("8.0");
+  EXPECT_EQ(MatchDevice(spec, CudaCaps("7.5")).reason,
+            "no worker has compute capability >= 8.0");
+  EXPECT_TRUE(MatchDevice(spec, CudaCaps("8.6")).ok);
+  EXPECT_TRUE(MatchDevice(spec, CudaCaps("10.0")).ok);
+  spec.mutable_resources()->set_memory_bytes(int64_t{100} << 30);
+  EXPECT_EQ(MatchDevice(spec, CudaCaps("9.0")).reason,
+            "no worker has 107374182400 bytes of device memory");
+}
+
+TEST(PlaceTest, FirstComeFirstServedWithMostFreeSlots) {
+  v1::JobSpec a = Defaults(Spec("a")), b = Defaults(Spec("b")),
+              c = Defaults(Spec("c"));
+  v1::WorkerCapabilities w0 = CpuCaps(1), w1 = CpuCaps(2);
+  std::vector<PlacementDecision> d =
+      Place({&a, &b, &c}, {{&w0, 1, true}, {&w1, 2, true}});
+  ASSERT_EQ(d.size(), 3u);
+  EXPECT_EQ(d[0].worker, 1);  // most free slots
+  // After a: w0 has 1, w1 has 1 -> tie goes to the first listed.
+  EXPECT_EQ(d[1].worker, 0);
+  EXPECT_EQ(d[2].worker, 1);
+}
+
+TEST(PlaceTest, QueueReasons) {
+  v1::JobSpec fp16 = Defaults(Spec("a", v1::PRECISION_FP16_MIXED));
+  v1::JobSpec fp32 = Defaults(Spec("b"));
+  v1::JobSpec fp32b = Defaults(Spec("c"));
+  EXPECT_EQ(Place({&fp32}, {})[0].queue_reason, "no worker connected");
+  v1::WorkerCapabilities cpu = CpuCaps(1);
+  std::vector<PlacementDecision> d =
+      Place({&fp16, &fp32, &fp32b}, {{&cpu, 1, true}});
+  EXPECT_EQ(d[0].worker, -1);
+  EXPECT_EQ(d[0].queue_reason, "no worker runs fp16-mixed natively");
+  EXPECT_EQ(d[1].worker, 0);
+  EXPECT_EQ(d[2].worker, -1);
+  EXPECT_EQ(d[2].queue_reason, "waiting for a free slot");
+  // Draining (not accepting) capable workers: wait.
+  d = Place({&fp32}, {{&cpu, 1, false}});
+  EXPECT_EQ(d[0].queue_reason, "waiting for a free slot");
+}
+
+}  // namespace
+}  // namespace halftime::server

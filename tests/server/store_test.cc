@@ -1,0 +1,155 @@
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "server/sqlite_store.h"
+#include "tests/server/test_util.h"
+
+namespace halftime::server {
+namespace {
+
+absl::Status ApplySync(Store* store, StoreMutation m) {
+  std::promise<absl::Status> done;
+  store->Apply(std::move(m), [&](absl::Status s) { done.set_value(s); });
+  return done.get_future().get();
+}
+
+JobRecord Job(int64_t seq, const std::string& key = "") {
+  JobRecord r;
+  r.seq = seq;
+  r.job.set_id("j-" + std::to_string(seq));
+  r.job.set_state(v1::JOB_STATE_QUEUED);
+  r.idempotency_key = key;
+  r.restarts = 2;
+  r.cancel_requested = true;
+  r.cancel_reason = "why";
+  r.enqueue_time = absl::FromUnixSeconds(42);
+  return r;
+}
+
+v1::JobEvent Event(const std::string& job, int64_t seq) {
+  v1::JobEvent e;
+  e.set_job_id(job);
+  e.set_sequence(seq);
+  e.set_kind(v1::JOB_EVENT_KIND_STATE_CHANGED);
+  e.set_message("event " + std::to_string(seq));
+  return e;
+}
+
+TEST(SqliteStoreTest, PersistsAcrossReopen) {
+  testing::TempDir dir;
+  std::string path = dir.path() + "/db";
+  {
+    auto store = SqliteStore::Open(testing::StoreOptions(path, true));
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoreMutation m;
+    m.jobs.push_back(Job(1, "key"));
+    m.events.push_back(Event("j-1", 1));
+    m.events.push_back(Event("j-1", 2));
+    v1::Worker w;
+    w.set_name("w1");
+    m.workers.push_back(w);
+    m.checkpoints.push_back({"j-1", 100, 1, "/x", 5, "abc"});
+    m.logs.emplace_back("j-1", std::vector<std::string>{"a", "b"});
+    v1::Savings s;
+    s.set_speedup(2);
+    m.savings.emplace_back("j-1", s);
+    ASSERT_TRUE(ApplySync(store->get(), std::move(m)).ok());
+  }
+  auto store = SqliteStore::Open(testing::StoreOptions(path, true));
+  ASSERT_TRUE(store.ok());
+  auto snapshot = (*store)->Load();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  ASSERT_EQ(snapshot->jobs.size(), 1u);
+  const JobRecord& r = snapshot->jobs[0];
+  EXPECT_EQ(r.job.id(), "j-1");
+  EXPECT_EQ(r.idempotency_key, "key");
+  EXPECT_EQ(r.restarts, 2);
+  EXPECT_TRUE(r.cancel_requested);
+  EXPECT_EQ(r.enqueue_time, absl::FromUnixSeconds(42));
+  ASSERT_EQ(snapshot->workers.size(), 1u);
+  ASSERT_EQ(snapshot->checkpoints.size(), 1u);
+  EXPECT_EQ(snapshot->checkpoints[0].step, 100);
+  ASSERT_EQ(snapshot->savings.size(), 1u);
+  EXPECT_EQ(snapshot->savings[0].second.speedup(), 2);
+  auto events = (*store)->ReadEvents("j-1", 0, 10);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[1].message(), "event 2");
+  EXPECT_EQ((*store)->ReadEvents("j-1", 1, 10)->size(), 1u);
+  EXPECT_EQ(*(*store)->ReadLogs("j-1"), (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE((*store)->ReadLogs("j-2")->empty());
+}
+
+TEST(SqliteStoreTest, DuplicateEventFailsTheBatch) {
+  testing::TempDir dir;
+  auto store =
+      SqliteStore::Open(testing::StoreOptions(dir.path() + "/db", false));
+  ASSERT_TRUE(store.ok());
+  StoreMutation m;
+  m.events.push_back(Event("j-1", 1));
+  ASSERT_TRUE(ApplySync(store->get(), m).ok());
+  absl::Status s = ApplySync(store->get(), m);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ((*store)->ReadEvents("j-1", 0, 10)->size(), 1u);
+}
+
+TEST(SqliteStoreTest, ConcurrentMutationsShareCommits) {
+  testing::TempDir dir;
+  auto store =
+      SqliteStore::Open(testing::StoreOptions(dir.path() + "/db", true));
+  ASSERT_TRUE(store.ok());
+  constexpr int kThreads = 8, kEach = 20;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        StoreMutation m;
+        m.events.push_back(Event("j-" + std::to_string(t), i + 1));
+        if (ApplySync(store->get(), std::move(m)).ok()) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kThreads * kEach);
+  // Group commit: fewer transactions than mutations (each thread waits
+  // for its commit, so up to kThreads mutations share one).
+  EXPECT_LT((*store)->commits(), kThreads * kEach);
+}
+
+TEST(SqliteStoreTest, SchemaVersionRecordedAndNewerRefused) {
+  testing::TempDir dir;
+  std::string path = dir.path() + "/db";
+  ASSERT_TRUE(SqliteStore::Open(testing::StoreOptions(path, false)).ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  sqlite3_prepare_v2(db, "SELECT MAX(version) FROM schema_version", -1, &stmt,
+                     nullptr);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), SqliteStore::kSchemaVersion);
+  sqlite3_finalize(stmt);
+  sqlite3_exec(db, "INSERT INTO schema_version VALUES (999)", nullptr, nullptr,
+               nullptr);
+  sqlite3_close(db);
+  auto reopened = SqliteStore::Open(testing::StoreOptions(path, false));
+  EXPECT_EQ(reopened.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(SqliteStoreTest, ApplyAfterCloseFails) {
+  testing::TempDir dir;
+  auto store =
+      SqliteStore::Open(testing::StoreOptions(dir.path() + "/db", false));
+  ASSERT_TRUE(store.ok());
+  (*store)->Close();
+  absl::Status status;
+  (*store)->Apply(StoreMutation{}, [&](absl::Status s) { status = s; });
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace halftime::server
