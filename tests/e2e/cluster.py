@@ -1,0 +1,163 @@
+"""A real Halftime on loopback for end-to-end tests: a scheduler process,
+worker processes and the CLI, plus a Python gRPC client generated from the
+protos. Every process is killed when the test ends."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = {}  # name -> path, set by configure()
+PROTO_OUT = None
+
+
+def configure(bin_dir_args, proto_root, protoc, grpc_python_plugin, out):
+    global PROTO_OUT
+    BIN.update(bin_dir_args)
+    PROTO_OUT = out
+    os.makedirs(out, exist_ok=True)
+    protos = [os.path.relpath(os.path.join(dp, f), proto_root)
+              for dp, _, fs in os.walk(proto_root) for f in fs if f.endswith(".proto")]
+    subprocess.run([protoc, f"-I{proto_root}", f"--python_out={out}",
+                    f"--grpc_python_out={out}",
+                    f"--plugin=protoc-gen-grpc_python={grpc_python_plugin}", *protos],
+                   check=True)
+    sys.path.insert(0, out)
+
+
+def wait_for(predicate, timeout, what, interval=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Process:
+    def __init__(self, args, log_path, env=None):
+        self.args = args
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+
+    def text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def address(self, what, timeout=60):
+        def find():
+            m = re.search(what + r" on (\d+\.\d+\.\d+\.\d+:\d+)", self.text())
+            if self.proc.poll() is not None and not m:
+                raise AssertionError(f"{self.args[0]} exited: {self.text()[-2000:]}")
+            return m.group(1) if m else None
+        return wait_for(find, timeout, f"'{what} on' in {self.log_path}")
+
+    def signal(self, sig):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill_group(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.log.close()
+
+
+class Cluster:
+    """Scheduler + workers in a temporary directory."""
+
+    def __init__(self, name, lease_grace="3s", heartbeat="500ms"):
+        self.dir = tempfile.mkdtemp(prefix=f"halftime-e2e-{name}-")
+        self.data_root = os.path.join(self.dir, "data")
+        os.makedirs(self.data_root)
+        self.lease_grace = lease_grace
+        self.heartbeat = heartbeat
+        self.scheduler = None
+        self.workers = {}
+        self.start_scheduler()
+
+    def start_scheduler(self):
+        self.scheduler = Process(
+            [BIN["scheduler"], "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+             "--data-dir", os.path.join(self.dir, "scheduler"),
+             "--lease-grace", self.lease_grace, "--heartbeat-interval", self.heartbeat],
+            os.path.join(self.dir, "scheduler.log"))
+        self.address = self.scheduler.address("listening")
+        self.metrics_address = self.scheduler.address("metrics")
+        import grpc
+        from halftime.v1 import scheduler_pb2_grpc
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = scheduler_pb2_grpc.SchedulerStub(self.channel)
+
+    def start_worker(self, name, slots=1, threads=1, extra=()):
+        p = Process(
+            [BIN["worker"], "--scheduler", self.address, "--metrics", "127.0.0.1:0",
+             "--name", name, "--slots", str(slots), "--threads-per-job", str(threads),
+             "--data-root", self.data_root, "--work-dir", os.path.join(self.dir, name),
+             "--out-root", os.path.join(self.dir, "out"), "--trainer", BIN["train"],
+             "--stop-grace", "5", *extra],
+            os.path.join(self.dir, f"{name}.log"))
+        p.metrics_address = p.address("metrics", timeout=120)
+        self.workers[name] = p
+        wait_for(lambda: any(w.name == name for w in self.list_workers()), 60,
+                 f"worker {name} to register")
+        return p
+
+    def list_workers(self):
+        from halftime.v1 import scheduler_pb2
+        return self.stub.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=10).workers
+
+    def cli(self, *args, check=False, timeout=300):
+        result = subprocess.run([BIN["cli"], "--server", self.address, *args],
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"halftime {' '.join(args)} -> {result.returncode}: "
+                                 f"{result.stderr}")
+        return result
+
+    def submit(self, spec_text, key=None):
+        from halftime.v1 import scheduler_pb2
+        response = self.stub.SubmitJob(scheduler_pb2.SubmitJobRequest(
+            spec_text=spec_text, idempotency_key=key or ""), timeout=10)
+        return response.job.id
+
+    def job(self, job_id):
+        from halftime.v1 import scheduler_pb2
+        return self.stub.GetJob(scheduler_pb2.GetJobRequest(job_id=job_id), timeout=10)
+
+    def wait_state(self, job_id, states, timeout=300):
+        from halftime.v1 import job_pb2
+        names = {job_pb2.JobState.Value(f"JOB_STATE_{s.upper()}") for s in states}
+        return wait_for(lambda: (j := self.job(job_id)).state in names and j, timeout,
+                        f"{job_id} to reach {states}", interval=0.2)
+
+    def events(self, job_id, include_reports=True, timeout=300):
+        from halftime.v1 import scheduler_pb2
+        return list(self.stub.WatchJob(scheduler_pb2.WatchJobRequest(
+            job_id=job_id, include_reports=include_reports), timeout=timeout))
+
+    def close(self):
+        for w in self.workers.values():
+            w.kill_group()
+        if self.scheduler:
+            self.channel.close()
+            self.scheduler.kill_group()
+
+    def cleanup(self, keep):
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def trainer_pids(worker_name):
+    """pids of halftime-train processes started by this worker."""
+    out = subprocess.run(["pgrep", "-f", f"/{worker_name}/jobs/"], capture_output=True,
+                         text=True).stdout
+    return [int(p) for p in out.split()]

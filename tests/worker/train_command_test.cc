@@ -1,0 +1,181 @@
+// halftime-train as a user runs it: the real binary in a child process.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+namespace halftime {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+class TrainCommandTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("halftime-train-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string WriteSpec(const std::string& text) {
+    const fs::path path = dir_ / "spec.yaml";
+    std::ofstream(path) << text;
+    return path.string();
+  }
+
+  // Runs halftime-train with `args`; returns the exit status and stderr.
+  int Run(const std::vector<std::string>& args, std::string* err = nullptr) {
+    std::string command = std::string(HALFTIME_TRAIN_BINARY);
+    for (const auto& a : args) command += " '" + a + "'";
+    command += " 2>" + (dir_ / "stderr.txt").string();
+    int status = std::system(command.c_str());
+    if (err != nullptr) {
+      std::ifstream in(dir_ / "stderr.txt");
+      std::stringstream buffer;
+      buffer << in.rdbuf();
+      *err = buffer.str();
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  std::vector<nlohmann::json> ReadJsonl(const fs::path& path) {
+    std::vector<nlohmann::json> lines;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+      lines.push_back(nlohmann::json::parse(line));
+    }
+    return lines;
+  }
+
+  fs::path dir_;
+};
+
+constexpr char kTinySpec[] = R"(name: tiny
+model: {builtin: gpt-nano}
+data: {kind: synthetic, seq_len: 32, vocab_size: 64}
+precision: bf16-mixed
+batch_size: 4
+steps: 6
+eval: {every_steps: 3, batches: 1}
+checkpoint: {every_steps: 3}
+)";
+
+TEST_F(TrainCommandTest, WritesOneJsonObjectPerStepWithTheDesignFields) {
+  const std::string jsonl = (dir_ / "m.jsonl").string();
+  std::string err;
+  ASSERT_EQ(Run({WriteSpec(kTinySpec), "--out", (dir_ / "out").string(),
+                 "--metrics-jsonl", jsonl, "--threads", "2"},
+                &err),
+            0)
+      << err;
+  std::vector<nlohmann::json> steps = ReadJsonl(jsonl);
+  ASSERT_EQ(steps.size(), 6u);
+  for (int i = 0; i < 6; ++i) {
+    const nlohmann::json& s = steps[i];
+    EXPECT_EQ(s["step"], i + 1);
+    for (const char* key : {"loss", "loss_scale", "overflow", "skipped_steps",
+                            "grad_norm", "step_seconds", "samples_per_second",
+                            "tokens_per_second", "peak_memory_bytes"}) {
+      EXPECT_TRUE(s.contains(key)) << key;
+    }
+    EXPECT_EQ(s["precision"], "bf16-mixed");
+  }
+  EXPECT_TRUE(fs::exists(dir_ / "out" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir_ / "out" / "summary.json"));
+  EXPECT_THAT(err, HasSubstr("done: 6 steps"));
+}
+
+TEST_F(TrainCommandTest, BadSpecExitsTwoNamingTheField) {
+  std::string err;
+  EXPECT_EQ(Run({WriteSpec(std::string(kTinySpec) + "batch_size: 0\n")}, &err),
+            2);
+  EXPECT_THAT(err, HasSubstr("batch_size"));
+}
+
+TEST_F(TrainCommandTest, MissingDataExitsTwoNamingThePath) {
+  std::string err;
+  EXPECT_EQ(Run({WriteSpec("name: t\nmodel: {builtin: gpt-nano}\n"
+                           "data: {kind: text, path: /nonexistent/corpus.txt}\n"
+                           "steps: 2\n"),
+                 "--threads", "1"},
+                &err),
+            2);
+  EXPECT_THAT(err, HasSubstr("/nonexistent/corpus.txt"));
+}
+
+TEST_F(TrainCommandTest, PathsOutsideTheDataRootAreRefused) {
+  std::string err;
+  EXPECT_EQ(Run({WriteSpec("name: t\nmodel: {builtin: gpt-nano}\n"
+                           "data: {kind: text, path: ../../etc/passwd}\n"
+                           "steps: 2\n"),
+                 "--data-root", dir_.string()},
+                &err),
+            2);
+  EXPECT_THAT(
+      err, HasSubstr("data.path: ../../etc/passwd is outside the data root"));
+}
+
+TEST_F(TrainCommandTest, Fp16OnThisCpuFailsAtStartWithAClearReason) {
+  std::string err;
+  EXPECT_EQ(Run({WriteSpec(kTinySpec), "--set", "precision=fp16-mixed"}, &err),
+            2);
+  EXPECT_THAT(err, HasSubstr("precision fp16-mixed needs a CUDA device"));
+}
+
+TEST_F(TrainCommandTest, SigtermCheckpointsAndResumeFinishesTheJob) {
+  const std::string spec = WriteSpec(
+      "name: long\nmodel: {builtin: gpt-nano}\n"
+      "data: {kind: synthetic, seq_len: 32, vocab_size: 64}\nprecision: fp32\n"
+      "batch_size: 4\nsteps: 100000\ncheckpoint: {every_steps: 0}\n"
+      "eval: {every_steps: 0, batches: 1}\n");
+  const std::string out = (dir_ / "out").string();
+  const std::string jsonl = (dir_ / "m.jsonl").string();
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl(HALFTIME_TRAIN_BINARY, HALFTIME_TRAIN_BINARY, spec.c_str(), "--out",
+          out.c_str(), "--metrics-jsonl", jsonl.c_str(), "--threads", "1",
+          "--quiet", nullptr);
+    _exit(127);
+  }
+  // Wait for a few steps, then stop it as the worker would.
+  for (int i = 0; i < 600 && ReadJsonl(jsonl).size() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GE(ReadJsonl(jsonl).size(), 3u);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 143);
+  const int64_t stopped_at = ReadJsonl(jsonl).back()["step"];
+  std::vector<fs::path> checkpoints;
+  for (const auto& e : fs::directory_iterator(fs::path(out) / "checkpoints")) {
+    checkpoints.push_back(e.path());
+  }
+  ASSERT_EQ(checkpoints.size(), 1u);
+
+  std::string err;
+  ASSERT_EQ(Run({spec, "--set", "steps=" + std::to_string(stopped_at + 2),
+                 "--out", out, "--metrics-jsonl", jsonl, "--resume",
+                 checkpoints[0].string(), "--threads", "1"},
+                &err),
+            0)
+      << err;
+  std::vector<nlohmann::json> all = ReadJsonl(jsonl);
+  EXPECT_EQ(all.back()["step"], stopped_at + 2);
+  EXPECT_EQ(all[all.size() - 2]["step"], stopped_at + 1)
+      << "resumed right after";
+}
+
+}  // namespace
+}  // namespace halftime

@@ -1,0 +1,154 @@
+// TrainerProcess against small shell scripts standing in for the trainer:
+// real fork/exec, real signals, real pipes.
+#include "worker/trainer_process.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+namespace halftime {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class TrainerProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("halftime-proc-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string Script(const std::string& body) {
+    const fs::path path = dir_ / "fake-trainer";
+    std::ofstream(path) << "#!/bin/sh\n" << body;
+    fs::permissions(path, fs::perms::owner_all);
+    return path.string();
+  }
+
+  struct Outcome {
+    std::vector<std::string> events;
+    ExitInfo exit;
+  };
+
+  Outcome RunToEnd(
+      const std::string& binary,
+      std::function<void(TrainerProcess*)> while_running = nullptr) {
+    Outcome outcome;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    TrainerProcess::Options options;
+    options.binary = binary;
+    options.args = {"spec.json"};
+    options.work_dir = dir_.string();
+    options.stderr_log = (dir_ / "stderr.log").string();
+    options.stderr_tail_lines = 3;
+    TrainerProcess::Callbacks callbacks;
+    callbacks.on_event = [&](const std::string& line) {
+      std::lock_guard<std::mutex> lock(mu);
+      outcome.events.push_back(line);
+    };
+    callbacks.on_exit = [&](const ExitInfo& exit) {
+      std::lock_guard<std::mutex> lock(mu);
+      outcome.exit = exit;
+      done = true;
+      cv.notify_all();
+    };
+    auto process = TrainerProcess::Start(options, callbacks);
+    EXPECT_TRUE(process.ok()) << process.status();
+    if (!process.ok()) return outcome;
+    if (while_running) while_running(process->get());
+    (*process)->Wait();
+    tail_ = (*process)->StderrTail();
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done; });
+    return outcome;
+  }
+
+  fs::path dir_;
+  std::vector<std::string> tail_;
+};
+
+TEST_F(TrainerProcessTest, DeliversEventsInOrderThenTheExit) {
+  Outcome o = RunToEnd(Script(
+      "[ \"$1\" = spec.json ] && [ \"$2\" = --events-fd ] && [ \"$3\" = 3 ] || "
+      "exit 9\n"
+      "echo '{\"event\":\"step\",\"step\":1}' >&3\n"
+      "echo '{\"event\":\"step\",\"step\":2}' >&3\n"
+      "echo '{\"event\":\"done\"}' >&3\nexit 0\n"));
+  EXPECT_THAT(o.events, ElementsAre("{\"event\":\"step\",\"step\":1}",
+                                    "{\"event\":\"step\",\"step\":2}",
+                                    "{\"event\":\"done\"}"));
+  EXPECT_EQ(o.exit.exit_code, 0);
+  EXPECT_EQ(o.exit.signal, 0);
+}
+
+TEST_F(TrainerProcessTest, KeepsTheLastStderrLinesAndTheExitCode) {
+  Outcome o = RunToEnd(
+      Script("for i in 1 2 3 4 5; do echo line$i >&2; done\nexit 2\n"));
+  EXPECT_EQ(o.exit.exit_code, 2);
+  EXPECT_EQ(o.exit.Describe(), "exit code 2");
+  EXPECT_THAT(tail_, ElementsAre("line3", "line4", "line5"));
+  std::ifstream log(dir_ / "stderr.log");
+  std::string all((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_EQ(all, "line1\nline2\nline3\nline4\nline5\n");
+}
+
+TEST_F(TrainerProcessTest, EnvironmentIsScrubbed) {
+  setenv("HALFTIME_SECRET_TOKEN", "s3cret", 1);
+  Outcome o =
+      RunToEnd(Script("echo \"{\\\"secret\\\":\\\"$HALFTIME_SECRET_TOKEN\\\","
+                      "\\\"home\\\":\\\"$HOME\\\"}\" >&3\n"));
+  unsetenv("HALFTIME_SECRET_TOKEN");
+  ASSERT_EQ(o.events.size(), 1u);
+  EXPECT_THAT(o.events[0], HasSubstr("\"secret\":\"\""));
+  EXPECT_THAT(o.events[0], HasSubstr(dir_.string()));
+}
+
+TEST_F(TrainerProcessTest, StopSendsSigtermAndTheTrainerCanCheckpoint) {
+  Outcome o = RunToEnd(
+      Script("trap 'echo {\\\"event\\\":\\\"checkpoint\\\"} >&3; exit 143' "
+             "TERM\necho '{\"event\":\"ready\"}' >&3\n"
+             "while true; do sleep 0.05; done\n"),
+      [](TrainerProcess* p) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        p->Stop(std::chrono::seconds(10));
+      });
+  EXPECT_EQ(o.exit.exit_code, 143);
+  EXPECT_THAT(o.events, ElementsAre("{\"event\":\"ready\"}",
+                                    "{\"event\":\"checkpoint\"}"));
+}
+
+TEST_F(TrainerProcessTest, StopEscalatesToSigkillAfterTheGrace) {
+  const auto began = std::chrono::steady_clock::now();
+  Outcome o =
+      RunToEnd(Script("trap '' TERM\nwhile true; do sleep 0.05; done\n"),
+               [](TrainerProcess* p) {
+                 std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                 p->Stop(std::chrono::milliseconds(500));
+               });
+  EXPECT_EQ(o.exit.signal, SIGKILL);
+  EXPECT_THAT(o.exit.Describe(), HasSubstr("killed by signal 9 (SIGKILL)"));
+  EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(5));
+}
+
+TEST_F(TrainerProcessTest, MissingBinaryIsAPreconditionFailure) {
+  TrainerProcess::Options options;
+  options.binary = (dir_ / "nope").string();
+  options.work_dir = dir_.string();
+  auto process = TrainerProcess::Start(options, {});
+  EXPECT_EQ(process.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace halftime

@@ -1,0 +1,103 @@
+#include "worker/capabilities.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/enum_names.h"
+#include "worker/trainer_process.h"
+
+namespace halftime {
+namespace {
+
+void AddRate(v1::WorkerCapabilities* caps, const char* dtype, double flops,
+             bool native) {
+  v1::DtypeRate* rate = caps->add_rates();
+  rate->set_dtype(dtype);
+  rate->set_flops_per_second(flops);
+  rate->set_native(native);
+}
+
+bool Has(const v1::WorkerCapabilities& caps, v1::Precision p) {
+  for (int n : caps.native_precisions()) {
+    if (n == p) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::WorkerCapabilities> CapabilitiesFromProbeJson(
+    const std::string& json, int slots, int threads_per_job) {
+  nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("native_precisions")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "device probe answered something unreadable: ", json.substr(0, 200)));
+  }
+  v1::WorkerCapabilities caps;
+  caps.set_device_kind(j.value("kind", "cpu") == "cuda" ? v1::DEVICE_KIND_CUDA
+                                                        : v1::DEVICE_KIND_CPU);
+  caps.set_device_name(j.value("name", ""));
+  caps.set_compute_capability(j.value("compute_capability", ""));
+  caps.set_memory_bytes(j.value("memory_bytes", int64_t{0}));
+  for (const auto& name : j["native_precisions"]) {
+    if (!name.is_string()) continue;
+    absl::StatusOr<v1::Precision> p = ParsePrecision(name.get<std::string>());
+    if (p.ok() && *p != v1::PRECISION_AUTO) caps.add_native_precisions(*p);
+  }
+  const bool cuda = caps.device_kind() == v1::DEVICE_KIND_CUDA;
+  AddRate(&caps, "fp32", j.value("fp32_flops", 0.0), true);
+  AddRate(&caps, "tf32", j.value("tf32_flops", 0.0),
+          Has(caps, v1::PRECISION_TF32));
+  AddRate(&caps, "fp16", j.value("fp16_flops", 0.0),
+          cuda && Has(caps, v1::PRECISION_FP16_MIXED));
+  AddRate(
+      &caps, "bf16", j.value("bf16_flops", 0.0),
+      Has(caps, v1::PRECISION_BF16_MIXED) && !j.value("bf16_emulated", false));
+  caps.set_slots(slots);
+  caps.set_threads_per_job(threads_per_job);
+  caps.set_torch_version(j.value("torch_version", ""));
+  return caps;
+}
+
+absl::StatusOr<v1::WorkerCapabilities> ProbeWithTrainer(
+    const std::string& trainer_binary, const std::string& work_dir, int slots,
+    int threads_per_job) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string answer;
+  bool done = false;
+  ExitInfo exit_info;
+  TrainerProcess::Options options;
+  options.binary = trainer_binary;
+  options.args = {"--probe-device", "--threads",
+                  std::to_string(threads_per_job)};
+  options.work_dir = work_dir;
+  options.stderr_log = work_dir + "/probe-device.log";
+  TrainerProcess::Callbacks callbacks;
+  callbacks.on_event = [&](const std::string& line) {
+    std::lock_guard<std::mutex> lock(mu);
+    answer = line;
+  };
+  callbacks.on_exit = [&](const ExitInfo& exit) {
+    std::lock_guard<std::mutex> lock(mu);
+    exit_info = exit;
+    done = true;
+    cv.notify_all();
+  };
+  auto process = TrainerProcess::Start(options, callbacks);
+  if (!process.ok()) return process.status();
+  (*process)->Wait();
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done; });
+  if (exit_info.exit_code != 0 || answer.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("device probe failed (", exit_info.Describe(),
+                     "): ", absl::StrJoin((*process)->StderrTail(), "\n")));
+  }
+  return CapabilitiesFromProbeJson(answer, slots, threads_per_job);
+}
+
+}  // namespace halftime

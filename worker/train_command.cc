@@ -1,0 +1,304 @@
+#include "worker/train_command.h"
+
+#include <torch/version.h>  // TORCH_VERSION only
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/spec.h"
+#include "worker/spec_options.h"
+#include "worker/trainer/device.h"
+#include "worker/trainer/trainer.h"
+
+namespace halftime {
+namespace {
+
+using trainer::StepReport;
+using trainer::TrainOptions;
+using trainer::TrainStatus;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitBadInput = 2;
+
+std::atomic<bool> g_stop{false};
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void HandleStopSignal(int signal) {
+  g_stop_signal.store(signal);
+  g_stop.store(true);
+}
+
+// Appends "key": value pairs to a JSON object rendered by the engine.
+std::string WithFields(const std::string& object, const nlohmann::json& extra) {
+  if (object.size() < 2 || object.back() != '}') return object;
+  std::string out = object.substr(0, object.size() - 1);
+  for (auto it = extra.begin(); it != extra.end(); ++it) {
+    absl::StrAppend(&out, out.size() > 1 ? "," : "",
+                    nlohmann::json(it.key()).dump(), ":", it.value().dump());
+  }
+  return out + "}";
+}
+
+// Line-oriented JSON sink (a file or an inherited descriptor); each line is
+// flushed so a reader sees it at once.
+class JsonLines {
+ public:
+  static std::unique_ptr<JsonLines> OpenFile(const std::string& path,
+                                             std::string* error) {
+    FILE* f = path == "-" ? fdopen(dup(STDOUT_FILENO), "w")
+                          : std::fopen(path.c_str(), "a");
+    if (f == nullptr) {
+      *error =
+          absl::StrCat("--metrics-jsonl ", path, ": cannot open for writing");
+      return nullptr;
+    }
+    return std::unique_ptr<JsonLines>(new JsonLines(f));
+  }
+  static std::unique_ptr<JsonLines> OpenFd(int fd, std::string* error) {
+    FILE* f = fdopen(fd, "w");
+    if (f == nullptr) {
+      *error = absl::StrCat("--events-fd ", fd, ": not an open descriptor");
+      return nullptr;
+    }
+    return std::unique_ptr<JsonLines>(new JsonLines(f));
+  }
+  ~JsonLines() { std::fclose(file_); }
+  void Write(const std::string& line) {
+    std::fputs(line.c_str(), file_);
+    std::fputc('\n', file_);
+    std::fflush(file_);
+  }
+
+ private:
+  explicit JsonLines(FILE* file) : file_(file) {}
+  FILE* file_;
+};
+
+int ExitCodeFor(const TrainStatus& status) {
+  switch (status.code) {
+    case TrainStatus::kOk:
+      return kExitOk;
+    case TrainStatus::kInvalidInput:
+    case TrainStatus::kUnsupported:
+      return kExitBadInput;
+    case TrainStatus::kCancelled:
+      return 128 + (g_stop_signal.load() != 0 ? g_stop_signal.load() : SIGTERM);
+    default:
+      return kExitFailure;
+  }
+}
+
+std::string ProgressLine(const StepReport& r, int total,
+                         const char* precision) {
+  return absl::StrFormat(
+      "\rstep %d/%d  loss %.4f  scale %g  overflows %d  %.0f tok/s  %s  peak "
+      "%.1f MiB\033[K",
+      r.step, total, r.loss, r.loss_scale, r.skipped_steps, r.tokens_per_second,
+      precision, r.peak_memory_bytes / 1048576.0);
+}
+
+// Prints the device probe as one JSON object (to the events descriptor when
+// given, else stdout).
+int ProbeDeviceCommand(int threads, int events_fd, std::ostream& out) {
+  const trainer::DeviceCapabilities caps = trainer::ProbeDevice(threads);
+  nlohmann::json natives = nlohmann::json::array();
+  for (trainer::Precision p : caps.native_precisions) {
+    natives.push_back(trainer::PrecisionName(p));
+  }
+  nlohmann::json j = {{"event", "device"},
+                      {"kind", caps.kind},
+                      {"name", caps.name},
+                      {"compute_capability", caps.compute_capability},
+                      {"memory_bytes", caps.memory_bytes},
+                      {"threads", caps.threads},
+                      {"native_precisions", natives},
+                      {"bf16_emulated", caps.bf16_emulated},
+                      {"fp32_flops", caps.fp32_flops},
+                      {"tf32_flops", caps.tf32_flops},
+                      {"fp16_flops", caps.fp16_flops},
+                      {"bf16_flops", caps.bf16_flops},
+                      {"torch_version", TORCH_VERSION}};
+  if (events_fd >= 0) {
+    std::string error;
+    std::unique_ptr<JsonLines> events = JsonLines::OpenFd(events_fd, &error);
+    if (!events) return kExitBadInput;
+    events->Write(j.dump());
+  } else {
+    out << j.dump(2) << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
+                    std::ostream& err) {
+  CLI::App app{"halftime-train: run one fine-tuning job from a spec file",
+               "halftime-train"};
+  std::string spec_path, out_dir, metrics_path, resume, data_root;
+  std::vector<std::string> overrides;
+  int threads = 0;
+  int events_fd = -1;
+  bool quiet = false;
+  bool probe_device = false;
+  app.add_option("SPEC", spec_path, "Job spec (YAML or JSON)");
+  app.add_flag("--probe-device", probe_device,
+               "Measure what this machine's device runs natively and print it "
+               "as JSON (no SPEC); used by halftime-worker at start-up");
+  app.add_option("--out", out_dir,
+                 "Directory for checkpoints, model.safetensors and "
+                 "summary.json");
+  app.add_option("--metrics-jsonl", metrics_path,
+                 "Append one JSON object per step to FILE ('-' = stdout)");
+  app.add_option("--resume", resume, "Resume from this checkpoint");
+  app.add_option("--set", overrides, "Override a spec field, e.g. steps=50");
+  app.add_option("--threads", threads,
+                 "Intra-op threads when the spec says 0 (default: all cores)")
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--data-root", data_root,
+                 "Refuse data/model paths outside DIR; relative paths are "
+                 "resolved against it");
+  app.add_option("--events-fd", events_fd,
+                 "Write step/checkpoint/done events as JSON lines to this "
+                 "inherited descriptor (used by halftime-worker)");
+  app.add_flag("--quiet", quiet, "No progress line");
+
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::CallForHelp&) {
+    out << app.help();
+    return kExitOk;
+  } catch (const CLI::ParseError& e) {
+    err << "halftime-train: " << e.what() << "\n";
+    return kExitBadInput;
+  }
+
+  if (probe_device) return ProbeDeviceCommand(threads, events_fd, out);
+  if (spec_path.empty()) {
+    err << "halftime-train: SPEC is required\n";
+    return kExitBadInput;
+  }
+  absl::StatusOr<v1::JobSpec> spec = LoadJobSpecFile(spec_path, overrides);
+  if (!spec.ok()) {
+    err << spec.status().message() << "\n";
+    return kExitBadInput;
+  }
+  TrainOptions options = TrainOptionsFromSpec(*spec);
+  if (options.threads == 0) options.threads = threads;
+  options.out_dir = out_dir;
+  options.resume_from = resume;
+  if (absl::Status confined = ConfineOptionPaths(data_root, &options);
+      !confined.ok()) {
+    err << confined.message() << "\n";
+    return kExitBadInput;
+  }
+
+  std::string error;
+  std::unique_ptr<JsonLines> metrics, events;
+  if (!metrics_path.empty() &&
+      !(metrics = JsonLines::OpenFile(metrics_path, &error))) {
+    err << error << "\n";
+    return kExitBadInput;
+  }
+  if (events_fd >= 0 && !(events = JsonLines::OpenFd(events_fd, &error))) {
+    err << error << "\n";
+    return kExitBadInput;
+  }
+
+  std::signal(SIGTERM, HandleStopSignal);
+  std::signal(SIGINT, HandleStopSignal);
+  const bool tty = !quiet && isatty(STDERR_FILENO);
+
+  trainer::TrainSummary summary;
+  TrainStatus status;
+  std::string fallback_note;
+  // A fallback (loss scale stuck at its floor) resumes from the last
+  // checkpoint in the fallback precision, at most once.
+  for (int run = 0; run < 2; ++run) {
+    const std::string precision = trainer::PrecisionName(options.precision);
+    trainer::TrainCallbacks callbacks;
+    callbacks.cancel = &g_stop;
+    callbacks.on_step = [&](const StepReport& r) {
+      nlohmann::json extra = {{"precision", precision}};
+      if (!fallback_note.empty()) extra["fallback"] = fallback_note;
+      const std::string line = WithFields(trainer::StepReportJson(r), extra);
+      if (metrics) metrics->Write(line);
+      if (events) {
+        events->Write(WithFields(
+            line, {{"event", "step"}, {"total_steps", options.steps}}));
+      }
+      if (tty)
+        err << ProgressLine(r, options.steps, precision.c_str()) << std::flush;
+    };
+    callbacks.on_checkpoint = [&](const std::string& path, int64_t step) {
+      if (events) {
+        events->Write(nlohmann::json{
+            {"event", "checkpoint"}, {"path", path}, {"step", step}}
+                          .dump());
+      }
+    };
+    status = trainer::Train(options, callbacks, &summary);
+    if (tty) err << "\n";
+    if (status.code != TrainStatus::kFallbackRequested || run > 0) break;
+    if (summary.last_checkpoint.empty()) {
+      status = TrainStatus::Error(
+          TrainStatus::kTrainingFailed,
+          absl::StrCat(status.message,
+                       "; no checkpoint to fall back from (set "
+                       "checkpoint.every_steps)"));
+      break;
+    }
+    fallback_note = absl::StrCat(
+        "fell back from ", precision, " to ",
+        trainer::PrecisionName(options.loss_scaling.fallback_precision),
+        " at checkpoint step ", summary.steps, ": ", status.message);
+    err << "halftime-train: " << fallback_note << "\n";
+    if (events) {
+      events->Write(
+          nlohmann::json{{"event", "fallback"}, {"message", fallback_note}}
+              .dump());
+    }
+    options.precision = options.loss_scaling.fallback_precision;
+    options.loss_scaling.mode = trainer::LossScalingMode::kDefault;
+    options.resume_from = summary.last_checkpoint;
+  }
+
+  if (events) {
+    events->Write(nlohmann::json{
+        {"event", "done"},
+        {"status", trainer::StatusCodeName(status.code)},
+        {"message", status.message},
+        {"summary",
+         nlohmann::json::parse(trainer::SummaryJson(summary), nullptr, false)}}
+                      .dump());
+  }
+  if (!status.ok()) {
+    err << "halftime-train: " << status.message << "\n";
+  } else if (!quiet) {
+    err << absl::StrFormat(
+        "halftime-train: done: %d steps (%d skipped), final loss %.4f%s, "
+        "%.0f tokens/s, peak tensor memory %.1f MiB\n",
+        summary.steps, summary.skipped_steps, summary.final_loss,
+        summary.has_eval_loss
+            ? absl::StrFormat(", eval loss %.4f", summary.eval_loss)
+            : "",
+        summary.tokens_per_second, summary.peak_memory_bytes / 1048576.0);
+    if (!summary.summary_json.empty()) {
+      err << "halftime-train: outputs in " << out_dir << "\n";
+    }
+  }
+  return ExitCodeFor(status);
+}
+
+}  // namespace halftime

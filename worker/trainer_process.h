@@ -1,0 +1,104 @@
+// TrainerProcess: one `halftime-train` child process, supervised.
+//
+// The child gets argv only (no shell), a scrubbed environment, /dev/null as
+// stdin, its stderr captured (last lines kept, all of it in a log file) and
+// an events pipe on fd 3 (`--events-fd 3`) whose JSON lines are handed to
+// the owner's callback as they arrive.
+//
+// Thread-safety: all public methods are thread-safe. Callbacks run on the
+// process's own reader thread, one at a time, in the order the child wrote
+// them; `on_exit` runs last, after every event has been delivered.
+#ifndef HALFTIME_WORKER_TRAINER_PROCESS_H_
+#define HALFTIME_WORKER_TRAINER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace halftime {
+
+// How a child ended.
+struct ExitInfo {
+  // Exit code when it exited normally, else -1.
+  int exit_code = -1;
+  // Signal that killed it, else 0.
+  int signal = 0;
+  // "exit code 1", "killed by signal 9 (SIGKILL)", ...
+  std::string Describe() const;
+};
+
+class TrainerProcess {
+ public:
+  struct Options {
+    // Path of the halftime-train binary.
+    std::string binary;
+    // Arguments after the program name; `--events-fd 3` is appended.
+    std::vector<std::string> args;
+    // Working directory of the child.
+    std::string work_dir;
+    // Full stderr goes here (appended).
+    std::string stderr_log;
+    // Extra environment entries ("KEY=VALUE") on top of the scrubbed base.
+    std::vector<std::string> env;
+    // Lines of stderr kept for failure reports.
+    int stderr_tail_lines = 40;
+  };
+  struct Callbacks {
+    // One JSON line from the events pipe.
+    std::function<void(const std::string& line)> on_event;
+    // The child is gone and every event was delivered.
+    std::function<void(const ExitInfo& exit)> on_exit;
+  };
+
+  // Starts the child. INTERNAL when fork/exec or pipes fail; the binary not
+  // being executable is reported as FAILED_PRECONDITION.
+  static absl::StatusOr<std::unique_ptr<TrainerProcess>> Start(
+      const Options& options, Callbacks callbacks);
+
+  // Kills the child (SIGKILL) if still running and joins the reader.
+  ~TrainerProcess();
+  TrainerProcess(const TrainerProcess&) = delete;
+  TrainerProcess& operator=(const TrainerProcess&) = delete;
+
+  // Sends SIGTERM (the trainer checkpoints and exits), then SIGKILL if it is
+  // still running after `grace`. Returns at once.
+  void Stop(std::chrono::milliseconds grace);
+  // Sends SIGKILL now.
+  void Kill();
+  // Blocks until the child has exited and on_exit has run.
+  void Wait();
+  // Last stderr lines so far.
+  std::vector<std::string> StderrTail() const;
+  pid_t pid() const { return pid_; }
+
+ private:
+  TrainerProcess(const Options& options, Callbacks callbacks);
+  void ReadLoop(int events_fd, int stderr_fd);
+  void AppendStderr(const std::string& chunk);
+
+  Options options_;
+  Callbacks callbacks_;
+  pid_t pid_ = -1;
+  std::thread reader_;
+  std::thread killer_;
+
+  mutable std::mutex mu_;
+  bool exited_ = false;
+  bool stop_requested_ = false;
+  std::deque<std::string> stderr_tail_;
+  std::string stderr_partial_;
+  int stderr_log_fd_ = -1;
+};
+
+}  // namespace halftime
+
+#endif  // HALFTIME_WORKER_TRAINER_PROCESS_H_

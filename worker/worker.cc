@@ -1,0 +1,868 @@
+#include "worker/worker.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/enum_names.h"
+#include "common/spec.h"
+#include "common/status.h"
+
+namespace halftime {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kChunkBytes = 1 << 20;
+constexpr auto kRpcDeadline = std::chrono::seconds(60);
+
+void Log(const std::string& line) { std::cerr << "worker: " << line << "\n"; }
+
+// Incremental SHA-256, hex output.
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) {
+    EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
+  }
+  ~Sha256() { EVP_MD_CTX_free(ctx_); }
+  void Update(const char* data, std::size_t n) {
+    EVP_DigestUpdate(ctx_, data, n);
+  }
+  std::string HexDigest() {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int length = 0;
+    EVP_DigestFinal_ex(ctx_, digest, &length);
+    static const char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned int i = 0; i < length; ++i) {
+      hex += kHex[digest[i] >> 4];
+      hex += kHex[digest[i] & 15];
+    }
+    return hex;
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  const std::size_t mid = values.size() / 2;
+  return values.size() % 2 ? values[mid]
+                           : 0.5 * (values[mid - 1] + values[mid]);
+}
+
+double Number(const nlohmann::json& j, const char* key, double fallback = 0.0) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+v1::TrainingReport ReportFromEvent(const nlohmann::json& e, int attempt) {
+  v1::TrainingReport r;
+  r.set_step(static_cast<int64_t>(Number(e, "step")));
+  r.set_total_steps(static_cast<int64_t>(Number(e, "total_steps")));
+  r.set_loss(Number(e, "loss"));
+  r.set_loss_scale(Number(e, "loss_scale", 1.0));
+  r.set_overflow(e.value("overflow", false));
+  r.set_skipped_steps(static_cast<int64_t>(Number(e, "skipped_steps")));
+  // Non-finite grad norms (overflow) arrive as null.
+  r.set_grad_norm(
+      Number(e, "grad_norm", std::numeric_limits<double>::quiet_NaN()));
+  r.set_step_seconds(Number(e, "step_seconds"));
+  r.set_samples_per_second(Number(e, "samples_per_second"));
+  r.set_tokens_per_second(Number(e, "tokens_per_second"));
+  r.set_model_flops_per_second(Number(e, "model_flops_per_second"));
+  r.set_peak_memory_bytes(static_cast<int64_t>(Number(e, "peak_memory_bytes")));
+  r.set_weight_bytes(static_cast<int64_t>(Number(e, "weight_bytes")));
+  r.set_gradient_bytes(static_cast<int64_t>(Number(e, "gradient_bytes")));
+  r.set_optimizer_state_bytes(
+      static_cast<int64_t>(Number(e, "optimizer_state_bytes")));
+  r.set_learning_rate(Number(e, "lr"));
+  if (e.contains("eval_loss") && e["eval_loss"].is_number()) {
+    r.set_eval_loss(e["eval_loss"].get<double>());
+  }
+  if (e.contains("precision") && e["precision"].is_string()) {
+    if (auto p = ParsePrecision(e["precision"].get<std::string>()); p.ok()) {
+      r.set_precision(*p);
+    }
+  }
+  r.set_attempt(attempt);
+  return r;
+}
+
+}  // namespace
+
+// Fingerprint-keyed fp32 measurements, for savings.
+struct Baseline {
+  double step_seconds = 0;
+  double tokens_per_second = 0;
+  int64_t peak_memory_bytes = 0;
+  double probe_seconds = 0;
+};
+
+struct Worker::Job {
+  std::string id;
+  int attempt = 0;
+  v1::JobSpec spec;
+  std::string dir;
+  std::string precision;
+  Clock::time_point started = Clock::now();
+
+  std::mutex mu;  // guards the rest
+  std::unique_ptr<TrainerProcess> process;
+  bool cancel_requested = false;
+  bool release_requested = false;
+  bool finished = false;
+  std::string done_status;
+  std::string done_message;
+  nlohmann::json summary;
+  std::vector<double> step_seconds;
+  std::vector<double> tokens_per_second;
+  int64_t peak_memory_bytes = 0;
+  int64_t steps_run = 0;
+  bool has_baseline = false;
+  Baseline baseline;
+  std::string upload_error;
+};
+
+Worker::Worker(WorkerOptions options, std::shared_ptr<grpc::Channel> channel,
+               WorkerMetrics* metrics)
+    : options_(std::move(options)),
+      channel_(std::move(channel)),
+      stub_(v1::WorkerGateway::NewStub(channel_)),
+      metrics_(metrics) {}
+
+absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
+    WorkerOptions options, std::shared_ptr<grpc::Channel> channel,
+    WorkerMetrics* metrics) {
+  std::error_code ec;
+  for (const std::string* dir : {&options.work_dir, &options.out_root}) {
+    fs::create_directories(*dir, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot create ", *dir, ": ", ec.message()));
+    }
+  }
+  if (!options.data_root.empty() && !fs::is_directory(options.data_root, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--data-root ", options.data_root, " is not a directory"));
+  }
+  if (options.capabilities.slots() <= 0) options.capabilities.set_slots(1);
+  std::unique_ptr<Worker> worker(
+      new Worker(std::move(options), std::move(channel), metrics));
+  if (metrics != nullptr) {
+    metrics->SetDeviceMemory(worker->options_.capabilities.memory_bytes());
+    worker->UpdateSlotMetrics();
+  }
+  return worker;
+}
+
+Worker::~Worker() {
+  Shutdown();
+  std::vector<std::thread> starters;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    starters.swap(starters_);
+  }
+  for (auto& t : starters) t.join();
+  std::map<std::string, std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs.swap(jobs_);
+  }
+  for (auto& [id, job] : jobs) {
+    std::unique_ptr<TrainerProcess> process;
+    {
+      std::lock_guard<std::mutex> lock(job->mu);
+      process = std::move(job->process);
+    }
+    process.reset();  // kills and joins
+  }
+  ReapFinished();
+}
+
+void Worker::PrepareContext(grpc::ClientContext* context,
+                            std::chrono::milliseconds deadline) {
+  if (deadline.count() > 0) {
+    context->set_deadline(std::chrono::system_clock::now() + deadline);
+  }
+  if (options_.decorate_context) options_.decorate_context(context);
+}
+
+void Worker::UpdateSlotMetrics() {
+  if (metrics_ == nullptr) return;
+  int busy;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy = static_cast<int>(jobs_.size());
+  }
+  metrics_->SetSlots(options_.capabilities.slots(), busy);
+}
+
+std::vector<v1::RunningJob> Worker::RunningJobs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::RunningJob> running;
+  for (const auto& [id, job] : jobs_) {
+    v1::RunningJob r;
+    r.set_job_id(id);
+    r.set_attempt(job->attempt);
+    running.push_back(r);
+  }
+  return running;
+}
+
+bool Worker::Send(const v1::WorkerMessage& message) {
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>* stream;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stream = stream_.get();
+  }
+  return stream != nullptr && stream->Write(message);
+}
+
+void Worker::SendResult(const v1::JobResult& result) {
+  v1::WorkerMessage message;
+  *message.mutable_result() = result;
+  if (!Send(message)) {
+    // Delivered after the next successful registration.
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_results_.push_back(result);
+  }
+}
+
+void Worker::Run() {
+  std::mt19937 rng(std::random_device{}());
+  auto backoff = options_.min_backoff;
+  while (!stopping_) {
+    const auto began = Clock::now();
+    ServeOneConnection();
+    if (stopping_) break;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (draining_ && jobs_.empty()) break;
+    }
+    // A connection that lasted a while resets the backoff.
+    if (Clock::now() - began > std::chrono::seconds(10)) {
+      backoff = options_.min_backoff;
+    }
+    std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
+    const auto wait = backoff / 2 + std::chrono::milliseconds(jitter(rng) / 2);
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, wait, [this] { return stopping_.load(); });
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+void Worker::ServeOneConnection() {
+  grpc::ClientContext context;
+  PrepareContext(&context, std::chrono::milliseconds(0));
+  auto stream = stub_->Connect(&context);
+
+  v1::WorkerMessage hello;
+  v1::RegisterWorker* reg = hello.mutable_register_();
+  reg->set_name(options_.name);
+  *reg->mutable_capabilities() = options_.capabilities;
+  for (const auto& r : RunningJobs()) *reg->add_running_jobs() = r;
+  v1::SchedulerMessage reply;
+  if (!stream->Write(hello) || !stream->Read(&reply) ||
+      !reply.has_registered()) {
+    grpc::Status status = stream->Finish();
+    Log(absl::StrCat(
+        "cannot register with the scheduler: ",
+        status.ok() ? "unexpected reply" : status.error_message()));
+    return;
+  }
+  const v1::Registered& registered = reply.registered();
+  Log(absl::StrCat("registered as ", options_.name));
+  for (const v1::RunningJob& stale : registered.stale_jobs()) {
+    std::shared_ptr<Job> job;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = jobs_.find(stale.job_id());
+      if (it != jobs_.end() && it->second->attempt == stale.attempt())
+        job = it->second;
+    }
+    if (job) {
+      Log(absl::StrCat("stopping stale job ", stale.job_id(), " attempt ",
+                       stale.attempt()));
+      std::lock_guard<std::mutex> lock(job->mu);
+      job->cancel_requested = true;
+      if (job->process) job->process->Kill();
+    }
+  }
+  std::vector<v1::JobResult> pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stream_ = std::move(stream);
+    stream_context_ = &context;
+    pending.swap(pending_results_);
+  }
+  for (const auto& result : pending) SendResult(result);
+
+  const auto interval = std::chrono::milliseconds(
+      std::max<int64_t>(registered.heartbeat_interval_ms(), 100));
+  std::thread heartbeat([this, interval] { HeartbeatLoop(interval); });
+
+  grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>* raw;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    raw = stream_.get();
+  }
+  v1::SchedulerMessage message;
+  while (raw->Read(&message)) {
+    if (message.has_assignment()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      starters_.emplace_back([this, a = message.assignment()] { StartJob(a); });
+    } else if (message.has_cancel()) {
+      CancelJob(message.cancel());
+    }
+  }
+  std::unique_ptr<
+      grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>>
+      closed;
+  {
+    std::lock_guard<std::mutex> write_lock(write_mu_);
+    std::lock_guard<std::mutex> lock(mu_);
+    closed = std::move(stream_);
+    stream_context_ = nullptr;
+  }
+  cv_.notify_all();
+  heartbeat.join();
+  grpc::Status status = closed->Finish();
+  if (!stopping_) {
+    Log(absl::StrCat("connection to the scheduler lost: ",
+                     status.ok() ? "stream closed" : status.error_message()));
+  }
+}
+
+void Worker::HeartbeatLoop(std::chrono::milliseconds interval) {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, interval,
+                   [this] { return stream_ == nullptr || stopping_; });
+      if (stream_ == nullptr || stopping_) return;
+    }
+    ReapFinished();
+    v1::WorkerMessage message;
+    v1::Heartbeat* hb = message.mutable_heartbeat();
+    for (const auto& r : RunningJobs()) *hb->add_running_jobs() = r;
+    hb->set_draining(draining_);
+    Send(message);
+  }
+}
+
+void Worker::StartJob(const v1::Assignment& assignment) {
+  auto job = std::make_shared<Job>();
+  job->id = assignment.job_id();
+  job->attempt = assignment.attempt();
+  job->spec = assignment.spec();
+  job->precision = PrecisionName(job->spec.precision());
+  job->dir = (fs::path(options_.work_dir) / "jobs" / job->id /
+              absl::StrCat("attempt-", job->attempt))
+                 .string();
+  auto fail = [&](const std::string& reason, bool permanent) {
+    Log(absl::StrCat(job->id, ": ", reason));
+    v1::JobResult result;
+    result.set_job_id(job->id);
+    result.set_attempt(job->attempt);
+    result.set_outcome(v1::JOB_OUTCOME_FAILED);
+    result.set_reason(reason);
+    result.set_permanent(permanent);
+    SendResult(result);
+  };
+  std::string rejection;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (draining_ || stopping_) {
+      rejection = "worker is draining";
+    } else if (jobs_.count(job->id)) {
+      rejection = "job already runs here";
+    } else if (static_cast<int>(jobs_.size()) >=
+               options_.capabilities.slots()) {
+      rejection = "worker has no free slot";
+    } else {
+      jobs_[job->id] = job;
+    }
+  }
+  if (!rejection.empty()) {
+    v1::JobResult result;
+    result.set_job_id(job->id);
+    result.set_attempt(job->attempt);
+    result.set_outcome(v1::JOB_OUTCOME_RELEASED);
+    result.set_reason(rejection);
+    SendResult(result);
+    return;
+  }
+  UpdateSlotMetrics();
+  Log(absl::StrCat(job->id, ": assigned attempt ", job->attempt, " (",
+                   job->precision, ")"));
+
+  std::error_code ec;
+  fs::create_directories(job->dir, ec);
+  const std::string spec_path = (fs::path(job->dir) / "spec.json").string();
+  {
+    std::ofstream out(spec_path);
+    out << FormatJobSpec(job->spec, SpecFormat::kJson);
+    if (!out) {
+      fail(absl::StrCat("cannot write ", spec_path), false);
+      FinishJob(job);
+      return;
+    }
+  }
+
+  int64_t resumed_from = 0;
+  std::string resume_path;
+  if (assignment.has_checkpoint()) {
+    resume_path = (fs::path(job->dir) / "resume.ckpt").string();
+    absl::Status downloaded =
+        DownloadCheckpoint(job->id, resume_path, &resumed_from);
+    if (!downloaded.ok()) {
+      fail(absl::StrCat("cannot download checkpoint: ", downloaded.message()),
+           false);
+      FinishJob(job);
+      return;
+    }
+  }
+
+  const bool wants_baseline =
+      job->spec.savings().baseline() != v1::BASELINE_MODE_NONE &&
+      job->spec.precision() != v1::PRECISION_FP32;
+  if (wants_baseline) MeasureBaseline(job.get());
+
+  std::vector<std::string> args = {
+      spec_path,
+      "--out",
+      (fs::path(options_.out_root) / job->spec.name()).string(),
+      "--metrics-jsonl",
+      (fs::path(job->dir) / "metrics.jsonl").string(),
+      "--threads",
+      std::to_string(options_.capabilities.threads_per_job()),
+      "--quiet"};
+  if (!options_.data_root.empty()) {
+    args.push_back("--data-root");
+    args.push_back(options_.data_root);
+  }
+  if (!resume_path.empty()) {
+    args.push_back("--resume");
+    args.push_back(resume_path);
+  }
+  TrainerProcess::Options process_options;
+  process_options.binary = options_.trainer_binary;
+  process_options.args = args;
+  process_options.work_dir = job->dir;
+  process_options.stderr_log = (fs::path(job->dir) / "stderr.log").string();
+  TrainerProcess::Callbacks callbacks;
+  callbacks.on_event = [this, job](const std::string& line) {
+    OnTrainerEvent(job, line);
+  };
+  callbacks.on_exit = [this, job](const ExitInfo& exit) {
+    OnTrainerExit(job, exit);
+  };
+
+  std::lock_guard<std::mutex> lock(job->mu);
+  if (job->cancel_requested || job->release_requested) {
+    v1::JobResult result;
+    result.set_job_id(job->id);
+    result.set_attempt(job->attempt);
+    result.set_outcome(job->cancel_requested ? v1::JOB_OUTCOME_CANCELLED
+                                             : v1::JOB_OUTCOME_RELEASED);
+    result.set_reason(job->cancel_requested ? "cancelled before start"
+                                            : "worker is draining");
+    job->finished = true;
+    SendResult(result);
+    std::lock_guard<std::mutex> jobs_lock(mu_);
+    jobs_.erase(job->id);
+    return;
+  }
+  auto process = TrainerProcess::Start(process_options, std::move(callbacks));
+  if (!process.ok()) {
+    job->finished = true;
+    fail(std::string(process.status().message()), false);
+    std::lock_guard<std::mutex> jobs_lock(mu_);
+    jobs_.erase(job->id);
+    return;
+  }
+  job->process = std::move(*process);
+  v1::WorkerMessage started;
+  started.mutable_started()->set_job_id(job->id);
+  started.mutable_started()->set_attempt(job->attempt);
+  started.mutable_started()->set_resumed_from_step(resumed_from);
+  Send(started);
+}
+
+void Worker::MeasureBaseline(Job* job) {
+  // The same spec in fp32 for probe_steps steps: same model, batch, data,
+  // device and threads; nothing written. Its median step time is the
+  // baseline (the first steps are warm-up and would flatter the savings).
+  const std::string spec_path = (fs::path(job->dir) / "spec.json").string();
+  const int probe_steps = std::max(3, job->spec.savings().probe_steps());
+  std::vector<std::string> args = {
+      spec_path,
+      "--set",
+      "precision=fp32",
+      "--set",
+      "loss_scaling.mode=none",
+      "--set",
+      absl::StrCat("steps=", probe_steps),
+      "--set",
+      "lr_schedule.warmup_steps=0",
+      "--set",
+      "eval.every_steps=0",
+      "--set",
+      "eval.batches=1",
+      "--threads",
+      std::to_string(options_.capabilities.threads_per_job()),
+      "--quiet"};
+  if (!options_.data_root.empty()) {
+    args.push_back("--data-root");
+    args.push_back(options_.data_root);
+  }
+  TrainerProcess::Options process_options;
+  process_options.binary = options_.trainer_binary;
+  process_options.args = args;
+  process_options.work_dir = job->dir;
+  process_options.stderr_log =
+      (fs::path(job->dir) / "probe-stderr.log").string();
+
+  std::mutex probe_mu;
+  std::condition_variable probe_cv;
+  bool exited = false;
+  std::vector<double> steps, tokens;
+  int64_t peak = 0;
+  TrainerProcess::Callbacks callbacks;
+  callbacks.on_event = [&](const std::string& line) {
+    nlohmann::json e = nlohmann::json::parse(line, nullptr, false);
+    if (e.is_discarded() || e.value("event", "") != "step") return;
+    std::lock_guard<std::mutex> lock(probe_mu);
+    steps.push_back(Number(e, "step_seconds"));
+    tokens.push_back(Number(e, "tokens_per_second"));
+    peak = std::max(peak, static_cast<int64_t>(Number(e, "peak_memory_bytes")));
+  };
+  ExitInfo exit_info;
+  callbacks.on_exit = [&](const ExitInfo& exit) {
+    std::lock_guard<std::mutex> lock(probe_mu);
+    exit_info = exit;
+    exited = true;
+    probe_cv.notify_all();
+  };
+  const auto began = Clock::now();
+  auto process = TrainerProcess::Start(process_options, std::move(callbacks));
+  if (!process.ok()) {
+    Log(absl::StrCat(
+        job->id, ": fp32 probe did not start: ", process.status().message()));
+    return;
+  }
+  {
+    std::unique_lock<std::mutex> lock(probe_mu);
+    while (!exited) {
+      probe_cv.wait_for(lock, std::chrono::milliseconds(100));
+      std::lock_guard<std::mutex> job_lock(job->mu);
+      if ((job->cancel_requested || job->release_requested || stopping_) &&
+          !exited) {
+        (*process)->Kill();
+      }
+    }
+  }
+  (*process)->Wait();
+  const double probe_seconds =
+      std::chrono::duration<double>(Clock::now() - began).count();
+  if (exit_info.exit_code != 0 || steps.empty()) {
+    Log(absl::StrCat(job->id, ": fp32 probe failed (", exit_info.Describe(),
+                     "); no savings will be reported"));
+    return;
+  }
+  std::lock_guard<std::mutex> lock(job->mu);
+  job->has_baseline = true;
+  job->baseline.step_seconds = Median(steps);
+  job->baseline.tokens_per_second = Median(tokens);
+  job->baseline.peak_memory_bytes = peak;
+  job->baseline.probe_seconds = probe_seconds;
+  Log(absl::StrCat(job->id, ": fp32 baseline ", job->baseline.step_seconds,
+                   " s/step, probe took ", probe_seconds, " s"));
+}
+
+void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
+                            const std::string& line) {
+  nlohmann::json e = nlohmann::json::parse(line, nullptr, false);
+  if (e.is_discarded() || !e.is_object()) return;
+  const std::string kind = e.value("event", "");
+  if (kind == "step") {
+    v1::TrainingReport report = ReportFromEvent(e, job->attempt);
+    {
+      std::lock_guard<std::mutex> lock(job->mu);
+      job->step_seconds.push_back(report.step_seconds());
+      job->tokens_per_second.push_back(report.tokens_per_second());
+      job->peak_memory_bytes =
+          std::max(job->peak_memory_bytes, report.peak_memory_bytes());
+      ++job->steps_run;
+    }
+    if (metrics_ != nullptr)
+      metrics_->RecordReport(job->id, job->precision, report);
+    v1::WorkerMessage message;
+    v1::JobReport* out = message.mutable_report();
+    out->set_job_id(job->id);
+    out->set_attempt(job->attempt);
+    *out->mutable_report() = report;
+    Send(message);
+  } else if (kind == "checkpoint") {
+    absl::Status uploaded = UploadCheckpoint(
+        *job, e.value("path", ""), static_cast<int64_t>(Number(e, "step")));
+    if (!uploaded.ok()) {
+      Log(absl::StrCat(job->id,
+                       ": checkpoint upload failed: ", uploaded.message()));
+      std::lock_guard<std::mutex> lock(job->mu);
+      job->upload_error = std::string(uploaded.message());
+    }
+  } else if (kind == "done") {
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->done_status = e.value("status", "");
+    job->done_message = e.value("message", "");
+    if (e.contains("summary")) job->summary = e["summary"];
+  }
+}
+
+void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
+                           const ExitInfo& exit) {
+  v1::JobResult result;
+  result.set_job_id(job->id);
+  result.set_attempt(job->attempt);
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->finished = true;
+    if (job->process) {
+      for (const auto& line : job->process->StderrTail())
+        result.add_stderr_tail(line);
+    }
+    if (exit.exit_code == 0 && job->done_status == "OK") {
+      result.set_outcome(v1::JOB_OUTCOME_SUCCEEDED);
+      if (job->has_baseline && !job->step_seconds.empty()) {
+        v1::Savings* s = result.mutable_savings();
+        s->set_precision(job->spec.precision());
+        s->set_baseline(job->spec.savings().baseline());
+        s->set_device_name(options_.capabilities.device_name());
+        s->set_baseline_step_seconds(job->baseline.step_seconds);
+        s->set_step_seconds(Median(job->step_seconds));
+        s->set_baseline_tokens_per_second(job->baseline.tokens_per_second);
+        s->set_tokens_per_second(Median(job->tokens_per_second));
+        s->set_baseline_peak_memory_bytes(job->baseline.peak_memory_bytes);
+        s->set_peak_memory_bytes(job->peak_memory_bytes);
+        s->set_probe_seconds(job->baseline.probe_seconds);
+      }
+    } else if (job->release_requested && !job->cancel_requested) {
+      result.set_outcome(v1::JOB_OUTCOME_RELEASED);
+      result.set_reason("worker is draining");
+    } else if (job->cancel_requested) {
+      result.set_outcome(v1::JOB_OUTCOME_CANCELLED);
+      result.set_reason("cancelled");
+    } else {
+      result.set_outcome(v1::JOB_OUTCOME_FAILED);
+      // The trainer's own words: its done event, else its last stderr line
+      // (errors found before training starts, e.g. a path outside the root).
+      std::string why = job->done_message;
+      if (why.empty() && result.stderr_tail_size() > 0) {
+        why = result.stderr_tail(result.stderr_tail_size() - 1);
+        const std::string prefix = "halftime-train: ";
+        if (why.rfind(prefix, 0) == 0) why = why.substr(prefix.size());
+      }
+      std::string reason =
+          why.empty() ? absl::StrCat("trainer ", exit.Describe())
+                      : absl::StrCat(why, " (trainer ", exit.Describe(), ")");
+      result.set_reason(reason);
+      // Exit code 2 is a bad spec or data: retrying cannot help.
+      result.set_permanent(exit.exit_code == 2);
+    }
+  }
+  Log(absl::StrCat(
+      job->id, ": attempt ", job->attempt,
+      " ended: ", EnumShortName(v1::JobOutcome_descriptor(), result.outcome()),
+      result.reason().empty() ? "" : absl::StrCat(" (", result.reason(), ")")));
+  SendResult(result);
+  if (metrics_ != nullptr) metrics_->RemoveJob(job->id);
+  FinishJob(job);
+}
+
+void Worker::FinishJob(const std::shared_ptr<Job>& job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(job->id);
+    if (it != jobs_.end() && it->second == job) jobs_.erase(it);
+    // The process object may not be destroyed on its own reader thread.
+    finished_.push_back(job);
+  }
+  cv_.notify_all();
+  UpdateSlotMetrics();
+}
+
+void Worker::ReapFinished() {
+  std::vector<std::shared_ptr<Job>> finished;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    finished.swap(finished_);
+  }
+  for (auto& job : finished) {
+    std::unique_ptr<TrainerProcess> process;
+    {
+      std::lock_guard<std::mutex> lock(job->mu);
+      process = std::move(job->process);
+    }
+    process.reset();
+  }
+}
+
+void Worker::CancelJob(const v1::Cancel& cancel) {
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(cancel.job_id());
+    if (it != jobs_.end()) job = it->second;
+  }
+  if (!job) {
+    // Unknown here: confirm so the scheduler does not wait for us.
+    v1::JobResult result;
+    result.set_job_id(cancel.job_id());
+    result.set_attempt(cancel.attempt());
+    result.set_outcome(v1::JOB_OUTCOME_CANCELLED);
+    result.set_reason("not running on this worker");
+    SendResult(result);
+    return;
+  }
+  Log(absl::StrCat(job->id, ": cancelling (", cancel.reason(), ")"));
+  std::lock_guard<std::mutex> lock(job->mu);
+  job->cancel_requested = true;
+  if (job->process) job->process->Stop(options_.stop_grace);
+}
+
+void Worker::Drain() {
+  if (draining_.exchange(true)) return;
+  Log("draining: checkpointing running jobs and handing them back");
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  v1::WorkerMessage message;
+  message.mutable_heartbeat()->set_draining(true);
+  for (const auto& r : RunningJobs())
+    *message.mutable_heartbeat()->add_running_jobs() = r;
+  Send(message);
+  for (auto& job : jobs) {
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->release_requested = true;
+    if (job->process) job->process->Stop(options_.stop_grace);
+  }
+  // Run() ends once every job has been handed back.
+  std::thread([this] {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return jobs_.empty() || stopping_; });
+    lock.unlock();
+    // Let the last results reach the scheduler before closing.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    Shutdown();
+  }).detach();
+}
+
+void Worker::Shutdown() {
+  stopping_ = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stream_context_ != nullptr) stream_context_->TryCancel();
+  }
+  cv_.notify_all();
+}
+
+absl::Status Worker::UploadCheckpoint(const Job& job, const std::string& path,
+                                      int64_t step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  grpc::ClientContext context;
+  PrepareContext(&context, kRpcDeadline);
+  v1::UploadCheckpointResponse response;
+  auto writer = stub_->UploadCheckpoint(&context, &response);
+  Sha256 sha;
+  std::string buffer(kChunkBytes, '\0');
+  int64_t total = 0;
+  bool first = true;
+  while (true) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const std::streamsize n = in.gcount();
+    v1::CheckpointChunk chunk;
+    if (first) {
+      chunk.set_job_id(job.id);
+      chunk.set_attempt(job.attempt);
+      chunk.set_step(step);
+      first = false;
+    }
+    if (n > 0) {
+      chunk.set_data(buffer.data(), static_cast<std::size_t>(n));
+      sha.Update(buffer.data(), static_cast<std::size_t>(n));
+      total += n;
+    }
+    const bool last = n < static_cast<std::streamsize>(buffer.size());
+    if (last) {
+      chunk.set_sha256(sha.HexDigest());
+      chunk.set_total_bytes(total);
+    }
+    if (!writer->Write(chunk)) break;
+    if (last) break;
+  }
+  writer->WritesDone();
+  absl::Status status = FromGrpcStatus(writer->Finish());
+  if (status.ok()) {
+    Log(absl::StrCat(job.id, ": uploaded checkpoint of step ", step, " (",
+                     total, " bytes)"));
+  }
+  return status;
+}
+
+absl::Status Worker::DownloadCheckpoint(const std::string& job_id,
+                                        const std::string& path,
+                                        int64_t* step) {
+  grpc::ClientContext context;
+  PrepareContext(&context, kRpcDeadline);
+  v1::DownloadCheckpointRequest request;
+  request.set_job_id(job_id);
+  auto reader = stub_->DownloadCheckpoint(&context, request);
+  const std::string partial = path + ".partial";
+  std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+  Sha256 sha;
+  int64_t total = 0;
+  std::string expected_sha;
+  int64_t expected_total = -1;
+  v1::CheckpointChunk chunk;
+  while (reader->Read(&chunk)) {
+    if (chunk.step() > 0) *step = chunk.step();
+    out.write(chunk.data().data(),
+              static_cast<std::streamsize>(chunk.data().size()));
+    sha.Update(chunk.data().data(), chunk.data().size());
+    total += static_cast<int64_t>(chunk.data().size());
+    if (!chunk.sha256().empty()) {
+      expected_sha = chunk.sha256();
+      expected_total = chunk.total_bytes();
+    }
+  }
+  absl::Status status = FromGrpcStatus(reader->Finish());
+  out.close();
+  if (!status.ok()) return status;
+  if (!out || expected_sha != sha.HexDigest() || expected_total != total) {
+    return absl::DataLossError(absl::StrCat(
+        "checkpoint of ", job_id, " failed its checksum (", total, " bytes)"));
+  }
+  std::error_code ec;
+  fs::rename(partial, path, ec);
+  if (ec) return absl::InternalError(ec.message());
+  Log(absl::StrCat(job_id, ": downloaded checkpoint of step ", *step, " (",
+                   total, " bytes)"));
+  return absl::OkStatus();
+}
+
+}  // namespace halftime
