@@ -47,3 +47,10 @@ if command -v update-alternatives >/dev/null; then
     *) echo "setup: warning: libblas.so.3 points at '${blas:-nothing}', not OpenBLAS" ;;
   esac
 fi
+
+# >>> deploy tooling (tests/deploy; owner: issue #8) >>>
+# Helm and the manifest schema validators, into the git-ignored .tools/.
+# Idempotent; set HALFTIME_SKIP_DEPLOY_TOOLS=1 to skip (the deploy tests
+# then report themselves skipped).
+"$(dirname "$0")/setup-deploy-tools.sh"
+# <<< deploy tooling <<<
