@@ -519,6 +519,10 @@ std::string FormatJobDetail(const v1::Job& job, absl::Time now, int width) {
       absl::StrAppend(&progress,
                       absl::StrFormat(", eval loss %.4f", report.eval_loss()));
     }
+    if (report.has_eval_accuracy()) {
+      absl::StrAppend(&progress, absl::StrFormat(", eval accuracy %.1f%%",
+                                                 100 * report.eval_accuracy()));
+    }
     facts.emplace_back("progress", progress);
     facts.emplace_back(
         "loss scale",

@@ -79,6 +79,8 @@ std::string WatchRenderer::ProgressLine() const {
   fields.push_back({9, absl::StrFormat("loss %.4f", report_.loss())});
   if (eval_loss_)
     fields.push_back({1, absl::StrFormat("eval %.4f", *eval_loss_)});
+  if (eval_accuracy_)
+    fields.push_back({1, absl::StrFormat("acc %.1f%%", 100 * *eval_accuracy_)});
   fields.push_back(
       {8, absl::StrCat("scale ", FormatLossScale(report_.loss_scale()))});
   fields.push_back({7, absl::StrCat("ovf ", report_.skipped_steps())});
@@ -123,6 +125,10 @@ std::string WatchRenderer::ReportLine() const {
   if (report_.has_eval_loss()) {
     absl::StrAppend(&line,
                     absl::StrFormat("  eval loss %.4f", report_.eval_loss()));
+  }
+  if (report_.has_eval_accuracy()) {
+    absl::StrAppend(&line, absl::StrFormat("  eval accuracy %.1f%%",
+                                           100 * report_.eval_accuracy()));
   }
   absl::StrAppend(&line, "  scale ", FormatLossScale(report_.loss_scale()),
                   "  overflows ", report_.skipped_steps(), "  ",
@@ -221,6 +227,7 @@ std::string WatchRenderer::OnEvent(const v1::JobEvent& event, absl::Time now) {
     report_ = event.report();
     has_report_ = true;
     if (report_.has_eval_loss()) eval_loss_ = report_.eval_loss();
+    if (report_.has_eval_accuracy()) eval_accuracy_ = report_.eval_accuracy();
     if (report_.step_seconds() > 0) {
       step_seconds_average_ =
           step_seconds_average_ == 0
@@ -277,6 +284,9 @@ std::string WatchRenderer::OnFinished(const v1::Job* final_job) {
       report_ = final_job->latest_report();
       has_report_ = true;
       if (report_.has_eval_loss()) eval_loss_ = report_.eval_loss();
+      if (report_.has_eval_accuracy()) {
+        eval_accuracy_ = report_.eval_accuracy();
+      }
     }
     // Terminal states are final; otherwise the scheduler's record wins.
     if (!IsTerminal(state_) &&
@@ -305,6 +315,10 @@ std::string WatchRenderer::OnFinished(const v1::Job* final_job) {
         facts.push_back(absl::StrFormat("final loss %.4f", report_.loss()));
         if (eval_loss_) {
           facts.push_back(absl::StrFormat("eval loss %.4f", *eval_loss_));
+        }
+        if (eval_accuracy_) {
+          facts.push_back(
+              absl::StrFormat("eval accuracy %.1f%%", 100 * *eval_accuracy_));
         }
       }
       if (!facts.empty())

@@ -91,6 +91,7 @@ class WatchRenderer {
   bool has_report_ = false;
   v1::TrainingReport report_;
   std::optional<double> eval_loss_;
+  std::optional<double> eval_accuracy_;
   double step_seconds_average_ = 0;
   int64_t checkpoint_step_ = 0;
   bool savings_shown_ = false;

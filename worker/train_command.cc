@@ -291,7 +291,12 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
         "%.0f tokens/s, peak tensor memory %.1f MiB\n",
         summary.steps, summary.skipped_steps, summary.final_loss,
         summary.has_eval_loss
-            ? absl::StrFormat(", eval loss %.4f", summary.eval_loss)
+            ? absl::StrCat(
+                  absl::StrFormat(", eval loss %.4f", summary.eval_loss),
+                  summary.has_eval_accuracy
+                      ? absl::StrFormat(", eval accuracy %.1f%%",
+                                        100 * summary.eval_accuracy)
+                      : "")
             : "",
         summary.tokens_per_second, summary.peak_memory_bytes / 1048576.0);
     if (!summary.summary_json.empty()) {

@@ -89,6 +89,9 @@ v1::TrainingReport ReportFromEvent(const nlohmann::json& e, int attempt) {
   if (e.contains("eval_loss") && e["eval_loss"].is_number()) {
     r.set_eval_loss(e["eval_loss"].get<double>());
   }
+  if (e.contains("eval_accuracy") && e["eval_accuracy"].is_number()) {
+    r.set_eval_accuracy(e["eval_accuracy"].get<double>());
+  }
   if (e.contains("precision") && e["precision"].is_string()) {
     if (auto p = ParsePrecision(e["precision"].get<std::string>()); p.ok()) {
       r.set_precision(*p);

@@ -74,22 +74,25 @@ class Process:
 class Cluster:
     """Scheduler + workers in a temporary directory."""
 
-    def __init__(self, name, lease_grace="3s", heartbeat="500ms"):
+    def __init__(self, name, lease_grace="3s", heartbeat="500ms", scheduler_args=()):
         self.dir = tempfile.mkdtemp(prefix=f"halftime-e2e-{name}-")
         self.data_root = os.path.join(self.dir, "data")
         os.makedirs(self.data_root)
         self.lease_grace = lease_grace
         self.heartbeat = heartbeat
+        self.scheduler_args = list(scheduler_args)
         self.scheduler = None
         self.workers = {}
         self.start_scheduler()
 
     def start_scheduler(self):
+        self.scheduler_starts = getattr(self, "scheduler_starts", 0) + 1
         self.scheduler = Process(
             [BIN["scheduler"], "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
              "--data-dir", os.path.join(self.dir, "scheduler"),
-             "--lease-grace", self.lease_grace, "--heartbeat-interval", self.heartbeat],
-            os.path.join(self.dir, "scheduler.log"))
+             "--lease-grace", self.lease_grace, "--heartbeat-interval", self.heartbeat,
+             *self.scheduler_args],
+            os.path.join(self.dir, f"scheduler-{self.scheduler_starts}.log"))
         self.address = self.scheduler.address("listening")
         self.metrics_address = self.scheduler.address("metrics")
         import grpc

@@ -5,7 +5,9 @@ Run by CTest (label e2e); by hand:
   python3 tests/e2e/e2e_test.py --build-dir build [-k name] [--keep]
 """
 import argparse
+import json
 import os
+import subprocess
 import signal
 import sys
 import time
@@ -15,6 +17,12 @@ import cluster
 from cluster import Cluster, wait_for, trainer_pids
 
 ARGS = None
+
+
+def scrape(address):
+    import urllib.request
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as r:
+        return r.read().decode()
 
 
 def spec(name, steps, checkpoint_every=10, precision="bf16-mixed", max_restarts=2,
@@ -149,6 +157,33 @@ class E2ETest(unittest.TestCase):
                          + job.failure_reason)
         self.assertEqual(job.worker, "w2")
 
+    def test_metrics_endpoints_pass_promtool_and_job_series_come_and_go(self):
+        c = self.cluster
+        w1 = c.start_worker("w1")
+        job_id = c.submit(spec("metrics", steps=100000))
+        self.wait_step(job_id, 3)
+        labels = f'job="{job_id}",precision="bf16-mixed"'
+        worker_text = scrape(w1.metrics_address)
+        for name in ("halftime_train_loss", "halftime_train_loss_scale",
+                     "halftime_train_overflow_steps_total", "halftime_train_steps_total",
+                     "halftime_train_tokens_per_second",
+                     "halftime_train_samples_per_second",
+                     "halftime_train_step_duration_seconds_count",
+                     "halftime_train_peak_memory_bytes", "halftime_train_grad_norm"):
+            self.assertIn(f"{name}{{{labels}}}", worker_text)
+        self.assertIn('halftime_worker_slots{state="busy"} 1', worker_text)
+        scheduler_text = scrape(c.metrics_address)
+        self.assertIn('halftime_jobs{state="running"} 1', scheduler_text)
+        self.assertIn("halftime_jobs_submitted_total 1", scheduler_text)
+        for text in (worker_text, scheduler_text):
+            check = subprocess.run(["promtool", "check", "metrics"], input=text,
+                                   capture_output=True, text=True)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertEqual(c.cli("cancel", job_id).returncode, 0)
+        c.wait_state(job_id, ["cancelled"], timeout=30)
+        wait_for(lambda: job_id not in scrape(w1.metrics_address), 10,
+                 "the job's series to be removed")
+
     def test_spec_path_outside_the_data_root_is_refused(self):
         c = self.cluster
         c.start_worker("w1")
@@ -180,6 +215,100 @@ savings: {baseline: none}
         job = c.job(fp16)
         self.assertEqual(job.state, job_pb2.JOB_STATE_QUEUED)
         self.assertIn("no worker runs fp16-mixed natively", job.queue_reason)
+
+
+class CliTest(unittest.TestCase):
+    """Every verb of the halftime CLI against a real scheduler and worker."""
+
+    def setUp(self):
+        self.cluster = Cluster(self._testMethodName)
+
+    def tearDown(self):
+        self.cluster.close()
+        self.cluster.cleanup(keep=ARGS.keep)
+
+    def json(self, *args):
+        result = self.cluster.cli(*args, "-o", "json", check=True)
+        return json.loads(result.stdout)
+
+    def test_every_verb_against_a_real_cluster(self):
+        c = self.cluster
+        c.start_worker("w1")
+        spec_path = os.path.join(c.data_root, "job.yaml")
+        with open(spec_path, "w") as f:
+            f.write(spec("cli", steps=12, extra="savings: {baseline: probe, probe_steps: 3}\n")
+                    .replace("savings: {baseline: none}\n", ""))
+        submitted = self.json("submit", spec_path)
+        job_id = submitted["job"]["id"]
+        self.assertEqual(submitted["job"]["spec"]["precision"], "bf16-mixed")
+
+        watch = c.cli("watch", job_id)
+        self.assertEqual(watch.returncode, 0, watch.stderr)
+        self.assertIn(f"job {job_id} succeeded", watch.stdout + watch.stderr)
+
+        job = self.json("get", job_id)
+        self.assertEqual(job["state"], "succeeded")
+        self.assertEqual(job["latest_report"]["step"], 12)
+        self.assertEqual(job["worker"], "w1")
+        table = c.cli("get", job_id, check=True).stdout
+        self.assertIn("succeeded", table)
+
+        listed = self.json("list")
+        self.assertIn(job_id, [j["id"] for j in listed["jobs"]])
+        self.assertIn(job_id, c.cli("list", "--state", "succeeded", check=True).stdout)
+        self.assertNotIn(job_id, c.cli("list", "--state", "running", check=True).stdout)
+        workers = self.json("workers")
+        self.assertEqual([w["name"] for w in workers["workers"]], ["w1"])
+        self.assertIn("bf16-mixed", workers["workers"][0]["capabilities"]["native_precisions"])
+
+        savings = self.json("savings", job_id)
+        self.assertEqual(len(savings["jobs"]), 1)
+        measured = savings["jobs"][0]
+        self.assertGreater(measured["baseline_step_seconds"], 0)
+        self.assertGreater(measured["step_seconds"], 0)
+        self.assertGreater(measured["speedup"], 0)
+        self.assertGreater(measured["probe_seconds"], 0)
+        self.assertIn("speedup", c.cli("savings", job_id, check=True).stdout)
+        self.assertIn("bf16-mixed", c.cli("savings", check=True).stdout)
+        self.assertEqual(c.cli("logs", job_id).returncode, 0)
+        self.assertEqual(c.cli("get", job_id, "-o", "yaml", check=True).stdout.count(job_id) >= 1, True)
+
+        # Errors: each a sentence, with the documented exit code.
+        finished = c.cli("cancel", job_id)
+        self.assertEqual(finished.returncode, 1)
+        self.assertIn("already succeeded", finished.stderr)
+        unknown = c.cli("get", "j-999999")
+        self.assertEqual(unknown.returncode, 2)
+        self.assertIn("job j-999999 not found", unknown.stderr)
+        bad_spec = os.path.join(c.data_root, "bad.yaml")
+        with open(bad_spec, "w") as f:
+            f.write(spec("bad", steps=0))
+        invalid = c.cli("submit", bad_spec)
+        self.assertEqual(invalid.returncode, 2)
+        self.assertIn("steps: must be between 1 and 100000000", invalid.stderr)
+        unreachable = subprocess.run([cluster.BIN["cli"], "--server", "127.0.0.1:1", "list"],
+                                     capture_output=True, text=True, timeout=60)
+        self.assertEqual(unreachable.returncode, 1)
+        self.assertIn("cannot reach scheduler at 127.0.0.1:1", unreachable.stderr)
+
+    def test_tokens_are_required_when_configured(self):
+        self.cluster.close()
+        tokens = os.path.join(self.cluster.dir, "tokens")
+        with open(tokens, "w") as f:
+            f.write("user u-secret\nworker w-secret\n")
+        for name, token in (("user", "u-secret"), ("wrong", "nope"), ("worker", "w-secret")):
+            with open(os.path.join(self.cluster.dir, name), "w") as f:
+                f.write(token + "\n")
+        self.cluster.scheduler_args = ["--token-file", tokens]
+        self.cluster.start_scheduler()
+        c = self.cluster
+        ok = c.cli("--token-file", os.path.join(c.dir, "user"), "list")
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        for args in ([], ["--token-file", os.path.join(c.dir, "wrong")]):
+            denied = c.cli(*args, "list")
+            self.assertEqual(denied.returncode, 1)
+            self.assertIn("authentication failed", denied.stderr)
+        self.assertNotIn("u-secret", c.scheduler.text(), "tokens are never logged")
 
 
 if __name__ == "__main__":

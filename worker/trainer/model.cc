@@ -200,6 +200,26 @@ at::Tensor ApplyLoss(LossKind kind, const at::Tensor& out,
                                 targets.reshape({-1}));
 }
 
+}  // namespace
+
+at::Tensor TrainModel::Loss(const Batch& batch) {
+  return ApplyLoss(loss_kind(), Output(batch), batch.targets);
+}
+
+void TrainModel::Evaluate(const Batch& batch, double* loss_sum,
+                          int64_t* correct, int64_t* total) {
+  const at::Tensor out = Output(batch);
+  *loss_sum += ApplyLoss(loss_kind(), out, batch.targets).item<double>();
+  if (loss_kind() != LossKind::kCrossEntropy) return;
+  const at::Tensor predicted = out.argmax(-1).reshape({-1});
+  const at::Tensor targets =
+      batch.targets.reshape({-1}).to(predicted.scalar_type());
+  *correct += predicted.eq(targets).sum().item<int64_t>();
+  *total += targets.numel();
+}
+
+namespace {
+
 int64_t CountParams(const std::vector<std::pair<std::string, at::Tensor>>& ps) {
   int64_t n = 0;
   for (const auto& [name, p] : ps) n += p.numel();
@@ -209,10 +229,10 @@ int64_t CountParams(const std::vector<std::pair<std::string, at::Tensor>>& ps) {
 class GptModel : public TrainModel {
  public:
   explicit GptModel(const GptConfig& c) : net_(std::make_shared<GptNet>(c)) {}
-  at::Tensor Loss(const Batch& batch) override {
-    at::Tensor logits = net_->Logits(batch.inputs);
-    return ApplyLoss(LossKind::kCrossEntropy, logits, batch.targets);
+  at::Tensor Output(const Batch& batch) override {
+    return net_->Logits(batch.inputs);
   }
+  LossKind loss_kind() const override { return LossKind::kCrossEntropy; }
   std::vector<std::pair<std::string, at::Tensor>> NamedParameters() override {
     return ModuleParams(*net_);
   }
@@ -246,10 +266,11 @@ class MlpModel : public TrainModel {
  public:
   MlpModel(int64_t in, int64_t hidden, int64_t out, LossKind loss)
       : net_(std::make_shared<MlpNet>(in, hidden, out)), loss_(loss) {}
-  at::Tensor Loss(const Batch& batch) override {
+  at::Tensor Output(const Batch& batch) override {
     at::Tensor x = batch.inputs.to(net_->fc1->weight.scalar_type());
-    return ApplyLoss(loss_, net_->forward(x), batch.targets);
+    return net_->forward(x);
   }
+  LossKind loss_kind() const override { return loss_; }
   std::vector<std::pair<std::string, at::Tensor>> NamedParameters() override {
     return ModuleParams(*net_);
   }
@@ -274,7 +295,8 @@ class TorchScriptModel : public TrainModel {
       p.value.requires_grad_(true);
     }
   }
-  at::Tensor Loss(const Batch& batch) override {
+  LossKind loss_kind() const override { return loss_; }
+  at::Tensor Output(const Batch& batch) override {
     at::Tensor x = batch.inputs;
     if (x.is_floating_point()) {
       for (const auto& p : module_.parameters()) {
@@ -288,7 +310,7 @@ class TorchScriptModel : public TrainModel {
           "TorchScript model must return one tensor from forward(), got " +
           std::string(out.tagKind()));
     }
-    return ApplyLoss(loss_, out.toTensor(), batch.targets);
+    return out.toTensor();
   }
   std::vector<std::pair<std::string, at::Tensor>> NamedParameters() override {
     std::vector<std::pair<std::string, at::Tensor>> out;

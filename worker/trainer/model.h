@@ -45,8 +45,18 @@ bool GptPreset(const std::string& name, const GptShape& shape,
 class TrainModel {
  public:
   virtual ~TrainModel() = default;
-  // Scalar fp32 loss of the model on `batch` (already on the device).
-  virtual at::Tensor Loss(const Batch& batch) = 0;
+  // The model's output on `batch` (already on the device): logits for
+  // cross_entropy, predictions for mse.
+  virtual at::Tensor Output(const Batch& batch) = 0;
+  // The loss applied to Output().
+  virtual LossKind loss_kind() const = 0;
+  // Scalar fp32 loss of the model on `batch`.
+  at::Tensor Loss(const Batch& batch);
+  // One forward pass for evaluation: adds the batch's mean loss to
+  // `*loss_sum` and, for cross_entropy, the positions whose arg-max
+  // prediction equals the target to `*correct` out of `*total`.
+  void Evaluate(const Batch& batch, double* loss_sum, int64_t* correct,
+                int64_t* total);
   // Trainable parameters, in a stable order, with unique names.
   virtual std::vector<std::pair<std::string, at::Tensor>> NamedParameters() = 0;
   // Casts all floating parameters and buffers to `dtype` and moves them to

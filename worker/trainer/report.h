@@ -45,6 +45,10 @@ struct StepReport {
   // Eval loss on the held-out split, when evaluated at this step.
   bool has_eval_loss = false;
   double eval_loss = 0.0;
+  // Next-token (arg-max) accuracy on the held-out split, for cross_entropy
+  // models, when evaluated at this step.
+  bool has_eval_accuracy = false;
+  double eval_accuracy = 0.0;
 };
 
 // The outcome of a whole run; also written as summary.json.
@@ -56,6 +60,8 @@ struct TrainSummary {
   double final_loss = 0.0;  // last step's training loss
   bool has_eval_loss = false;
   double eval_loss = 0.0;  // last eval loss
+  bool has_eval_accuracy = false;
+  double eval_accuracy = 0.0;  // last eval accuracy
   double final_loss_scale = 1.0;
   double seconds = 0.0;  // wall time of the step loop
   double mean_step_seconds = 0.0;

@@ -222,7 +222,9 @@ class Loop {
  private:
   TrainStatus Resume();
   TrainStatus SaveCheckpoint(int64_t step);
-  double Evaluate();
+  // Mean eval loss; `*accuracy` is the next-token (arg-max) accuracy, or
+  // negative when the loss is not a classification loss.
+  double Evaluate(double* accuracy);
   TrainStatus WriteOutputs(TrainSummary* summary);
   Batch ToDevice(Batch b) {
     if (s_.cuda) {
@@ -321,15 +323,17 @@ TrainStatus Loop::SaveCheckpoint(int64_t step) {
   return TrainStatus::Ok();
 }
 
-double Loop::Evaluate() {
+double Loop::Evaluate(double* accuracy) {
   at::NoGradGuard no_grad;
   double total = 0.0;
+  int64_t correct = 0, positions = 0;
   const int n = std::max(1, o_.eval.batches);
   for (int i = 0; i < n; ++i) {
     Batch b = ToDevice(s_.data->EvalBatch(i));
     AutocastGuard autocast(s_.autocast, s_.cuda, s_.autocast_bf16);
-    total += s_.model->Loss(b).item<double>();
+    s_.model->Evaluate(b, &total, &correct, &positions);
   }
+  *accuracy = positions > 0 ? static_cast<double>(correct) / positions : -1.0;
   return total / n;
 }
 
@@ -443,9 +447,14 @@ TrainStatus Loop::Run(TrainSummary* summary) {
         ((o_.eval.every_steps > 0 && step_ % o_.eval.every_steps == 0) ||
          last)) {
       r.has_eval_loss = true;
-      r.eval_loss = Evaluate();
+      double accuracy = -1.0;
+      r.eval_loss = Evaluate(&accuracy);
+      r.has_eval_accuracy = accuracy >= 0;
+      r.eval_accuracy = std::max(accuracy, 0.0);
       have_eval = true;
       last_eval = r.eval_loss;
+      sum.has_eval_accuracy = r.has_eval_accuracy;
+      sum.eval_accuracy = r.eval_accuracy;
     }
     sum.final_loss = r.loss;
     sum.gradient_bytes = std::max(sum.gradient_bytes, r.gradient_bytes);
@@ -608,6 +617,7 @@ std::string StepReportJson(const StepReport& r) {
       .Add("gradient_bytes", r.gradient_bytes)
       .Add("optimizer_state_bytes", r.optimizer_state_bytes);
   if (r.has_eval_loss) o.Add("eval_loss", r.eval_loss);
+  if (r.has_eval_accuracy) o.Add("eval_accuracy", r.eval_accuracy);
   return o.str();
 }
 
@@ -619,6 +629,7 @@ std::string SummaryJson(const TrainSummary& s) {
       .Add("skipped_steps", s.skipped_steps)
       .Add("final_loss", s.final_loss);
   if (s.has_eval_loss) o.Add("eval_loss", s.eval_loss);
+  if (s.has_eval_accuracy) o.Add("eval_accuracy", s.eval_accuracy);
   o.Add("final_loss_scale", s.final_loss_scale)
       .Add("seconds", s.seconds)
       .Add("mean_step_seconds", s.mean_step_seconds)

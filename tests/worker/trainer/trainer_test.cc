@@ -91,6 +91,18 @@ TEST_F(TrainerTest, TrainsAndReportsEveryStep) {
     evals += r.has_eval_loss;
   }
   EXPECT_EQ(evals, 3);
+  // Language models also report next-token accuracy, and it improves.
+  std::vector<double> accuracies;
+  for (const StepReport& r : run.reports) {
+    EXPECT_EQ(r.has_eval_accuracy, r.has_eval_loss);
+    if (r.has_eval_accuracy) accuracies.push_back(r.eval_accuracy);
+  }
+  ASSERT_EQ(accuracies.size(), 3u);
+  EXPECT_GT(accuracies.back(), accuracies.front());
+  EXPECT_GT(accuracies.front(), 0.0);
+  EXPECT_LT(accuracies.back(), 1.0);
+  EXPECT_TRUE(run.summary.has_eval_accuracy);
+  EXPECT_EQ(run.summary.eval_accuracy, accuracies.back());
   EXPECT_EQ(run.summary.steps, 30);
   EXPECT_EQ(run.summary.precision, Precision::kFp32);
   EXPECT_TRUE(run.summary.has_eval_loss);
@@ -98,6 +110,7 @@ TEST_F(TrainerTest, TrainsAndReportsEveryStep) {
   const std::string summary = ReadAll(run.summary.summary_json);
   EXPECT_THAT(summary, HasSubstr("\"steps\":30"));
   EXPECT_THAT(summary, HasSubstr("\"eval_loss\":"));
+  EXPECT_THAT(summary, HasSubstr("\"eval_accuracy\":"));
   EXPECT_THAT(summary, HasSubstr("\"peak_memory_bytes\":"));
   EXPECT_EQ(run.checkpoints.size(), 1u);  // only at the end
 }

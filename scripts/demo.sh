@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The Halftime demo: installs and builds what is missing, starts a scheduler
+# (SQLite in .halftime/) and a CPU worker, pretrains gpt-nano on a generated
+# corpus, fine-tunes it on an arithmetic task in fp32 and in bf16-mixed
+# (watching both live), and prints what bf16 saved. Re-running skips the
+# install and build. Ctrl-C stops everything it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+state="$root/.halftime/demo"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "setup and build (skipped when already done)"
+scripts/setup.sh
+if [ ! -f build/build.ninja ]; then
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+fi
+ninja -C build -j"$(nproc)" halftime halftime-scheduler halftime-worker halftime-train
+[ -f examples/data/task.txt ] || /usr/bin/python3 examples/make_data.py
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'echo; echo "demo: interrupted"; exit 130' INT TERM
+
+rm -rf "$state"
+mkdir -p "$state" out
+# Wait until LOG holds "WHAT on HOST:PORT"; print HOST:PORT.
+wait_for_address() {
+  local log=$1 what=$2
+  for _ in $(seq 1 300); do
+    local address
+    address=$(sed -n "s/.*$what on \([0-9.]*:[0-9]*\).*/\1/p" "$log" | head -1)
+    if [ -n "$address" ]; then echo "$address"; return 0; fi
+    sleep 0.1
+  done
+  echo "demo: $what did not start; see $log" >&2
+  return 1
+}
+
+say "starting halftime-scheduler and halftime-worker"
+build/server/halftime-scheduler --listen 127.0.0.1:0 --metrics 127.0.0.1:0 \
+  --data-dir "$state/scheduler" --heartbeat-interval 1s \
+  2>"$state/scheduler.log" &
+pids+=($!)
+export HALFTIME_SERVER
+HALFTIME_SERVER=$(wait_for_address "$state/scheduler.log" listening)
+echo "scheduler at $HALFTIME_SERVER (log: $state/scheduler.log)"
+build/worker/halftime-worker --scheduler "$HALFTIME_SERVER" --metrics 127.0.0.1:0 \
+  --name demo-cpu --data-root "$root" --out-root "$root/out" \
+  --work-dir "$state/worker" 2>"$state/worker.log" &
+pids+=($!)
+wait_for_address "$state/worker.log" metrics >/dev/null
+halftime() { build/client/halftime "$@"; }
+for _ in $(seq 1 100); do
+  halftime workers -o json 2>/dev/null | grep -q demo-cpu && break
+  sleep 0.2
+done
+halftime workers
+
+say "1/3 pretrain gpt-nano on examples/data/corpus.txt (bf16-mixed)"
+halftime submit examples/pretrain-gpt-nano.yaml --watch
+
+say "2/3 fine-tune on the arithmetic task in fp32 (the baseline)"
+halftime submit examples/finetune-fp32.yaml --watch
+
+say "3/3 the same fine-tuning in bf16-mixed"
+halftime submit examples/finetune-bf16-mixed.yaml --watch
+
+say "what bf16-mixed saved (measured against an fp32 probe on the same worker)"
+halftime savings
+
+say "outputs"
+for job in gpt-nano-pretrain gpt-nano-finetune-fp32 gpt-nano-finetune-bf16; do
+  echo "  out/$job/  (model.safetensors, summary.json, checkpoints/)"
+done
+echo "  scheduler state: $state/scheduler   logs: $state/*.log"
