@@ -1,7 +1,6 @@
 #include "server/checkpoints.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,11 +19,6 @@ namespace {
 absl::Status IoError(absl::string_view what, const std::string& path) {
   return absl::InternalError(absl::StrCat("checkpoint: ", what, " ", path, ": ",
                                           std::strerror(errno)));
-}
-
-std::string HexOf(const unsigned char* digest, unsigned int size) {
-  return absl::BytesToHexString(absl::string_view(
-      reinterpret_cast<const char*>(digest), static_cast<size_t>(size)));
 }
 
 void FsyncDir(const std::string& dir) {
@@ -50,17 +44,7 @@ std::atomic<uint64_t> upload_counter{0};
 
 }  // namespace
 
-struct CheckpointUpload::HashState {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  ~HashState() { EVP_MD_CTX_free(ctx); }
-};
-
-std::string Sha256Hex(absl::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr);
-  return HexOf(digest, size);
-}
+std::string Sha256Hex(absl::string_view data) { return Sha256::Of(data); }
 
 CheckpointUpload::CheckpointUpload(std::FILE* file, std::string temp_path,
                                    std::string final_path, std::string job_id,
@@ -70,10 +54,7 @@ CheckpointUpload::CheckpointUpload(std::FILE* file, std::string temp_path,
       final_path_(std::move(final_path)),
       job_id_(std::move(job_id)),
       attempt_(attempt),
-      step_(step),
-      hash_(std::make_unique<HashState>()) {
-  EVP_DigestInit_ex(hash_->ctx, EVP_sha256(), nullptr);
-}
+      step_(step) {}
 
 CheckpointUpload::~CheckpointUpload() {
   if (file_ != nullptr) std::fclose(file_);
@@ -88,7 +69,7 @@ absl::Status CheckpointUpload::Write(absl::string_view data) {
       std::fwrite(data.data(), 1, data.size(), file_) != data.size()) {
     return IoError("cannot write", temp_path_);
   }
-  EVP_DigestUpdate(hash_->ctx, data.data(), data.size());
+  hash_.Update(data);
   bytes_ += static_cast<int64_t>(data.size());
   return absl::OkStatus();
 }
@@ -98,10 +79,7 @@ absl::StatusOr<CheckpointRecord> CheckpointUpload::Finish(
   if (file_ == nullptr) {
     return absl::FailedPreconditionError("checkpoint: upload already ended");
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_DigestFinal_ex(hash_->ctx, digest, &size);
-  std::string actual = HexOf(digest, size);
+  std::string actual = hash_.HexDigest();
   if (total_bytes != bytes_) {
     return absl::DataLossError(
         absl::StrCat("checkpoint of ", job_id_, " at step ", step_,

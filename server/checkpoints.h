@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/sha256.h"
 #include "server/store.h"
 
 namespace halftime::server {
@@ -60,8 +61,7 @@ class CheckpointUpload {
   const int64_t step_;
   int64_t bytes_ = 0;
   bool finished_ = false;
-  struct HashState;
-  std::unique_ptr<HashState> hash_;
+  Sha256 hash_;
 };
 
 // The checkpoint directory.

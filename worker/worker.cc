@@ -1,7 +1,5 @@
 #include "worker/worker.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/enum_names.h"
+#include "common/sha256.h"
 #include "common/spec.h"
 #include "common/status.h"
 
@@ -24,33 +23,6 @@ constexpr std::size_t kChunkBytes = 1 << 20;
 constexpr auto kRpcDeadline = std::chrono::seconds(60);
 
 void Log(const std::string& line) { std::cerr << "worker: " << line << "\n"; }
-
-// Incremental SHA-256, hex output.
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) {
-    EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
-  }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  void Update(const char* data, std::size_t n) {
-    EVP_DigestUpdate(ctx_, data, n);
-  }
-  std::string HexDigest() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(ctx_, digest, &length);
-    static const char kHex[] = "0123456789abcdef";
-    std::string hex;
-    for (unsigned int i = 0; i < length; ++i) {
-      hex += kHex[digest[i] >> 4];
-      hex += kHex[digest[i] & 15];
-    }
-    return hex;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
 
 double Median(std::vector<double> values) {
   if (values.empty()) return 0.0;
@@ -807,7 +779,7 @@ absl::Status Worker::UploadCheckpoint(const Job& job, const std::string& path,
     }
     if (n > 0) {
       chunk.set_data(buffer.data(), static_cast<std::size_t>(n));
-      sha.Update(buffer.data(), static_cast<std::size_t>(n));
+      sha.Update(absl::string_view(buffer.data(), static_cast<std::size_t>(n)));
       total += n;
     }
     const bool last = n < static_cast<std::streamsize>(buffer.size());
@@ -846,7 +818,7 @@ absl::Status Worker::DownloadCheckpoint(const std::string& job_id,
     if (chunk.step() > 0) *step = chunk.step();
     out.write(chunk.data().data(),
               static_cast<std::streamsize>(chunk.data().size()));
-    sha.Update(chunk.data().data(), chunk.data().size());
+    sha.Update(chunk.data());
     total += static_cast<int64_t>(chunk.data().size());
     if (!chunk.sha256().empty()) {
       expected_sha = chunk.sha256();
