@@ -85,6 +85,10 @@ absl::StatusOr<std::unique_ptr<TrainerProcess>> TrainerProcess::Start(
   if (pid == 0) {
     // Child: only async-signal-safe calls until exec.
     setpgid(0, 0);
+    // gRPC ignores SIGPIPE in the worker, and ignored signals survive exec.
+    // Restore it so a trainer whose worker died (its events pipe closed)
+    // stops at its next report instead of training on as an orphan.
+    signal(SIGPIPE, SIG_DFL);
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, STDIN_FILENO);
     dup2(devnull, STDOUT_FILENO);

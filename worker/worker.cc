@@ -389,8 +389,8 @@ void Worker::StartJob(const v1::Assignment& assignment) {
     std::ofstream out(spec_path);
     out << FormatJobSpec(job->spec, SpecFormat::kJson);
     if (!out) {
-      fail(absl::StrCat("cannot write ", spec_path), false);
       FinishJob(job);
+      fail(absl::StrCat("cannot write ", spec_path), false);
       return;
     }
   }
@@ -402,9 +402,9 @@ void Worker::StartJob(const v1::Assignment& assignment) {
     absl::Status downloaded =
         DownloadCheckpoint(job->id, resume_path, &resumed_from);
     if (!downloaded.ok()) {
+      FinishJob(job);
       fail(absl::StrCat("cannot download checkpoint: ", downloaded.message()),
            false);
-      FinishJob(job);
       return;
     }
   }
@@ -454,17 +454,21 @@ void Worker::StartJob(const v1::Assignment& assignment) {
     result.set_reason(job->cancel_requested ? "cancelled before start"
                                             : "worker is draining");
     job->finished = true;
+    {
+      std::lock_guard<std::mutex> jobs_lock(mu_);
+      jobs_.erase(job->id);
+    }
     SendResult(result);
-    std::lock_guard<std::mutex> jobs_lock(mu_);
-    jobs_.erase(job->id);
     return;
   }
   auto process = TrainerProcess::Start(process_options, std::move(callbacks));
   if (!process.ok()) {
     job->finished = true;
+    {
+      std::lock_guard<std::mutex> jobs_lock(mu_);
+      jobs_.erase(job->id);
+    }
     fail(std::string(process.status().message()), false);
-    std::lock_guard<std::mutex> jobs_lock(mu_);
-    jobs_.erase(job->id);
     return;
   }
   job->process = std::move(*process);
@@ -661,9 +665,11 @@ void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
       job->id, ": attempt ", job->attempt,
       " ended: ", EnumShortName(v1::JobOutcome_descriptor(), result.outcome()),
       result.reason().empty() ? "" : absl::StrCat(" (", result.reason(), ")")));
-  SendResult(result);
+  // Free the slot before the scheduler hears of the end: it may assign the
+  // next attempt of this job right back to us.
   if (metrics_ != nullptr) metrics_->RemoveJob(job->id);
   FinishJob(job);
+  SendResult(result);
 }
 
 void Worker::FinishJob(const std::shared_ptr<Job>& job) {

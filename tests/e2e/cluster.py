@@ -159,8 +159,8 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def trainer_pids(worker_name):
-    """pids of halftime-train processes started by this worker."""
-    out = subprocess.run(["pgrep", "-f", f"/{worker_name}/jobs/"], capture_output=True,
-                         text=True).stdout
+def trainer_pids(cluster, worker_name):
+    """pids of halftime-train processes started by this cluster's worker."""
+    out = subprocess.run(["pgrep", "-f", f"{cluster.dir}/{worker_name}/jobs/"],
+                         capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]

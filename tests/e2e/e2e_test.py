@@ -93,6 +93,8 @@ class E2ETest(unittest.TestCase):
         c.start_worker("w2")
         self.wait_step(job_id, 25)
         first.kill_group()  # kill -9 of the worker (its trainer dies with it)
+        wait_for(lambda: not trainer_pids(c, "w1"), 30,
+                 "w1's trainer to stop once its worker is gone")
         job = c.wait_state(job_id, ["succeeded", "failed"], timeout=300)
         from halftime.v1 import job_pb2
         self.assertEqual(job.state, job_pb2.JOB_STATE_SUCCEEDED, job.failure_reason)
@@ -119,7 +121,7 @@ class E2ETest(unittest.TestCase):
                      c.job(job_id).latest_report.step >= 2 and
                      c.job(job_id).latest_report.attempt == attempt,
                      180, f"attempt {attempt} running")
-            for pid in trainer_pids("w1"):
+            for pid in trainer_pids(c, "w1"):
                 os.kill(pid, signal.SIGKILL)
         job = c.wait_state(job_id, ["failed", "succeeded"])
         from halftime.v1 import job_pb2
@@ -132,12 +134,12 @@ class E2ETest(unittest.TestCase):
         c.start_worker("w1")
         job_id = c.submit(spec("cancel-me", steps=100000))
         self.wait_step(job_id, 3)
-        self.assertTrue(trainer_pids("w1"))
+        self.assertTrue(trainer_pids(c, "w1"))
         began = time.time()
         result = c.cli("cancel", job_id)
         self.assertEqual(result.returncode, 0, result.stderr)
         c.wait_state(job_id, ["cancelled"], timeout=20)
-        wait_for(lambda: not trainer_pids("w1"), 10, "the trainer to exit")
+        wait_for(lambda: not trainer_pids(c, "w1"), 10, "the trainer to exit")
         self.assertLess(time.time() - began, 5 + 5, "within --stop-grace (5 s)")
         again = c.cli("cancel", job_id)
         self.assertEqual(again.returncode, 1)
