@@ -16,6 +16,20 @@ namespace halftime::server {
 namespace {
 
 constexpr size_t kMaxIdempotencyKeyBytes = 128;
+
+// A Commit callback that answers `done` with `value` once the change is
+// durable, or with the store's error.
+template <typename Value, typename Done>
+std::function<void(absl::Status)> ReplyWhenDurable(Value value, Done done) {
+  return
+      [value = std::move(value), done = std::move(done)](absl::Status status) {
+        if (status.ok()) {
+          done(value);
+        } else {
+          done(status);
+        }
+      };
+}
 constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 1000;
 
@@ -488,14 +502,7 @@ void JobManager::SubmitJob(const v1::SubmitJobRequest& request,
       *response.mutable_job() = FindJob(it->second)->rec.job;
       response.set_deduplicated(true);
       // An empty mutation: done runs once the original job is durable.
-      Commit(&txn, [response = std::move(response),
-                    done = std::move(done)](absl::Status status) {
-        if (status.ok()) {
-          done(response);
-        } else {
-          done(status);
-        }
-      });
+      Commit(&txn, ReplyWhenDurable(std::move(response), std::move(done)));
       return;
     }
   }
@@ -521,14 +528,7 @@ void JobManager::SubmitJob(const v1::SubmitJobRequest& request,
            absl::StrCat("submitted: ", job.spec().name()));
   Schedule(&txn);
   *response.mutable_job() = job;
-  Commit(&txn, [response = std::move(response),
-                done = std::move(done)](absl::Status status) {
-    if (status.ok()) {
-      done(response);
-    } else {
-      done(status);
-    }
-  });
+  Commit(&txn, ReplyWhenDurable(std::move(response), std::move(done)));
 }
 
 absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) const {
@@ -615,13 +615,7 @@ void JobManager::CancelJob(const std::string& job_id, const std::string& reason,
                absl::StrCat("cancelled: ", why));
         Schedule(&txn);
       }
-      Commit(&txn, [job = e->rec.job, done](absl::Status status) {
-        if (status.ok()) {
-          done(job);
-        } else {
-          done(status);
-        }
-      });
+      Commit(&txn, ReplyWhenDurable(e->rec.job, done));
       return;
     }
   }
