@@ -700,9 +700,15 @@ std::string FormatSavingsDetail(const std::string& job_id,
   }
   std::string baseline =
       EnumShortName(v1::BaselineMode_descriptor(), savings.baseline());
-  facts.emplace_back("baseline",
-                     absl::StrCat(baseline.empty() ? "unknown" : baseline,
-                                  " (fp32 on the same device)"));
+  std::string baseline_fact =
+      absl::StrCat(baseline.empty() ? "unknown" : baseline,
+                   savings.baseline() == v1::BASELINE_MODE_CACHED
+                       ? " (a stored fp32 probe with the same fingerprint)"
+                       : " (fp32 on the same device)");
+  if (!savings.fingerprint().empty()) {
+    absl::StrAppend(&baseline_fact, ", fingerprint ", savings.fingerprint());
+  }
+  facts.emplace_back("baseline", baseline_fact);
   std::string out;
   for (const auto& [key, value] : facts) {
     const std::string label = absl::StrCat(key, ":");

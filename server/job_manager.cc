@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/baseline_fingerprint.h"
 #include "common/enum_names.h"
 #include "common/spec.h"
 #include "server/placement.h"
@@ -69,6 +70,8 @@ struct JobManager::JobEntry {
   int64_t last_eval_event_step = 0;
   // Precision the current run reports (to notice fallbacks).
   v1::Precision run_precision = v1::PRECISION_UNSPECIFIED;
+  // QUEUED and no current worker can run it (halftime_jobs_unplaceable).
+  bool unplaceable = false;
 
   const std::string& id() const { return rec.job.id(); }
   v1::JobState state() const { return rec.job.state(); }
@@ -229,7 +232,10 @@ void JobManager::SetState(Txn* txn, JobEntry* e, v1::JobState to,
   absl::Time now = clock_->Now();
   if (to == v1::JOB_STATE_RUNNING) SetTimestamp(job.mutable_start_time(), now);
   if (IsTerminal(to)) SetTimestamp(job.mutable_end_time(), now);
-  if (to != v1::JOB_STATE_QUEUED) job.clear_queue_reason();
+  if (to != v1::JOB_STATE_QUEUED) {
+    job.clear_queue_reason();
+    SetUnplaceable(e, false);
+  }
   if (logger_->enabled()) {
     logger_->Log("job_state", {{"job", job.id()},
                                {"state", JobStateName(to)},
@@ -238,6 +244,18 @@ void JobManager::SetState(Txn* txn, JobEntry* e, v1::JobState to,
                                {"message", message}});
   }
   AddEvent(txn, e, v1::JOB_EVENT_KIND_STATE_CHANGED, std::move(message));
+}
+
+void JobManager::SetUnplaceable(JobEntry* e, bool unplaceable) {
+  if (e->unplaceable == unplaceable) return;
+  e->unplaceable = unplaceable;
+  prometheus::Gauge& gauge =
+      metrics_->jobs_unplaceable(e->rec.job.spec().precision());
+  if (unplaceable) {
+    gauge.Increment();
+  } else {
+    gauge.Decrement();
+  }
 }
 
 void JobManager::Commit(Txn* txn, StatusDone done) {
@@ -334,6 +352,7 @@ void JobManager::Schedule(Txn* txn) {
   for (size_t i = 0; i < queued.size(); ++i) {
     if (decisions[i].worker < 0) {
       queued[i]->rec.job.set_queue_reason(decisions[i].queue_reason);
+      SetUnplaceable(queued[i], decisions[i].unplaceable);
     } else {
       Assign(txn, queued[i], workers[decisions[i].worker],
              decisions[i].precision);
@@ -365,6 +384,11 @@ void JobManager::Assign(Txn* txn, JobEntry* e, WorkerEntry* w,
       it != latest_checkpoint_.end()) {
     a->set_has_checkpoint(true);
     a->set_checkpoint_step(it->second.step);
+  }
+  if (a->spec().savings().baseline() == v1::BASELINE_MODE_CACHED) {
+    std::optional<v1::Savings> cached = savings_->CachedBaseline(
+        BaselineFingerprint(a->spec(), w->info.capabilities()));
+    if (cached) *a->mutable_cached_baseline() = std::move(*cached);
   }
   e->run_precision = precision;
   w->sink->Send(message);

@@ -273,6 +273,7 @@ class JobManager {
   v1::JobEvent& AddEvent(Txn* txn, JobEntry* e, v1::JobEventKind kind,
                          std::string message);
   void SetState(Txn* txn, JobEntry* e, v1::JobState to, std::string message);
+  void SetUnplaceable(JobEntry* e, bool unplaceable);
   void Schedule(Txn* txn);
   void Assign(Txn* txn, JobEntry* e, WorkerEntry* w, v1::Precision precision);
   void Detach(JobEntry* e);

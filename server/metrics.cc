@@ -29,6 +29,17 @@ SchedulerMetrics::SchedulerMetrics()
     workers_[s] = &workers.Add(
         {{"state", EnumShortName(v1::WorkerState_descriptor(), s)}});
   }
+  auto& unplaceable =
+      prometheus::BuildGauge()
+          .Name("halftime_jobs_unplaceable")
+          .Help(
+              "Queued jobs that no current worker can run (device, compute "
+              "capability, memory or precision), by requested precision.")
+          .Register(*registry_);
+  for (int p = v1::PRECISION_FP32; p <= v1::PRECISION_AUTO; ++p) {
+    unplaceable_[p] = &unplaceable.Add(
+        {{"precision", PrecisionName(static_cast<v1::Precision>(p))}});
+  }
   jobs_submitted_ = &prometheus::BuildCounter()
                          .Name("halftime_jobs_submitted_total")
                          .Help("Jobs accepted (deduplicated retries left out).")
@@ -129,6 +140,12 @@ void SchedulerMetrics::JobStateChanged(v1::JobState from, v1::JobState to) {
 prometheus::Gauge& SchedulerMetrics::workers(v1::WorkerState state) {
   auto it = workers_.find(state);
   if (it == workers_.end()) it = workers_.find(v1::WORKER_STATE_LOST);
+  return *it->second;
+}
+
+prometheus::Gauge& SchedulerMetrics::jobs_unplaceable(v1::Precision precision) {
+  auto it = unplaceable_.find(precision);
+  if (it == unplaceable_.end()) it = unplaceable_.find(v1::PRECISION_AUTO);
   return *it->second;
 }
 

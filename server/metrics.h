@@ -17,6 +17,10 @@
 //                                                superseded attempt rejected
 //                                                (kind: started|report|
 //                                                result|upload|running)
+//   halftime_jobs_unplaceable{precision}         gauge, QUEUED jobs no
+//                                                current worker can run
+//                                                (precision as requested,
+//                                                auto included)
 //   halftime_job_restarts_total                  counter
 //   halftime_store_commit_seconds                histogram, group commits
 //   halftime_store_batch_mutations               histogram, mutations per
@@ -75,6 +79,8 @@ class SchedulerMetrics {
   prometheus::Counter& jobs_submitted() { return *jobs_submitted_; }
   prometheus::Histogram& queue_wait() { return *queue_wait_; }
   prometheus::Counter& job_restarts() { return *job_restarts_; }
+  // Gauge of queued jobs requesting `precision` that no worker can run.
+  prometheus::Gauge& jobs_unplaceable(v1::Precision precision);
   // `kind` must be one of started, report, result, upload, running.
   void StaleMessage(const std::string& kind);
   // Adds one job's savings.
@@ -93,8 +99,9 @@ class SchedulerMetrics {
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
 
-  std::map<int, prometheus::Gauge*> jobs_;     // by v1::JobState
-  std::map<int, prometheus::Gauge*> workers_;  // by v1::WorkerState
+  std::map<int, prometheus::Gauge*> jobs_;         // by v1::JobState
+  std::map<int, prometheus::Gauge*> workers_;      // by v1::WorkerState
+  std::map<int, prometheus::Gauge*> unplaceable_;  // by v1::Precision
   prometheus::Counter* jobs_submitted_;
   prometheus::Histogram* queue_wait_;
   prometheus::Counter* job_restarts_;

@@ -148,6 +148,7 @@ std::vector<PlacementDecision> Place(
     if (!any_capable) {
       for (const DeviceMatch& m : matches) any_capable |= m.ok;
     }
+    decision.unplaceable = !any_capable;
     if (workers.empty()) {
       decision.queue_reason = "no worker connected";
     } else if (any_capable) {

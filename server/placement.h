@@ -59,6 +59,10 @@ struct PlacementDecision {
   v1::Precision precision = v1::PRECISION_UNSPECIFIED;
   // Why the job stays queued; empty when placed.
   std::string queue_reason;
+  // True when no current worker could ever run it (none connected, or none
+  // with the device or precision): it waits for a worker to join, not for
+  // a slot.
+  bool unplaceable = false;
 };
 
 // Places `jobs` (already in priority/FIFO order; specs not owned) on

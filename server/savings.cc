@@ -71,8 +71,28 @@ void SavingsLedger::Record(const std::string& job_id,
     std::lock_guard<std::mutex> lock(mu_);
     auto [it, inserted] = by_job_.insert_or_assign(job_id, savings);
     if (inserted) order_.push_back(job_id);
+    // Only measured baselines seed the cache; a cached one is a copy.
+    if (savings.baseline() == v1::BASELINE_MODE_PROBE &&
+        !savings.fingerprint().empty() && savings.baseline_step_seconds() > 0) {
+      v1::Savings& b = baselines_[savings.fingerprint()];
+      b.Clear();
+      b.set_fingerprint(savings.fingerprint());
+      b.set_device_name(savings.device_name());
+      b.set_baseline(v1::BASELINE_MODE_CACHED);
+      b.set_baseline_step_seconds(savings.baseline_step_seconds());
+      b.set_baseline_tokens_per_second(savings.baseline_tokens_per_second());
+      b.set_baseline_peak_memory_bytes(savings.baseline_peak_memory_bytes());
+    }
   }
   metrics_->AddSavings(savings);
+}
+
+std::optional<v1::Savings> SavingsLedger::CachedBaseline(
+    const std::string& fingerprint) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = baselines_.find(fingerprint);
+  if (it == baselines_.end()) return std::nullopt;
+  return it->second;
 }
 
 absl::StatusOr<v1::Savings> SavingsLedger::ForJob(

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,6 +66,12 @@ class SavingsLedger {
   // the stored totals.
   void Record(const std::string& job_id, const v1::Savings& savings);
 
+  // The latest measured (probe) fp32 baseline with `fingerprint`, as an
+  // Assignment's cached_baseline: baseline_* fields, fingerprint,
+  // device_name, baseline = CACHED. nullopt when none was recorded.
+  std::optional<v1::Savings> CachedBaseline(
+      const std::string& fingerprint) const;
+
   // Savings of `job_id`; NOT_FOUND when none were recorded.
   absl::StatusOr<v1::Savings> ForJob(const std::string& job_id) const;
 
@@ -83,6 +90,8 @@ class SavingsLedger {
   mutable std::mutex mu_;
   std::vector<std::string> order_;             // guarded by mu_
   std::map<std::string, v1::Savings> by_job_;  // guarded by mu_
+  // Latest probe baseline by fingerprint; guarded by mu_.
+  std::map<std::string, v1::Savings> baselines_;
 };
 
 }  // namespace halftime::server

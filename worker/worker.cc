@@ -8,6 +8,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "common/baseline_fingerprint.h"
 #include "common/enum_names.h"
 #include "common/sha256.h"
 #include "common/spec.h"
@@ -80,7 +81,9 @@ struct Baseline {
   double step_seconds = 0;
   double tokens_per_second = 0;
   int64_t peak_memory_bytes = 0;
-  double probe_seconds = 0;
+  double probe_seconds = 0;  // 0 when reused from the cache
+  v1::BaselineMode source = v1::BASELINE_MODE_PROBE;
+  std::string fingerprint;
 };
 
 struct Worker::Job {
@@ -412,7 +415,30 @@ void Worker::StartJob(const v1::Assignment& assignment) {
   const bool wants_baseline =
       job->spec.savings().baseline() != v1::BASELINE_MODE_NONE &&
       job->spec.precision() != v1::PRECISION_FP32;
-  if (wants_baseline) MeasureBaseline(job.get());
+  if (wants_baseline) {
+    const std::string fingerprint =
+        BaselineFingerprint(job->spec, options_.capabilities);
+    const v1::Savings& cached = assignment.cached_baseline();
+    if (job->spec.savings().baseline() == v1::BASELINE_MODE_CACHED &&
+        assignment.has_cached_baseline() &&
+        cached.fingerprint() == fingerprint &&
+        cached.baseline_step_seconds() > 0) {
+      std::lock_guard<std::mutex> lock(job->mu);
+      job->has_baseline = true;
+      job->baseline.step_seconds = cached.baseline_step_seconds();
+      job->baseline.tokens_per_second = cached.baseline_tokens_per_second();
+      job->baseline.peak_memory_bytes = cached.baseline_peak_memory_bytes();
+      job->baseline.source = v1::BASELINE_MODE_CACHED;
+      Log(absl::StrCat(job->id, ": reusing cached fp32 baseline ", fingerprint,
+                       " (", job->baseline.step_seconds, " s/step)"));
+    } else {
+      // Probe mode, or cached with nothing stored (or stored for another
+      // fingerprint: a worker never trusts figures measured elsewhere).
+      MeasureBaseline(job.get());
+    }
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->baseline.fingerprint = fingerprint;
+  }
 
   std::vector<std::string> args = {
       spec_path,
@@ -627,7 +653,8 @@ void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
       if (job->has_baseline && !job->step_seconds.empty()) {
         v1::Savings* s = result.mutable_savings();
         s->set_precision(job->spec.precision());
-        s->set_baseline(job->spec.savings().baseline());
+        s->set_baseline(job->baseline.source);
+        s->set_fingerprint(job->baseline.fingerprint);
         s->set_device_name(options_.capabilities.device_name());
         s->set_baseline_step_seconds(job->baseline.step_seconds);
         s->set_step_seconds(Median(job->step_seconds));

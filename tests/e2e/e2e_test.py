@@ -270,8 +270,32 @@ class CliTest(unittest.TestCase):
         self.assertGreater(measured["step_seconds"], 0)
         self.assertGreater(measured["speedup"], 0)
         self.assertGreater(measured["probe_seconds"], 0)
+        self.assertEqual(measured["baseline"], "probe")
+        self.assertEqual(len(measured["fingerprint"]), 16)
         self.assertIn("speedup", c.cli("savings", job_id, check=True).stdout)
         self.assertIn("bf16-mixed", c.cli("savings", check=True).stdout)
+
+        # The same model, batch and device with `baseline: cached` reuses the
+        # stored probe: no second fp32 run, the same fp32 figures.
+        cached_path = os.path.join(c.data_root, "cached.yaml")
+        with open(cached_path, "w") as f:
+            f.write(spec("cached", steps=12, extra="savings: {baseline: cached}\n")
+                    .replace("savings: {baseline: none}\n", ""))
+        cached_id = self.json("submit", cached_path)["job"]["id"]
+        self.assertEqual(c.cli("watch", cached_id).returncode, 0)
+        reused = self.json("savings", cached_id)["jobs"][0]
+        self.assertEqual(reused["baseline"], "cached")
+        self.assertEqual(reused["fingerprint"], measured["fingerprint"])
+        self.assertEqual(reused["baseline_step_seconds"], measured["baseline_step_seconds"])
+        self.assertEqual(reused["probe_seconds"], 0)
+        self.assertGreater(reused["step_seconds"], 0)
+        self.assertIn("cached", c.cli("savings", cached_id, check=True).stdout)
+        job_dirs = os.path.join(c.dir, "w1", "jobs")
+        self.assertTrue(os.path.exists(os.path.join(
+            job_dirs, job_id, "attempt-1", "probe-stderr.log")))
+        self.assertTrue(os.path.isdir(os.path.join(job_dirs, cached_id, "attempt-1")))
+        self.assertFalse(os.path.exists(os.path.join(
+            job_dirs, cached_id, "attempt-1", "probe-stderr.log")))
         self.assertEqual(c.cli("logs", job_id).returncode, 0)
         self.assertEqual(c.cli("get", job_id, "-o", "yaml", check=True).stdout.count(job_id) >= 1, True)
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/baseline_fingerprint.h"
 #include "server/sqlite_store.h"
 #include "tests/server/test_util.h"
 
@@ -260,6 +261,8 @@ TEST_F(JobManagerTest, WaitsForANativeWorkerAndResolvesAuto) {
   Register("v100", CudaCaps("7.0", 4), old_gpu);
   EXPECT_EQ(Get(bf16).state(), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(Get(bf16).queue_reason(), "no worker runs bf16-mixed natively");
+  EXPECT_EQ(Metric("halftime_jobs_unplaceable{precision=\"bf16-mixed\"}"), 1);
+  EXPECT_EQ(Metric("halftime_jobs_unplaceable{precision=\"auto\"}"), 0);
   // auto runs fp16-mixed on the sm70 GPU.
   auto assignments = old_gpu->TakeAssignments();
   ASSERT_EQ(assignments.size(), 1u);
@@ -272,6 +275,7 @@ TEST_F(JobManagerTest, WaitsForANativeWorkerAndResolvesAuto) {
 
   auto cpu = std::make_shared<RecordingSink>();
   Register("cpu", CpuCaps(1, /*bf16=*/true), cpu);
+  EXPECT_EQ(Metric("halftime_jobs_unplaceable{precision=\"bf16-mixed\"}"), 0);
   assignments = cpu->TakeAssignments();
   ASSERT_EQ(assignments.size(), 1u);
   EXPECT_EQ(assignments[0].job_id(), bf16);
@@ -726,6 +730,77 @@ TEST_F(JobManagerTest, SavingsAreDerivedStoredAndTotalled) {
   EXPECT_EQ(one->jobs_size(), 1);
   EXPECT_EQ(jobs_->GetSavings("j-000042").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, CachedBaselineTravelsWithTheAssignment) {
+  auto sink = std::make_shared<RecordingSink>();
+  const v1::WorkerCapabilities caps = CudaCaps("9.0");
+  uint64_t s = Register("gpu", caps, sink);
+  v1::JobSpec probe = Spec("probe", v1::PRECISION_BF16_MIXED);
+  probe.mutable_savings()->set_baseline(v1::BASELINE_MODE_PROBE);
+  std::string first = SubmitId(probe);
+  auto assignments = sink->TakeAssignments();
+  ASSERT_EQ(assignments.size(), 1u);
+  EXPECT_FALSE(assignments[0].has_cached_baseline());
+  const std::string fingerprint =
+      BaselineFingerprint(assignments[0].spec(), caps);
+
+  // Cached before any probe: nothing to reuse, the worker will probe.
+  v1::JobSpec cached = Spec("cached", v1::PRECISION_BF16_MIXED);
+  cached.mutable_savings()->set_baseline(v1::BASELINE_MODE_CACHED);
+  std::string early = SubmitId(cached);
+
+  v1::JobResult result;
+  result.set_job_id(first);
+  result.set_attempt(1);
+  result.set_outcome(v1::JOB_OUTCOME_SUCCEEDED);
+  v1::Savings* m = result.mutable_savings();
+  m->set_precision(v1::PRECISION_BF16_MIXED);
+  m->set_baseline(v1::BASELINE_MODE_PROBE);
+  m->set_fingerprint(fingerprint);
+  m->set_baseline_step_seconds(0.3);
+  m->set_baseline_tokens_per_second(1000);
+  m->set_step_seconds(0.1);
+  m->set_baseline_peak_memory_bytes(1000);
+  m->set_peak_memory_bytes(600);
+  m->set_probe_seconds(3);
+  m->set_device_name("NVIDIA Test GPU");
+  ASSERT_TRUE(jobs_->Result("gpu", s, result).ok());
+  assignments = sink->TakeAssignments();
+  ASSERT_EQ(assignments.size(), 1u);
+  EXPECT_EQ(assignments[0].job_id(), early);
+  EXPECT_TRUE(assignments[0].has_cached_baseline())
+      << "the probe finished before the cached job was placed";
+  ASSERT_TRUE(Result("gpu", s, early, 1, v1::JOB_OUTCOME_SUCCEEDED).ok());
+
+  // A restarted scheduler still has it (loaded from the stored savings).
+  Reopen();
+  sink = std::make_shared<RecordingSink>();
+  s = Register("gpu", caps, sink);
+  std::string later = SubmitId(cached);
+  assignments = sink->TakeAssignments();
+  ASSERT_EQ(assignments.size(), 1u);
+  EXPECT_EQ(assignments[0].job_id(), later);
+  ASSERT_TRUE(assignments[0].has_cached_baseline());
+  const v1::Savings& b = assignments[0].cached_baseline();
+  EXPECT_EQ(b.fingerprint(), fingerprint);
+  EXPECT_EQ(b.baseline(), v1::BASELINE_MODE_CACHED);
+  EXPECT_DOUBLE_EQ(b.baseline_step_seconds(), 0.3);
+  EXPECT_DOUBLE_EQ(b.baseline_tokens_per_second(), 1000);
+  EXPECT_EQ(b.baseline_peak_memory_bytes(), 1000);
+  EXPECT_EQ(b.device_name(), "NVIDIA Test GPU");
+  EXPECT_EQ(b.step_seconds(), 0) << "only the baseline travels";
+  ASSERT_TRUE(Result("gpu", s, later, 1, v1::JOB_OUTCOME_SUCCEEDED).ok());
+
+  // Another batch shape is another fingerprint: no reuse.
+  v1::JobSpec other = cached;
+  other.set_batch_size(3);
+  SubmitId(other);
+  assignments = sink->TakeAssignments();
+  ASSERT_EQ(assignments.size(), 1u);
+  EXPECT_FALSE(assignments[0].has_cached_baseline());
+  // Probe mode never gets one.
+  SubmitId(probe);
 }
 
 }  // namespace

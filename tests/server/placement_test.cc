@@ -74,17 +74,22 @@ TEST(PlaceTest, QueueReasons) {
   v1::JobSpec fp32 = Defaults(Spec("b"));
   v1::JobSpec fp32b = Defaults(Spec("c"));
   EXPECT_EQ(Place({&fp32}, {})[0].queue_reason, "no worker connected");
+  EXPECT_TRUE(Place({&fp32}, {})[0].unplaceable);
   v1::WorkerCapabilities cpu = CpuCaps(1);
   std::vector<PlacementDecision> d =
       Place({&fp16, &fp32, &fp32b}, {{&cpu, 1, true}});
   EXPECT_EQ(d[0].worker, -1);
   EXPECT_EQ(d[0].queue_reason, "no worker runs fp16-mixed natively");
+  EXPECT_TRUE(d[0].unplaceable);
   EXPECT_EQ(d[1].worker, 0);
+  EXPECT_FALSE(d[1].unplaceable);
   EXPECT_EQ(d[2].worker, -1);
   EXPECT_EQ(d[2].queue_reason, "waiting for a free slot");
+  EXPECT_FALSE(d[2].unplaceable);
   // Draining (not accepting) capable workers: wait.
   d = Place({&fp32}, {{&cpu, 1, false}});
   EXPECT_EQ(d[0].queue_reason, "waiting for a free slot");
+  EXPECT_FALSE(d[0].unplaceable);
 }
 
 }  // namespace

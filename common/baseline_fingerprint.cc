@@ -1,0 +1,35 @@
+#include "common/baseline_fingerprint.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/sha256.h"
+
+namespace halftime {
+
+std::string BaselineFingerprint(const v1::JobSpec& spec,
+                                const v1::WorkerCapabilities& caps) {
+  const int threads =
+      spec.threads() > 0 ? spec.threads() : caps.threads_per_job();
+  // One field per line, named, so that no two different inputs can
+  // produce the same text (names and values are length-prefixed).
+  std::string text;
+  auto add = [&text](const char* name, const std::string& value) {
+    absl::StrAppend(&text, name, "=", value.size(), ":", value, "\n");
+  };
+  add("model.builtin", spec.model().builtin());
+  add("model.torchscript", spec.model().torchscript());
+  add("model.loss", spec.model().loss());
+  add("data.kind", absl::StrCat(spec.data().kind()));
+  add("data.path", spec.data().path());
+  add("data.seq_len", absl::StrCat(spec.data().seq_len()));
+  add("data.vocab_size", absl::StrCat(spec.data().vocab_size()));
+  add("batch_size", absl::StrCat(spec.batch_size()));
+  add("grad_accumulation", absl::StrCat(spec.grad_accumulation()));
+  add("optimizer", absl::StrCat(spec.optimizer().name()));
+  add("device.kind", absl::StrCat(caps.device_kind()));
+  add("device.name", caps.device_name());
+  add("threads", absl::StrCat(threads));
+  add("torch_version", caps.torch_version());
+  return Sha256::Of(text).substr(0, 16);
+}
+
+}  // namespace halftime
