@@ -169,7 +169,14 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
 
   CLI::App* savings = app.add_subcommand(
       "savings", "Measured savings against fp32: one job, or the fleet");
-  savings->add_option("JOB", job_id, "Job id (default: fleet totals)");
+  std::vector<std::string> savings_jobs;
+  std::string html_path;
+  savings->add_option("JOB", savings_jobs,
+                      "Job id (default: fleet totals); with --html, the jobs "
+                      "to compare (default: every job with savings)");
+  savings->add_option("--html", html_path,
+                      "Write a self-contained HTML report (loss curves, "
+                      "savings table) to this file");
   add_output(savings);
 
   CLI::App* logs =
@@ -213,6 +220,7 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
   CommandEnv env;
   env.stub = stub.get();
   env.target = channel_options.target;
+  env.security = channel_options.Security();
   env.timeout = *timeout;
   env.format = ParseOutputFormat(output);
   env.terminal = terminal;
@@ -227,7 +235,17 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
   if (watch->parsed()) return RunWatch(env, job_id);
   if (cancel->parsed()) return RunCancel(env, job_id, reason);
   if (workers->parsed()) return RunWorkers(env);
-  if (savings->parsed()) return RunSavings(env, job_id);
+  if (savings->parsed()) {
+    if (!html_path.empty()) {
+      return RunSavingsReport(env, savings_jobs, html_path);
+    }
+    if (savings_jobs.size() > 1) {
+      err << "halftime: savings takes one job; compare several with "
+             "--html FILE\n";
+      return kExitBadInput;
+    }
+    return RunSavings(env, savings_jobs.empty() ? "" : savings_jobs[0]);
+  }
   if (logs->parsed()) return RunLogs(env, job_id);
   err << "halftime: no verb given\n";
   return kExitBadInput;

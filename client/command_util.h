@@ -52,7 +52,7 @@ absl::Status CallScheduler(const CommandEnv& env, RetryPolicy policy,
 
 inline RpcErrorContext ErrorContext(const CommandEnv& env,
                                     const std::string& job_id) {
-  return RpcErrorContext{env.target, env.timeout, job_id};
+  return RpcErrorContext{env.target, env.timeout, job_id, env.security};
 }
 
 // Prints "halftime: MESSAGE" to env.err; returns the error's exit code.

@@ -3,6 +3,10 @@
 #include <grpcpp/client_context.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <random>
 
 #include "absl/status/status.h"
@@ -11,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "client/cli.h"
 #include "client/command_util.h"
+#include "client/report.h"
 #include "client/rpc_error.h"
 #include "common/enum_names.h"
 #include "common/spec.h"
@@ -266,6 +271,122 @@ int RunLogs(const CommandEnv& env, const std::string& job_id) {
     absl::StrAppend(&table, line, "\n");
   }
   return PrintDocumentOrTable(env, response, table);
+}
+
+namespace {
+
+// Every event of `job` up to the last sequence GetJob reported: the stream
+// of a job still running stays open, so reading stops there.
+absl::Status ReadJobEvents(const CommandEnv& env, const v1::Job& job,
+                           std::vector<v1::JobEvent>* events) {
+  grpc::ClientContext context;
+  // History can be long; allow more than one unary call's deadline.
+  PrepareCallContext(&context, std::max(env.timeout, absl::Seconds(60)));
+  v1::WatchJobRequest request;
+  request.set_job_id(job.id());
+  request.set_include_reports(true);
+  std::unique_ptr<grpc::ClientReaderInterface<v1::JobEvent>> reader =
+      env.stub->WatchJob(&context, request);
+  v1::JobEvent event;
+  bool complete = false;
+  while (reader->Read(&event)) {
+    events->push_back(event);
+    if (job.last_event_sequence() > 0 &&
+        event.sequence() >= job.last_event_sequence()) {
+      complete = true;
+      break;
+    }
+  }
+  if (complete) {
+    context.TryCancel();
+    reader->Finish();
+    return absl::OkStatus();
+  }
+  return FromGrpcStatus(reader->Finish());
+}
+
+}  // namespace
+
+int RunSavingsReport(const CommandEnv& env, std::vector<std::string> job_ids,
+                     const std::string& html_path) {
+  SavingsReport report;
+  report.source = env.target;
+  report.generated = absl::Now();
+  v1::GetSavingsResponse fleet;
+  absl::Status status = CallScheduler(
+      env, RetryPolicy::kRetryUnavailable, [&](grpc::ClientContext* context) {
+        return env.stub->GetSavings(context, v1::GetSavingsRequest(), &fleet);
+      });
+  if (!status.ok()) {
+    return PrintError(env, DescribeRpcError(status, ErrorContext(env, "")));
+  }
+  report.currency = fleet.currency();
+  report.totals.assign(fleet.totals().begin(), fleet.totals().end());
+  if (job_ids.empty()) {
+    job_ids.assign(fleet.job_ids().begin(), fleet.job_ids().end());
+  }
+  if (job_ids.empty()) {
+    *env.err << "halftime: no job has measured savings yet; name the jobs "
+                "to compare (halftime savings JOB... --html FILE)\n";
+    return kExitFailure;
+  }
+  for (const std::string& id : job_ids) {
+    ReportJob entry;
+    v1::GetJobRequest get;
+    get.set_job_id(id);
+    status = CallScheduler(env, RetryPolicy::kRetryUnavailable,
+                           [&](grpc::ClientContext* context) {
+                             return env.stub->GetJob(context, get, &entry.job);
+                           });
+    if (!status.ok()) {
+      return PrintError(env, DescribeRpcError(status, ErrorContext(env, id)));
+    }
+    v1::GetSavingsRequest one;
+    one.set_job_id(id);
+    v1::GetSavingsResponse measured;
+    status = CallScheduler(
+        env, RetryPolicy::kRetryUnavailable, [&](grpc::ClientContext* context) {
+          return env.stub->GetSavings(context, one, &measured);
+        });
+    if (!status.ok()) {
+      return PrintError(env, DescribeRpcError(status, ErrorContext(env, id)));
+    }
+    if (measured.jobs_size() > 0) entry.savings = measured.jobs(0);
+    std::vector<v1::JobEvent> events;
+    status = ReadJobEvents(env, entry.job, &events);
+    if (!status.ok()) {
+      return PrintError(env, DescribeRpcError(status, ErrorContext(env, id)));
+    }
+    AddCurvesFromEvents(events, &entry);
+    report.jobs.push_back(std::move(entry));
+  }
+
+  // Written next to the target and renamed, so a reader never sees half.
+  const std::string html = RenderSavingsReportHtml(report);
+  const std::string temp = html_path + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    out << html;
+    out.close();
+    if (!out) {
+      *env.err << "halftime: cannot write " << temp << ": "
+               << std::strerror(errno) << "\n";
+      std::remove(temp.c_str());
+      return kExitFailure;
+    }
+  }
+  if (std::rename(temp.c_str(), html_path.c_str()) != 0) {
+    *env.err << "halftime: cannot write " << html_path << ": "
+             << std::strerror(errno) << "\n";
+    std::remove(temp.c_str());
+    return kExitFailure;
+  }
+  int with_savings = 0;
+  for (const ReportJob& j : report.jobs) with_savings += j.savings.has_value();
+  *env.out << "wrote " << html_path << " (" << report.jobs.size()
+           << (report.jobs.size() == 1 ? " job, " : " jobs, ") << with_savings
+           << " with measured savings)\n";
+  return kExitOk;
 }
 
 }  // namespace halftime

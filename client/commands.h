@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "client/render.h"
 #include "client/terminal.h"
+#include "common/channel.h"
 #include "halftime/v1/scheduler.grpc.pb.h"
 
 namespace halftime {
@@ -33,6 +34,8 @@ struct CommandEnv {
   v1::Scheduler::StubInterface* stub = nullptr;
   // Scheduler address, for messages.
   std::string target;
+  // How the channel is secured, to explain failed connections.
+  ChannelSecurity security = ChannelSecurity::kPlaintext;
   // Deadline of each unary call.
   absl::Duration timeout = absl::Seconds(10);
   OutputFormat format = OutputFormat::kTable;
@@ -73,6 +76,14 @@ int RunWorkers(const CommandEnv& env);
 
 // `savings [JOB]`: one job's savings, or the fleet's when `job_id` is empty.
 int RunSavings(const CommandEnv& env, const std::string& job_id);
+
+// `savings [JOB...] --html FILE`: writes the self-contained HTML report
+// (client/report.h) of `job_ids`, or of every job with measured savings
+// when empty: loss curves, speedup and memory bars, the savings table and
+// fleet totals. Exit 2 for an unknown job, 1 when the file cannot be
+// written or nothing has savings yet.
+int RunSavingsReport(const CommandEnv& env, std::vector<std::string> job_ids,
+                     const std::string& html_path);
 
 // `logs JOB`: the tail of the job's trainer stderr.
 int RunLogs(const CommandEnv& env, const std::string& job_id);

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/channel.h"
 
 namespace halftime {
 
@@ -23,6 +24,8 @@ struct RpcErrorContext {
   absl::Duration timeout = absl::Seconds(10);
   // The job id the user typed, if the call names one.
   std::string job_id;
+  // How the channel is secured, to explain failed connections.
+  ChannelSecurity security = ChannelSecurity::kPlaintext;
 };
 
 struct CliError {
@@ -33,11 +36,6 @@ struct CliError {
 // `status` must not be OK.
 CliError DescribeRpcError(const absl::Status& status,
                           const RpcErrorContext& context);
-
-// The cause inside gRPC's UNAVAILABLE text, in words: "connection refused",
-// "cannot resolve the host name", "TLS handshake failed ...", or the text
-// itself when nothing better is known.
-std::string DescribeUnavailable(absl::string_view grpc_message);
 
 }  // namespace halftime
 

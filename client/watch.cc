@@ -179,18 +179,20 @@ int RunWatch(const CommandEnv& env, const std::string& job_id,
     if (absl::Now() - last_contact > tuning.give_up_after) {
       return fail(
           {kExitFailure,
-           absl::StrCat("cannot reach scheduler at ", env.target, " for ",
-                        absl::FormatDuration(tuning.give_up_after), ": ",
-                        DescribeUnavailable(status.message()),
-                        "; the job keeps running: halftime watch ", job_id)});
+           absl::StrCat(
+               "cannot reach scheduler at ", env.target, " for ",
+               absl::FormatDuration(tuning.give_up_after), ": ",
+               DescribeConnectionFailure(status.message(), env.security),
+               "; the job keeps running: halftime watch ", job_id)});
     }
     if (!reconnecting) {
       reconnecting = true;
       const std::string why =
-          status.ok()
-              ? "the scheduler ended the stream"
-              : absl::StrCat("lost the connection to the scheduler (",
-                             DescribeUnavailable(status.message()), ")");
+          status.ok() ? "the scheduler ended the stream"
+                      : absl::StrCat("lost the connection to the scheduler (",
+                                     DescribeConnectionFailure(status.message(),
+                                                               env.security),
+                                     ")");
       write(lines, renderer.OnNotice(absl::StrCat(why, "; reconnecting"),
                                      absl::Now()));
     }

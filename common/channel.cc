@@ -6,6 +6,10 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/client_interceptor.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,7 +22,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 
 namespace halftime {
 namespace {
@@ -63,6 +69,31 @@ absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag,
   }
   ::close(fd);
   return contents;
+}
+
+// OpenSSL objects freed on scope exit.
+struct BioFree {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct X509Free {
+  void operator()(X509* cert) const { X509_free(cert); }
+};
+struct PkeyFree {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+using BioPtr = std::unique_ptr<BIO, BioFree>;
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
+
+BioPtr MemoryBio(absl::string_view data) {
+  return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+}
+
+// Passphrase callback that gives none: an encrypted key fails to load
+// instead of OpenSSL prompting on the terminal.
+int NoPassphrase(char* /*buf*/, int /*size*/, int /*rwflag*/,
+                 void* /*userdata*/) {
+  return 0;
 }
 
 // Adds the bearer token to calls on TLS channels. Non-blocking: the token is
@@ -149,6 +180,158 @@ absl::StatusOr<std::string> ReadBearerToken(const std::string& path) {
   return token;
 }
 
+absl::Status CheckPemCertificates(absl::string_view flag,
+                                  absl::string_view path,
+                                  absl::string_view pem) {
+  BioPtr bio = MemoryBio(pem);
+  int certificates = 0;
+  while (bio != nullptr) {
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr));
+    if (cert == nullptr) break;
+    ++certificates;
+  }
+  ERR_clear_error();
+  if (certificates == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, " ", path,
+        ": holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckPemKeyPair(absl::string_view cert_path,
+                             absl::string_view cert_pem,
+                             absl::string_view key_path,
+                             absl::string_view key_pem) {
+  BioPtr cert_bio = MemoryBio(cert_pem);
+  BioPtr key_bio = MemoryBio(key_pem);
+  X509Ptr cert;
+  PkeyPtr key;
+  if (cert_bio != nullptr) {
+    cert.reset(
+        PEM_read_bio_X509(cert_bio.get(), nullptr, NoPassphrase, nullptr));
+  }
+  if (key_bio != nullptr) {
+    key.reset(
+        PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr));
+  }
+  const bool matches = cert != nullptr && key != nullptr &&
+                       X509_check_private_key(cert.get(), key.get()) == 1;
+  ERR_clear_error();
+  if (cert == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls-cert ", cert_path,
+        ": holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+  }
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls-key ", key_path,
+                     ": holds no unencrypted PEM private key (-----BEGIN "
+                     "PRIVATE KEY-----)"));
+  }
+  if (!matches) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls-key ", key_path,
+        ": does not match the certificate in --tls-cert ", cert_path));
+  }
+  return absl::OkStatus();
+}
+
+std::string DescribeConnectionFailure(absl::string_view grpc_message,
+                                      ChannelSecurity security) {
+  const std::string text = absl::AsciiStrToLower(grpc_message);
+  // "failed to connect to all addresses; last error: ...": no connection
+  // came up, as opposed to one that broke later.
+  const bool connecting = absl::StrContains(text, "failed to connect");
+  if (absl::StrContains(text, "connection refused")) {
+    return "connection refused";
+  }
+  if (absl::StrContains(text, "dns resolution failed") ||
+      absl::StrContains(text, "name resolution") ||
+      absl::StrContains(text, "domain name not found")) {
+    return "cannot resolve the host name";
+  }
+  if (absl::StrContains(text, "wrong version number")) {
+    return "TLS handshake failed: the scheduler does not speak TLS (is it "
+           "started without --tls-cert? then drop --tls-ca, --tls-cert and "
+           "--tls-key)";
+  }
+  if (absl::StrContains(text, "certificate verify failed")) {
+    return "TLS handshake failed: the scheduler's certificate did not verify "
+           "(check --tls-ca: signed by another CA, expired, or not issued for "
+           "this address)";
+  }
+  if (absl::StrContains(text, "peer name") ||
+      absl::StrContains(text, "not in peer certificate")) {
+    return "TLS handshake failed: the scheduler's certificate is not issued "
+           "for this address (its subject alternative names must hold the "
+           "host name or IP address you connect to)";
+  }
+  const bool client_certificate_refused =
+      absl::StrContains(text, "alert unknown ca") ||
+      absl::StrContains(text, "alert bad certificate") ||
+      absl::StrContains(text, "alert certificate expired") ||
+      absl::StrContains(text, "alert certificate required") ||
+      absl::StrContains(text, "alert handshake failure");
+  const bool closed = absl::StrContains(text, "socket closed") ||
+                      absl::StrContains(text, "connection reset") ||
+                      absl::StrContains(text, "broken pipe") ||
+                      absl::StrContains(text, "end of file");
+  if (client_certificate_refused ||
+      (closed && connecting && security != ChannelSecurity::kPlaintext)) {
+    if (security == ChannelSecurity::kMutualTls) {
+      return "the scheduler closed the connection during the TLS handshake: "
+             "it refused the client certificate (check --tls-cert and "
+             "--tls-key: the certificate must be signed by the CA the "
+             "scheduler trusts with --tls-ca, and not expired)";
+    }
+    return "the scheduler closed the connection during the TLS handshake: it "
+           "requires a client certificate (pass --tls-cert and --tls-key)";
+  }
+  if (absl::StrContains(text, "handshake") || absl::StrContains(text, "ssl") ||
+      absl::StrContains(text, "tls")) {
+    return "TLS handshake failed (check --tls-ca, --tls-cert and --tls-key)";
+  }
+  if (closed) {
+    if (security == ChannelSecurity::kPlaintext) {
+      return "the connection was closed (a plaintext client talking to a TLS "
+             "scheduler? then pass --tls-ca)";
+    }
+    return "the connection was closed";
+  }
+  if (absl::StrContains(text, "deadline") ||
+      absl::StrContains(text, "timed out") ||
+      absl::StrContains(text, "timeout")) {
+    return "connection timed out";
+  }
+  if (absl::StrContains(text, "no route to host")) return "no route to host";
+  if (absl::StrContains(text, "network is unreachable")) {
+    return "network is unreachable";
+  }
+  if (grpc_message.empty()) return "unavailable";
+  return absl::StrReplaceAll(absl::StripAsciiWhitespace(grpc_message),
+                             {{"\n", " "}, {"\r", " "}});
+}
+
+std::string DescribeSchedulerError(const absl::Status& status,
+                                   ChannelSecurity security) {
+  const absl::string_view message = status.message();
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+      return DescribeConnectionFailure(message, security);
+    case absl::StatusCode::kUnauthenticated:
+      return absl::StrCat(
+          "authentication failed: check --token-file",
+          message.empty() ? "" : absl::StrCat(" (", message, ")"));
+    case absl::StatusCode::kPermissionDenied:
+      return absl::StrCat("permission denied (check --token-file)",
+                          message.empty() ? "" : absl::StrCat(": ", message));
+    default:
+      if (message.empty()) return absl::StatusCodeToString(status.code());
+      return std::string(message);
+  }
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateSchedulerChannel(
     const ChannelOptions& options) {
   if (options.target.empty()) {
@@ -181,6 +364,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateSchedulerChannel(
       absl::StatusOr<std::string> ca =
           ReadFlagFile("--tls-ca", options.tls_ca, kMaxPemBytes);
       if (!ca.ok()) return ca.status();
+      if (absl::Status s =
+              CheckPemCertificates("--tls-ca", options.tls_ca, *ca);
+          !s.ok()) {
+        return s;
+      }
       ssl.pem_root_certs = *std::move(ca);
     }
     if (!options.tls_cert.empty()) {
@@ -190,6 +378,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateSchedulerChannel(
       absl::StatusOr<std::string> key =
           ReadFlagFile("--tls-key", options.tls_key, kMaxPemBytes);
       if (!key.ok()) return key.status();
+      if (absl::Status s =
+              CheckPemKeyPair(options.tls_cert, *cert, options.tls_key, *key);
+          !s.ok()) {
+        return s;
+      }
       ssl.pem_cert_chain = *std::move(cert);
       ssl.pem_private_key = *std::move(key);
     }

@@ -14,13 +14,24 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace halftime {
 
 // Default scheduler address of every client.
 inline constexpr char kDefaultSchedulerTarget[] = "127.0.0.1:50051";
+
+// How a client channel is secured; phrases its connection errors.
+enum class ChannelSecurity {
+  kPlaintext,
+  // TLS verifying the scheduler; no client certificate.
+  kTls,
+  // TLS presenting a client certificate too (--tls-cert/--tls-key).
+  kMutualTls,
+};
 
 // Largest gRPC message either side accepts.
 inline constexpr int kMaxMessageBytes = 16 * 1024 * 1024;
@@ -48,6 +59,12 @@ struct ChannelOptions {
   bool UsesTls() const {
     return !tls_ca.empty() || !tls_cert.empty() || !tls_key.empty();
   }
+
+  ChannelSecurity Security() const {
+    if (!UsesTls()) return ChannelSecurity::kPlaintext;
+    return tls_cert.empty() ? ChannelSecurity::kTls
+                            : ChannelSecurity::kMutualTls;
+  }
 };
 
 // Creates a channel to `options.target`. It connects lazily: an unreachable
@@ -58,9 +75,14 @@ struct ChannelOptions {
 // the channel credentials), on plaintext channels through a client
 // interceptor, since gRPC sends call credentials only over secure channels.
 //
+// TLS files are checked here (see CheckPemCertificates, CheckPemKeyPair),
+// since gRPC would report a bad one only on the first call, as a vague
+// connection failure.
+//
 // Errors: INVALID_ARGUMENT naming the flag and file, e.g.
 // "--token-file /x: no such file", "--tls-cert and --tls-key go together",
-// or "--token-file /x: file is empty".
+// "--tls-ca /x: holds no PEM certificate" or "--token-file /x: file is
+// empty".
 absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateSchedulerChannel(
     const ChannelOptions& options);
 
@@ -69,6 +91,39 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateSchedulerChannel(
 // unreadable, empty, larger than 64 KiB or holds anything but printable
 // ASCII.
 absl::StatusOr<std::string> ReadBearerToken(const std::string& path);
+
+// Checks the text of a PEM file named by `flag` (--tls-ca, --tls-cert):
+// INVALID_ARGUMENT "FLAG PATH: holds no PEM certificate ..." unless it holds
+// at least one certificate that parses.
+absl::Status CheckPemCertificates(absl::string_view flag,
+                                  absl::string_view path,
+                                  absl::string_view pem);
+
+// Checks that `key_pem` (from --tls-key `key_path`) is an unencrypted PEM
+// private key belonging to the first certificate of `cert_pem` (from
+// --tls-cert `cert_path`). INVALID_ARGUMENT naming the flag and file, e.g.
+// "--tls-key /k.pem: does not match the certificate in --tls-cert /c.pem".
+// Never prompts for a passphrase.
+absl::Status CheckPemKeyPair(absl::string_view cert_path,
+                             absl::string_view cert_pem,
+                             absl::string_view key_path,
+                             absl::string_view key_pem);
+
+// gRPC's message of a call that could not reach the scheduler (UNAVAILABLE),
+// in words: "connection refused", "cannot resolve the host name", "TLS
+// handshake failed: the scheduler's certificate did not verify ...", "the
+// scheduler closed the connection during the TLS handshake ...", or the
+// message itself (on one line) when nothing better is known. `security` is
+// the caller's channel's, to name the flag to check.
+std::string DescribeConnectionFailure(absl::string_view grpc_message,
+                                      ChannelSecurity security);
+
+// A failed call to the scheduler in one line for logs: UNAVAILABLE as
+// DescribeConnectionFailure, UNAUTHENTICATED and PERMISSION_DENIED pointing
+// at --token-file, otherwise the message (or the code's name). Never holds
+// the token. `status` must not be OK.
+std::string DescribeSchedulerError(const absl::Status& status,
+                                   ChannelSecurity security);
 
 // Prepares `context` for one call: a deadline `timeout` from now (none when
 // `timeout` is absl::InfiniteDuration(), as for long-lived streams). The

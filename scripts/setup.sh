@@ -14,10 +14,14 @@ packages=(
   # optimized BLAS: without it libtorch falls back to the reference BLAS and
   # fp32 baselines run ~30x slower, which would inflate every savings figure.
   libopenblas0-pthread libopenblas-pthread-dev
-  # reference peers used by tests (PyTorch parity, generated Python gRPC client)
+  # reference peers used by tests (PyTorch parity, generated Python gRPC
+  # client, certificates for the TLS end-to-end tests)
   python3 python3-torch python3-grpcio python3-protobuf python3-yaml
+  python3-cryptography
   # end-to-end tooling
   prometheus procps
+  # renders `halftime savings --html` reports to PNG in the end-to-end test
+  chromium-headless-shell
 )
 
 missing=()

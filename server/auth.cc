@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/channel.h"
 
 namespace halftime::auth {
 namespace {
@@ -32,6 +33,16 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
         absl::StrCat(what, ": \"", path, "\" is larger than 1 MiB"));
   }
   return data;
+}
+
+// A short lowercase word: safe to repeat in an error. Anything else may be a
+// token in the role's place, and errors never hold tokens.
+bool LooksLikeRoleName(absl::string_view word) {
+  if (word.empty() || word.size() > 16) return false;
+  for (char c : word) {
+    if (!absl::ascii_islower(c)) return false;
+  }
+  return true;
 }
 
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
@@ -77,9 +88,14 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
       role = Role::kUser;
     } else if (fields[0] == "worker") {
       role = Role::kWorker;
-    } else {
+    } else if (LooksLikeRoleName(fields[0])) {
       return absl::InvalidArgumentError(absl::StrCat(
           where, "unknown role \"", fields[0], "\"; expected user or worker"));
+    } else {
+      // Not echoed: it may be a token written before its role.
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "the first word is not a role; expected \"user TOKEN\" or ",
+          "\"worker TOKEN\""));
     }
     if (table.Find(fields[1]).has_value()) {
       return absl::InvalidArgumentError(absl::StrCat(where, "duplicate token"));
@@ -152,11 +168,20 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
   if (!cert.ok()) return cert.status();
   absl::StatusOr<std::string> key = ReadFile(tls.key, "--tls-key");
   if (!key.ok()) return key.status();
+  // gRPC reports bad files only as "cannot listen"; name the file instead.
+  if (absl::Status s = CheckPemKeyPair(tls.cert, *cert, tls.key, *key);
+      !s.ok()) {
+    return s;
+  }
   grpc::SslServerCredentialsOptions options(
       GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   if (!tls.ca.empty()) {
     absl::StatusOr<std::string> ca = ReadFile(tls.ca, "--tls-ca");
     if (!ca.ok()) return ca.status();
+    if (absl::Status s = CheckPemCertificates("--tls-ca", tls.ca, *ca);
+        !s.ok()) {
+      return s;
+    }
     options.pem_root_certs = *ca;
     options.client_certificate_request =
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;

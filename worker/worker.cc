@@ -122,6 +122,18 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
     WorkerOptions options, std::shared_ptr<grpc::Channel> channel,
     WorkerMetrics* metrics) {
   std::error_code ec;
+  // Trainers run inside their job's directory, where relative paths given
+  // to the worker would point elsewhere.
+  for (std::string* path : {&options.work_dir, &options.out_root,
+                            &options.data_root, &options.trainer_binary}) {
+    if (path->empty()) continue;
+    fs::path absolute = fs::absolute(*path, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot resolve ", *path, ": ", ec.message()));
+    }
+    *path = absolute.lexically_normal().string();
+  }
   for (const std::string* dir : {&options.work_dir, &options.out_root}) {
     fs::create_directories(*dir, ec);
     if (ec) {
@@ -254,9 +266,11 @@ void Worker::ServeOneConnection() {
   if (!stream->Write(hello) || !stream->Read(&reply) ||
       !reply.has_registered()) {
     grpc::Status status = stream->Finish();
-    Log(absl::StrCat(
-        "cannot register with the scheduler: ",
-        status.ok() ? "unexpected reply" : status.error_message()));
+    Log(absl::StrCat("cannot register with the scheduler: ",
+                     status.ok()
+                         ? "unexpected reply"
+                         : DescribeSchedulerError(FromGrpcStatus(status),
+                                                  options_.security)));
     return;
   }
   const v1::Registered& registered = reply.registered();
@@ -318,7 +332,10 @@ void Worker::ServeOneConnection() {
   grpc::Status status = closed->Finish();
   if (!stopping_) {
     Log(absl::StrCat("connection to the scheduler lost: ",
-                     status.ok() ? "stream closed" : status.error_message()));
+                     status.ok()
+                         ? "stream closed"
+                         : DescribeSchedulerError(FromGrpcStatus(status),
+                                                  options_.security)));
   }
 }
 

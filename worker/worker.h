@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/channel.h"
 #include "halftime/v1/worker_gateway.grpc.pb.h"
 #include "worker/trainer_process.h"
 #include "worker/worker_metrics.h"
@@ -50,6 +51,8 @@ struct WorkerOptions {
   std::chrono::milliseconds max_backoff{10000};
   // Sets per-call credentials/deadline on each ClientContext (may be empty).
   std::function<void(grpc::ClientContext*)> decorate_context;
+  // How `channel` is secured, to explain failed connections in the log.
+  ChannelSecurity security = ChannelSecurity::kPlaintext;
 };
 
 class Worker {

@@ -133,6 +133,7 @@ int main(int argc, char** argv) {
             << bf16 / 1e9 << " GFLOP/s\n";
 
   channel_options.target = scheduler;
+  options.security = channel_options.Security();
   auto channel = halftime::CreateSchedulerChannel(channel_options);
   if (!channel.ok()) {
     std::cerr << "worker: " << channel.status().message() << "\n";

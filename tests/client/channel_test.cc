@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -144,6 +145,126 @@ TEST(CreateSchedulerChannelTest, MutualTlsChannelSendsTheToken) {
   EXPECT_EQ(run.exit_code, kExitFailure);
   EXPECT_THAT(run.err,
               HasSubstr("cannot reach scheduler at " + server.address()));
+  EXPECT_THAT(run.err, HasSubstr("requires a client certificate"));
+}
+
+TEST(CheckPemTest, CertificatesAndMatchingKeys) {
+  TestCertificate first;
+  if (!MakeCertificate(&first)) GTEST_SKIP() << "openssl unavailable";
+  TestCertificate second;
+  ASSERT_TRUE(MakeCertificate(&second));
+  EXPECT_TRUE(CheckPemCertificates("--tls-ca", "ca.pem", first.cert).ok());
+  EXPECT_TRUE(
+      CheckPemCertificates("--tls-ca", "ca.pem", first.cert + second.cert)
+          .ok());
+  EXPECT_EQ(
+      CheckPemCertificates("--tls-ca", "ca.pem", "not a certificate"),
+      absl::InvalidArgumentError("--tls-ca ca.pem: holds no PEM certificate "
+                                 "(-----BEGIN CERTIFICATE-----)"));
+  EXPECT_FALSE(CheckPemCertificates("--tls-ca", "key.pem", first.key).ok());
+
+  EXPECT_TRUE(CheckPemKeyPair("c.pem", first.cert, "k.pem", first.key).ok());
+  EXPECT_EQ(CheckPemKeyPair("c.pem", first.cert, "k.pem", second.key),
+            absl::InvalidArgumentError("--tls-key k.pem: does not match the "
+                                       "certificate in --tls-cert c.pem"));
+  EXPECT_THAT(
+      CheckPemKeyPair("c.pem", first.cert, "k.pem", first.cert).message(),
+      HasSubstr("--tls-key k.pem: holds no unencrypted PEM private key"));
+  EXPECT_THAT(CheckPemKeyPair("c.pem", first.key, "k.pem", first.key).message(),
+              HasSubstr("--tls-cert c.pem: holds no PEM certificate"));
+  // An encrypted key fails without prompting for its passphrase.
+  const std::string encrypted = ::testing::TempDir() + "/encrypted-key.pem";
+  const std::string command =
+      absl::StrCat("openssl pkey -in ", first.key_path,
+                   " -aes256 -passout pass:secret -out ", encrypted,
+                   " >/dev/null 2>&1 </dev/null");
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  EXPECT_THAT(CheckPemKeyPair("c.pem", first.cert, "k.pem", ReadAll(encrypted))
+                  .message(),
+              HasSubstr("holds no unencrypted PEM private key"));
+}
+
+TEST(CreateSchedulerChannelTest, UnusableTlsFilesAreNamedUpFront) {
+  TestCertificate first;
+  if (!MakeCertificate(&first)) GTEST_SKIP() << "openssl unavailable";
+  const std::string cert = WriteTempFile("first-cert.pem", first.cert);
+  const std::string key = WriteTempFile("first-key.pem", first.key);
+  TestCertificate second;
+  ASSERT_TRUE(MakeCertificate(&second));
+  const std::string other_key = WriteTempFile("second-key.pem", second.key);
+  const std::string junk = WriteTempFile("junk.pem", "junk\n");
+
+  ChannelOptions options;
+  options.tls_ca = junk;
+  EXPECT_EQ(CreateSchedulerChannel(options).status().message(),
+            absl::StrCat("--tls-ca ", junk,
+                         ": holds no PEM certificate "
+                         "(-----BEGIN CERTIFICATE-----)"));
+  options.tls_ca = cert;
+  options.tls_cert = cert;
+  options.tls_key = other_key;
+  EXPECT_EQ(
+      CreateSchedulerChannel(options).status().message(),
+      absl::StrCat("--tls-key ", other_key,
+                   ": does not match the certificate in --tls-cert ", cert));
+  options.tls_key = key;
+  EXPECT_TRUE(CreateSchedulerChannel(options).ok());
+}
+
+TEST(DescribeConnectionFailureTest, NamesTheTlsProblem) {
+  constexpr ChannelSecurity kPlain = ChannelSecurity::kPlaintext;
+  constexpr ChannelSecurity kTls = ChannelSecurity::kTls;
+  constexpr ChannelSecurity kMutual = ChannelSecurity::kMutualTls;
+  const std::string prefix =
+      "failed to connect to all addresses; last error: UNAVAILABLE: "
+      "ipv4:127.0.0.1:50051: ";
+  EXPECT_EQ(DescribeConnectionFailure(prefix + "Connection refused", kMutual),
+            "connection refused");
+  EXPECT_THAT(
+      DescribeConnectionFailure(
+          prefix + "Ssl handshake failed: SSL_ERROR_SSL: error:0A000086:SSL "
+                   "routines::certificate verify failed",
+          kMutual),
+      HasSubstr("the scheduler's certificate did not verify (check --tls-ca"));
+  EXPECT_THAT(
+      DescribeConnectionFailure(
+          prefix + "Ssl handshake failed: SSL_ERROR_SSL: error:0A00010B:SSL "
+                   "routines::wrong version number",
+          kTls),
+      HasSubstr("the scheduler does not speak TLS"));
+  EXPECT_THAT(
+      DescribeConnectionFailure(
+          prefix + "Peer name 127.0.0.1 is not in peer certificate", kTls),
+      HasSubstr("not issued for this address"));
+  // A refused client certificate closes the connection in the handshake.
+  EXPECT_THAT(DescribeConnectionFailure(prefix + "Socket closed", kMutual),
+              HasSubstr("it refused the client certificate (check --tls-cert"));
+  EXPECT_THAT(DescribeConnectionFailure(prefix + "Socket closed", kTls),
+              HasSubstr("it requires a client certificate"));
+  EXPECT_THAT(DescribeConnectionFailure(prefix + "Socket closed", kPlain),
+              HasSubstr("a plaintext client talking to a TLS scheduler"));
+  // A connection that broke later is no handshake problem.
+  EXPECT_EQ(DescribeConnectionFailure("Socket closed", kMutual),
+            "the connection was closed");
+  EXPECT_EQ(DescribeConnectionFailure("scheduler is shutting down\n", kTls),
+            "scheduler is shutting down");
+}
+
+TEST(DescribeSchedulerErrorTest, PointsAtTheTokenFile) {
+  EXPECT_EQ(
+      DescribeSchedulerError(absl::UnauthenticatedError("unknown bearer token"),
+                             ChannelSecurity::kPlaintext),
+      "authentication failed: check --token-file (unknown bearer token)");
+  EXPECT_EQ(
+      DescribeSchedulerError(absl::PermissionDeniedError("needs a worker"),
+                             ChannelSecurity::kTls),
+      "permission denied (check --token-file): needs a worker");
+  EXPECT_EQ(DescribeSchedulerError(absl::UnavailableError("Connection refused"),
+                                   ChannelSecurity::kTls),
+            "connection refused");
+  EXPECT_EQ(
+      DescribeSchedulerError(absl::InternalError(""), ChannelSecurity::kTls),
+      "INTERNAL");
 }
 
 }  // namespace

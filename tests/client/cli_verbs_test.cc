@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -317,6 +319,52 @@ TEST_F(CliVerbsTest, SavingsOfTheFleetAndOfOneJob) {
   CliRun none = Run({"savings", kRunningJob});
   EXPECT_EQ(none.exit_code, kExitOk);
   EXPECT_EQ(none.out, "no savings measured for job j-000001 yet\n");
+}
+
+TEST_F(CliVerbsTest, SavingsHtmlReportComparesRuns) {
+  const std::string path = ::testing::TempDir() + "/savings-report.html";
+  std::remove(path.c_str());
+  {
+    // A running job's stream stays open: the report stops at the last
+    // event GetJob reported instead of waiting for the job to end.
+    std::lock_guard<std::mutex> lock(fake_.mutex);
+    fake_.events[kRunningJob] =
+        MakeRunEvents(kRunningJob, 6, v1::JOB_STATE_RUNNING);
+    fake_.events[kRunningJob].pop_back();
+    for (const char* id : {kRunningJob, kSucceededJob}) {
+      fake_.jobs[id].set_last_event_sequence(
+          fake_.events[id].back().sequence());
+    }
+    fake_.hold_watch_open = true;
+  }
+  CliRun run = Run({"savings", kSucceededJob, kRunningJob, "--html", path});
+  ASSERT_EQ(run.exit_code, kExitOk) << run.err;
+  EXPECT_EQ(run.out, absl::StrCat("wrote ", path,
+                                  " (2 jobs, 1 with measured savings)\n"));
+  std::ifstream in(path);
+  std::string html((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  EXPECT_THAT(html, HasSubstr("data-job=\"j-000003\""));
+  EXPECT_THAT(html, HasSubstr("data-job=\"j-000001\""));
+  EXPECT_THAT(html, HasSubstr("1.80x"));
+
+  // Default: every job with savings (the fleet's list).
+  fake_.hold_watch_open = false;
+  CliRun fleet = Run({"savings", "--html", path});
+  ASSERT_EQ(fleet.exit_code, kExitOk) << fleet.err;
+  EXPECT_THAT(fleet.out, HasSubstr("(1 job, 1 with measured savings)"));
+
+  CliRun unknown = Run({"savings", "j-000099", "--html", path});
+  EXPECT_EQ(unknown.exit_code, kExitBadInput);
+  EXPECT_THAT(unknown.err, HasSubstr("job j-000099 not found"));
+  CliRun unwritable =
+      Run({"savings", kSucceededJob, "--html", "/nonexistent-dir/report.html"});
+  EXPECT_EQ(unwritable.exit_code, kExitFailure);
+  EXPECT_THAT(unwritable.err,
+              HasSubstr("cannot write /nonexistent-dir/report.html.tmp"));
+  CliRun two = Run({"savings", kSucceededJob, kRunningJob});
+  EXPECT_EQ(two.exit_code, kExitBadInput);
+  EXPECT_THAT(two.err, HasSubstr("compare several with --html FILE"));
 }
 
 TEST_F(CliVerbsTest, LogsPrintsTheLines) {

@@ -82,8 +82,13 @@ class Cluster:
         self.heartbeat = heartbeat
         self.scheduler_args = list(scheduler_args)
         self.scheduler = None
+        self.channel = None
         self.workers = {}
-        self.start_scheduler()
+        try:
+            self.start_scheduler()
+        except BaseException:
+            self.close()  # a scheduler that never said where it listens
+            raise
 
     def start_scheduler(self):
         self.scheduler_starts = getattr(self, "scheduler_starts", 0) + 1
@@ -108,8 +113,8 @@ class Cluster:
              "--out-root", os.path.join(self.dir, "out"), "--trainer", BIN["train"],
              "--stop-grace", "5", *extra],
             os.path.join(self.dir, f"{name}.log"))
+        self.workers[name] = p  # close() kills it even if it never comes up
         p.metrics_address = p.address("metrics", timeout=120)
-        self.workers[name] = p
         wait_for(lambda: any(w.name == name for w in self.list_workers()), 60,
                  f"worker {name} to register")
         return p
@@ -150,8 +155,9 @@ class Cluster:
     def close(self):
         for w in self.workers.values():
             w.kill_group()
-        if self.scheduler:
+        if self.channel:
             self.channel.close()
+        if self.scheduler:
             self.scheduler.kill_group()
 
     def cleanup(self, keep):

@@ -233,6 +233,25 @@ class CliTest(unittest.TestCase):
         result = self.cluster.cli(*args, "-o", "json", check=True)
         return json.loads(result.stdout)
 
+    def render_and_check(self, html_path):
+        import png
+        import shutil
+        browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+        self.assertIsNotNone(browser, "headless Chromium is missing: run scripts/setup.sh")
+        shot = html_path + ".png"
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                        f"--user-data-dir={self.cluster.dir}/chromium",
+                        f"--screenshot={shot}", "--window-size=1000,1400",
+                        "file://" + os.path.abspath(html_path)],
+                       capture_output=True, timeout=120, check=True)
+        width, height, rows = png.read_png(shot)
+        self.assertEqual((width, height), (1000, 1400))
+        white = png.colour_count(rows, (255, 255, 255), tolerance=2)
+        self.assertLess(white, width * height * 0.97, "the page rendered blank")
+        # The two runs' curves and bars in their palette colours.
+        self.assertGreater(png.colour_count(rows, (0x00, 0x72, 0xb2)), 300)
+        self.assertGreater(png.colour_count(rows, (0xd5, 0x5e, 0x00)), 300)
+
     def test_every_verb_against_a_real_cluster(self):
         c = self.cluster
         c.start_worker("w1")
@@ -296,6 +315,17 @@ class CliTest(unittest.TestCase):
         self.assertTrue(os.path.isdir(os.path.join(job_dirs, cached_id, "attempt-1")))
         self.assertFalse(os.path.exists(os.path.join(
             job_dirs, cached_id, "attempt-1", "probe-stderr.log")))
+
+        # The picture without Grafana: an HTML report, rendered by headless
+        # Chromium into a PNG that shows both runs' loss curves.
+        report = os.path.join(c.dir, "report.html")
+        wrote = c.cli("savings", job_id, cached_id, "--html", report, check=True)
+        self.assertIn("(2 jobs, 2 with measured savings)", wrote.stdout)
+        with open(report) as f:
+            html = f.read()
+        self.assertEqual(html.count('<polyline class="loss"'), 2)
+        self.assertIn(f'data-job="{cached_id}"', html)
+        self.render_and_check(report)
         self.assertEqual(c.cli("logs", job_id).returncode, 0)
         self.assertEqual(c.cli("get", job_id, "-o", "yaml", check=True).stdout.count(job_id) >= 1, True)
 

@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "server/auth.h"
 #include "server/checkpoints.h"
 #include "server/leases.h"
@@ -73,6 +75,38 @@ TEST(TokenTableTest, ParsesRolesAndRejectsJunk) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(auth::TokenTable::LoadFile("/nonexistent/tokens").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST(TokenTableTest, ErrorsNeverRepeatAToken) {
+  // A token written before its role: the error must not show it.
+  auto swapped =
+      auth::TokenTable::Parse("user u1\n3f9aC1-secret-77b0 worker\n", "tokens");
+  EXPECT_EQ(swapped.status(),
+            absl::InvalidArgumentError(
+                "tokens:2: the first word is not a role; expected \"user "
+                "TOKEN\" or \"worker TOKEN\""));
+  auto duplicate = auth::TokenTable::Parse("user s3cret\nworker s3cret\n", "t");
+  EXPECT_EQ(duplicate.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(duplicate.status().message().find("s3cret"), std::string::npos);
+}
+
+TEST(ServerCredentialsTest, UnusableTlsFilesAreNamed) {
+  testing::TempDir dir;
+  const std::string junk = dir.path() + "/junk.pem";
+  std::ofstream(junk) << "junk\n";
+  auth::TlsFiles files;
+  files.cert = junk;
+  files.key = junk;
+  EXPECT_EQ(auth::MakeServerCredentials(files).status(),
+            absl::InvalidArgumentError(
+                absl::StrCat("--tls-cert ", junk,
+                             ": holds no PEM certificate "
+                             "(-----BEGIN CERTIFICATE-----)")));
+  files.ca = junk;
+  files.cert = "";
+  files.key = "";
+  EXPECT_EQ(auth::MakeServerCredentials(files).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(TokenTableTest, ClientTokenFromBareOrTableFile) {
