@@ -22,6 +22,7 @@ KNOWN = {
     "halftime_workers", "halftime_savings_device_seconds_total",
     "halftime_savings_memory_bytes", "halftime_savings_cost_total",
     "halftime_worker_slots", "halftime_worker_device_memory_bytes",
+    "halftime_jobs_unplaceable",
 }
 
 

@@ -211,6 +211,12 @@ class PrometheusE2ETest(unittest.TestCase):
         wait_for(targets_up, 30, "both scrape targets to be up", interval=0.5)
         began = time.time()
 
+        # A job no CPU worker can run (fp16 is not native on CPU) stays
+        # queued for the whole run: the placement-reason panel and
+        # halftime_jobs_unplaceable have something to show.
+        unplaceable_id = c.submit(spec(steps=5).replace(
+            f"precision: {PRECISION}", "precision: fp16-mixed").replace(
+            "name: prometheus-e2e", "name: prometheus-e2e-fp16"))
         # 1. While the job runs: its series, with labels job and precision.
         job_id = c.submit(spec(steps=300))
         labels = f'job="{job_id}",precision="{PRECISION}"'
@@ -251,6 +257,9 @@ class PrometheusE2ETest(unittest.TestCase):
             now = {n: prom.vector(f"{n}{m}") for n, m in savings.items()}
             ledger = c.cli("savings", job_id, "-o", "json").stdout
             raise AssertionError(f"{e}: {json.dumps(now)}\nhalftime savings: {ledger}")
+        stuck = prom.vector('halftime_jobs_unplaceable{precision="fp16-mixed"}')
+        self.assertEqual([float(v["value"][1]) for v in stuck], [1.0],
+                         f"{unplaceable_id} should count as unplaceable")
         time.sleep(2)  # a couple more scrapes and rule evaluations
         ended = time.time()
 
