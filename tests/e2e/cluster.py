@@ -90,10 +90,10 @@ class Cluster:
             self.close()  # a scheduler that never said where it listens
             raise
 
-    def start_scheduler(self):
+    def start_scheduler(self, listen="127.0.0.1:0"):
         self.scheduler_starts = getattr(self, "scheduler_starts", 0) + 1
         self.scheduler = Process(
-            [BIN["scheduler"], "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+            [BIN["scheduler"], "--listen", listen, "--metrics", "127.0.0.1:0",
              "--data-dir", os.path.join(self.dir, "scheduler"),
              "--lease-grace", self.lease_grace, "--heartbeat-interval", self.heartbeat,
              *self.scheduler_args],
@@ -104,6 +104,15 @@ class Cluster:
         from halftime.v1 import scheduler_pb2_grpc
         self.channel = grpc.insecure_channel(self.address)
         self.stub = scheduler_pb2_grpc.SchedulerStub(self.channel)
+
+    def restart_scheduler(self, sig=signal.SIGKILL):
+        """Stops the scheduler with `sig` and starts it again on the same
+        address and data dir, so connected workers find it again."""
+        self.scheduler.signal(sig)
+        self.scheduler.proc.wait(timeout=60)
+        self.scheduler.kill_group()
+        self.channel.close()
+        self.start_scheduler(listen=self.address)
 
     def start_worker(self, name, slots=1, threads=1, extra=()):
         p = Process(

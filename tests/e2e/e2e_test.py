@@ -112,6 +112,33 @@ class E2ETest(unittest.TestCase):
         self.assertEqual(second_attempt, list(range(resumed_from + 1, 401)),
                          "none skipped")
 
+    def test_worker_reattaches_its_job_after_a_scheduler_restart(self):
+        c = self.cluster
+        c.start_worker("w1")
+        job_id = c.submit(spec("reattach", steps=300, checkpoint_every=50))
+        self.wait_step(job_id, 20)
+        before = trainer_pids(c, "w1")
+        self.assertEqual(len(before), 1)
+        c.restart_scheduler(signal.SIGKILL)
+        # The worker reconnects to the new process and re-attaches its
+        # running job under the same attempt: same trainer, no restart.
+        wait_for(lambda: any(w.name == "w1" for w in c.list_workers()), 60,
+                 "w1 to register with the restarted scheduler")
+        step_at_restart = c.job(job_id).latest_report.step
+        self.wait_step(job_id, step_at_restart + 10)
+        self.assertEqual(trainer_pids(c, "w1"), before)
+        job = c.wait_state(job_id, ["succeeded", "failed", "cancelled"], timeout=300)
+        from halftime.v1 import job_pb2
+        self.assertEqual(job.state, job_pb2.JOB_STATE_SUCCEEDED, job.failure_reason)
+        self.assertEqual(job.attempt, 1)
+        events = c.events(job_id)
+        self.assertEqual(self.states(events), ["JOB_STATE_QUEUED", "JOB_STATE_ASSIGNED",
+                                               "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"])
+        self.assertTrue(any("re-attached on w1" in e.message for e in events))
+        steps = [r.step for r in self.reports(events)]
+        self.assertEqual(steps, sorted(steps), "reports out of order")
+        self.assertEqual(steps[-1], 300)
+
     def test_trainer_killed_by_signal_is_retried_then_fails(self):
         c = self.cluster
         c.start_worker("w1")
