@@ -97,6 +97,11 @@ struct JobManager::Txn {
   std::set<WorkerEntry*> dirty_workers;
   std::map<std::string, int64_t> seqs;  // job id -> last event appended
   std::vector<std::string> remove_after_commit;  // superseded files
+  // Messages to workers, sent in order once the mutation is durable: a
+  // worker never acts on a decision (an assignment, an attempt number, a
+  // stale verdict) that a crash could still undo.
+  std::vector<std::pair<std::shared_ptr<WorkerSink>, v1::SchedulerMessage>>
+      outbox;
 };
 
 JobManager::JobManager(JobManagerOptions options, Store* store, Clock* clock,
@@ -265,18 +270,37 @@ void JobManager::Commit(Txn* txn, StatusDone done) {
     worker.clear_job_ids();
     txn->mutation.workers.push_back(std::move(worker));
   }
-  if (txn->mutation.empty() && !done) return;
+  if (txn->mutation.empty() && txn->outbox.empty() && !done) return;
   std::vector<std::string> remove = std::move(txn->remove_after_commit);
   store_->Apply(std::move(txn->mutation),
                 [this, seqs = std::move(txn->seqs), remove = std::move(remove),
+                 outbox = std::move(txn->outbox),
                  done = std::move(done)](absl::Status status) {
                   if (status.ok()) {
                     for (const std::string& path : remove)
                       checkpoints_->Remove(path);
                   }
+                  // The store applies mutations in Commit order (under mu_)
+                  // and runs these callbacks in that order, so each worker
+                  // gets its messages in the order they were decided.
+                  for (const auto& [sink, message] : outbox) {
+                    if (status.ok()) {
+                      sink->Send(message);
+                    } else {
+                      // Not durable: the worker reconnects and is
+                      // reconciled with what the store holds.
+                      sink->Close(absl::UnavailableError(absl::StrCat(
+                          "scheduler store failed: ", status.message())));
+                    }
+                  }
                   OnDurable(seqs, status);
                   if (done) done(status);
                 });
+}
+
+void JobManager::SendAfterCommit(Txn* txn, WorkerEntry* w,
+                                 v1::SchedulerMessage message) {
+  txn->outbox.emplace_back(w->sink, std::move(message));
 }
 
 void JobManager::OnDurable(const std::map<std::string, int64_t>& seqs,
@@ -391,7 +415,7 @@ void JobManager::Assign(Txn* txn, JobEntry* e, WorkerEntry* w,
     if (cached) *a->mutable_cached_baseline() = std::move(*cached);
   }
   e->run_precision = precision;
-  w->sink->Send(message);
+  SendAfterCommit(txn, w, std::move(message));
 }
 
 // Takes `e` off its worker and out of the queue.
@@ -633,7 +657,7 @@ void JobManager::CancelJob(const std::string& job_id, const std::string& reason,
         message.mutable_cancel()->set_job_id(job_id);
         message.mutable_cancel()->set_attempt(e->rec.job.attempt());
         message.mutable_cancel()->set_reason(e->rec.cancel_reason);
-        w->sink->Send(message);
+        SendAfterCommit(&txn, w, std::move(message));
       } else {
         Finish(&txn, e, v1::JOB_STATE_CANCELLED,
                absl::StrCat("cancelled: ", why));
@@ -829,8 +853,10 @@ absl::StatusOr<uint64_t> JobManager::RegisterWorker(
       cancels.push_back(std::move(cancel));
     }
   }
-  w->sink->Send(registered);
-  for (const v1::SchedulerMessage& cancel : cancels) w->sink->Send(cancel);
+  SendAfterCommit(&txn, w, std::move(registered));
+  for (v1::SchedulerMessage& cancel : cancels) {
+    SendAfterCommit(&txn, w, std::move(cancel));
+  }
   // Jobs we placed on this worker that it no longer runs.
   std::vector<std::string> gone;
   for (const std::string& job_id : w->jobs) {
@@ -892,7 +918,7 @@ void JobManager::Heartbeat(const std::string& worker, uint64_t session,
     cancel.mutable_cancel()->set_job_id(running.job_id());
     cancel.mutable_cancel()->set_attempt(running.attempt());
     cancel.mutable_cancel()->set_reason("attempt is not current");
-    w->sink->Send(cancel);
+    SendAfterCommit(&txn, w, std::move(cancel));
   }
   if (changed) {
     if (logger_->enabled()) {
@@ -902,8 +928,8 @@ void JobManager::Heartbeat(const std::string& worker, uint64_t session,
            {"state", EnumShortName(v1::WorkerState_descriptor(), want)}});
     }
     Schedule(&txn);
-    Commit(&txn, nullptr);
   }
+  Commit(&txn, nullptr);
 }
 
 absl::StatusOr<JobManager::JobEntry*> JobManager::Fence(
@@ -939,12 +965,18 @@ absl::StatusOr<JobManager::JobEntry*> JobManager::Fence(
                                    {"worker", worker},
                                    {"reason", why}});
   }
-  if (current_session && w->sink != nullptr) {
+  // A stale run still going is told to stop. A result needs no Cancel: that
+  // run is over, and a worker confirms a Cancel of a run it does not know
+  // with a CANCELLED result, which is stale in turn (an endless exchange).
+  if (current_session && w->sink != nullptr &&
+      absl::string_view(kind) != "result") {
     v1::SchedulerMessage cancel;
     cancel.mutable_cancel()->set_job_id(job_id);
     cancel.mutable_cancel()->set_attempt(attempt);
     cancel.mutable_cancel()->set_reason(why);
-    w->sink->Send(cancel);
+    Txn txn;
+    SendAfterCommit(&txn, w, std::move(cancel));
+    Commit(&txn, nullptr);
   }
   return absl::FailedPreconditionError(why);
 }

@@ -11,8 +11,14 @@
 // draining) is requeued without counting. Messages (started, reports,
 // results, uploads) from a superseded attempt or from a worker the job is
 // not on are rejected with FAILED_PRECONDITION and counted in
-// halftime_stale_messages_total; a connected worker that sends them gets a
-// Cancel for that attempt.
+// halftime_stale_messages_total; a connected worker that sends them (other
+// than a result: that run is over) gets a Cancel for that attempt.
+//
+// Durability: every change is acknowledged, and every message to a worker
+// (Registered, Assignment, Cancel) sent, only once the store holds the
+// change it follows from; a kill -9 therefore never makes the scheduler
+// forget an assignment a worker already runs, nor hand the same attempt out
+// twice.
 //
 // Reports: every report updates Job.latest_report; only a downsampled
 // history becomes REPORT events, so a job's stored events stay bounded: per
@@ -286,6 +292,9 @@ class JobManager {
   absl::StatusOr<JobEntry*> Fence(const std::string& worker, uint64_t session,
                                   const std::string& job_id, int32_t attempt,
                                   const char* kind);
+  // Queues `message` to `w`'s current session, to go out once `txn` is
+  // durable.
+  void SendAfterCommit(Txn* txn, WorkerEntry* w, v1::SchedulerMessage message);
   void Commit(Txn* txn, StatusDone done);
   void OnDurable(const std::map<std::string, int64_t>& seqs,
                  const absl::Status& status);

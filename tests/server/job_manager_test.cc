@@ -56,8 +56,10 @@ class JobManagerTest : public ::testing::Test {
     Open();
   }
 
-  // Waits until every queued store write is durable (and its callbacks ran).
+  // Waits until every queued store write is durable (and its callbacks ran:
+  // messages to workers are out).
   void Flush() {
+    if (store_ == nullptr) return;
     std::promise<void> done;
     store_->Apply(StoreMutation{}, [&](absl::Status) { done.set_value(); });
     done.get_future().wait();
@@ -100,6 +102,7 @@ class JobManagerTest : public ::testing::Test {
     request.set_name(name);
     *request.mutable_capabilities() = caps;
     for (auto& r : running) *request.add_running_jobs() = r;
+    sink->set_before_take([this] { Flush(); });
     auto session = jobs_->RegisterWorker(request, sink);
     EXPECT_TRUE(session.ok()) << session.status();
     return session.ok() ? *session : 0;
@@ -396,6 +399,84 @@ TEST_F(JobManagerTest, StaleAttemptsAreRejectedAndCounted) {
   EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(job.worker(), "w2");
   EXPECT_EQ(job.latest_report().step(), 0);
+}
+
+TEST_F(JobManagerTest, StaleResultIsNotAnsweredWithACancel) {
+  // A worker confirms a Cancel of a run it does not know with a CANCELLED
+  // result; answering that stale result with another Cancel looped forever.
+  auto w1 = std::make_shared<RecordingSink>();
+  uint64_t s1 = Register("w1", CpuCaps(), w1);
+  std::string id = SubmitId(Spec("stale-result"));
+  ASSERT_TRUE(Started("w1", s1, id, 1).ok());
+  clock_.Advance(absl::Seconds(16));
+  jobs_->Tick();  // w1 lost: attempt 2 waits for a worker
+  auto w1b = std::make_shared<RecordingSink>();
+  uint64_t s1b = Register("w1", CpuCaps(), w1b);
+  w1b->Take();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Result("w1", s1b, id, 1, v1::JOB_OUTCOME_CANCELLED).code(),
+              absl::StatusCode::kFailedPrecondition);
+  }
+  for (const auto& m : w1b->Take()) {
+    EXPECT_FALSE(m.has_cancel()) << m.DebugString();
+  }
+  // A stale report still gets one: that run may still be going.
+  EXPECT_EQ(Report("w1", s1b, id, 1, 7).code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto messages = w1b->Take();
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0].cancel().attempt(), 1);
+}
+
+TEST_F(JobManagerTest, WorkersHearOfAChangeOnlyOnceItIsDurable) {
+  // Hold the store's writer thread: later mutations queue up unwritten, as
+  // if the scheduler were killed before it could write them.
+  std::promise<void> held;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  store_->Apply(StoreMutation{}, [&](absl::Status) {
+    held.set_value();
+    released.wait();
+  });
+  held.get_future().wait();
+
+  auto sink = std::make_shared<RecordingSink>();  // no Flush hook: held
+  v1::RegisterWorker request;
+  request.set_name("w1");
+  *request.mutable_capabilities() = CpuCaps();
+  ASSERT_TRUE(jobs_->RegisterWorker(request, sink).ok());
+  std::promise<absl::StatusOr<v1::SubmitJobResponse>> submitted;
+  v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = Spec("held");
+  submit.set_idempotency_key("held-key");
+  jobs_->SubmitJob(submit, [&](absl::StatusOr<v1::SubmitJobResponse> r) {
+    submitted.set_value(std::move(r));
+  });
+  // Placed in memory, not durable: a crash now forgets the job, so the
+  // worker must not run it (after a restart the id and attempt 1 would be
+  // handed out again).
+  EXPECT_EQ(Get("j-000001").state(), v1::JOB_STATE_ASSIGNED);
+  EXPECT_TRUE(sink->Take().empty());
+  {
+    auto other = SqliteStore::Open(
+        testing::StoreOptions(dir_.path() + "/halftime.db", false));
+    ASSERT_TRUE(other.ok()) << other.status();
+    auto snapshot = (*other)->Load();
+    ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+    EXPECT_TRUE(snapshot->jobs.empty());
+    (*other)->Close();
+  }
+
+  release.set_value();
+  auto response = submitted.get_future().get();
+  ASSERT_TRUE(response.ok()) << response.status();
+  Flush();
+  auto messages = sink->Take();
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_TRUE(messages[0].has_registered());
+  ASSERT_TRUE(messages[1].has_assignment());
+  EXPECT_EQ(messages[1].assignment().job_id(), response->job().id());
+  EXPECT_EQ(messages[1].assignment().attempt(), 1);
 }
 
 TEST_F(JobManagerTest, MaxRestartsBoundsRetries) {

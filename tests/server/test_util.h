@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <string>
@@ -46,6 +47,12 @@ class FakeClock : public Clock {
 // Thread-safety: thread-safe.
 class RecordingSink : public WorkerSink {
  public:
+  // Runs at the start of every Take(): the manager sends once a change is
+  // durable, so tests set a hook that waits for the store.
+  void set_before_take(std::function<void()> hook) {
+    std::lock_guard<std::mutex> lock(mu_);
+    before_take_ = std::move(hook);
+  }
   void Send(const v1::SchedulerMessage& message) override {
     std::lock_guard<std::mutex> lock(mu_);
     messages_.push_back(message);
@@ -56,6 +63,12 @@ class RecordingSink : public WorkerSink {
   }
   // Removes and returns what was sent so far.
   std::vector<v1::SchedulerMessage> Take() {
+    std::function<void()> hook;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      hook = before_take_;
+    }
+    if (hook) hook();
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<v1::SchedulerMessage> out;
     out.swap(messages_);
@@ -78,6 +91,7 @@ class RecordingSink : public WorkerSink {
   std::mutex mu_;
   std::vector<v1::SchedulerMessage> messages_;
   absl::Status closed_;
+  std::function<void()> before_take_;
 };
 
 // A fresh empty directory under $TMPDIR, removed by the destructor.
