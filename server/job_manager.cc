@@ -155,6 +155,8 @@ absl::Status JobManager::LoadLocked(StoreSnapshot snapshot) {
     JobEntry* entry = e.get();
     next_seq_ = std::max(next_seq_, entry->rec.seq + 1);
     metrics_->JobStateChanged(v1::JOB_STATE_UNSPECIFIED, entry->state());
+    // Finished jobs stay in the store only (see Archive).
+    if (IsTerminal(entry->state())) continue;
     if (!entry->rec.idempotency_key.empty()) {
       by_idempotency_key_[entry->rec.idempotency_key] = entry->id();
     }
@@ -202,6 +204,32 @@ absl::Status JobManager::CheckOpen() const {
 JobManager::JobEntry* JobManager::FindJob(const std::string& job_id) const {
   auto it = jobs_.find(job_id);
   return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+absl::StatusOr<JobRecord> JobManager::ReadArchived(
+    const std::string& job_id) const {
+  JobQuery query;
+  query.job_id = job_id;
+  absl::StatusOr<std::vector<JobRecord>> found = store_->ReadJobs(query);
+  if (!found.ok()) return found.status();
+  if (found->empty()) return absl::NotFoundError(JobNotFound(job_id));
+  return std::move(found->front());
+}
+
+void JobManager::MaybeArchive(JobEntry* e) {
+  if (!IsTerminal(e->state()) || !e->listeners.empty() ||
+      e->durable_seq < e->rec.job.last_event_sequence()) {
+    return;
+  }
+  // Finished, stored and unwatched: from now on it is read from the store,
+  // so the scheduler's memory holds live jobs only, however long it runs.
+  by_seq_.erase(e->rec.seq);
+  if (auto it = by_idempotency_key_.find(e->rec.idempotency_key);
+      it != by_idempotency_key_.end() && it->second == e->id()) {
+    by_idempotency_key_.erase(it);
+  }
+  latest_checkpoint_.erase(e->id());
+  jobs_.erase(e->id());  // destroys *e
 }
 
 v1::JobEvent& JobManager::AddEvent(Txn* txn, JobEntry* e, v1::JobEventKind kind,
@@ -316,12 +344,13 @@ void JobManager::OnDurable(const std::map<std::string, int64_t>& seqs,
       JobEntry* e = FindJob(job_id);
       if (e == nullptr || seq <= e->durable_seq) continue;
       e->durable_seq = seq;
+      for (const auto& [id, listener] : e->listeners) wake.push_back(listener);
       if (status.ok() && IsTerminal(e->state()) &&
           e->durable_seq == e->rec.job.last_event_sequence()) {
         // Finished and stored: later readers go to the store.
         std::deque<v1::JobEvent>().swap(e->tail);
+        MaybeArchive(e);  // may destroy e
       }
-      for (const auto& [id, listener] : e->listeners) wake.push_back(listener);
     }
   }
   for (const auto& listener : wake) listener->OnEvents();
@@ -553,6 +582,20 @@ void JobManager::SubmitJob(const v1::SubmitJobRequest& request,
       Commit(&txn, ReplyWhenDurable(std::move(response), std::move(done)));
       return;
     }
+    // A finished job is only in the store.
+    JobQuery query;
+    query.idempotency_key = request.idempotency_key();
+    absl::StatusOr<std::vector<JobRecord>> archived = store_->ReadJobs(query);
+    if (!archived.ok()) {
+      done(archived.status());
+      return;
+    }
+    if (!archived->empty()) {
+      *response.mutable_job() = std::move(archived->front().job);
+      response.set_deduplicated(true);
+      done(std::move(response));
+      return;
+    }
   }
   auto owned = std::make_unique<JobEntry>();
   JobEntry* e = owned.get();
@@ -580,10 +623,13 @@ void JobManager::SubmitJob(const v1::SubmitJobRequest& request,
 }
 
 absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  JobEntry* e = FindJob(job_id);
-  if (e == nullptr) return absl::NotFoundError(JobNotFound(job_id));
-  return e->rec.job;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (JobEntry* e = FindJob(job_id); e != nullptr) return e->rec.job;
+  }
+  absl::StatusOr<JobRecord> archived = ReadArchived(job_id);
+  if (!archived.ok()) return archived.status();
+  return std::move(archived->job);
 }
 
 absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(
@@ -607,18 +653,38 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(
   std::set<int> states(request.states().begin(), request.states().end());
   v1::ListJobsResponse response;
   std::lock_guard<std::mutex> lock(mu_);
-  int64_t last_seq = 0;
-  auto it = std::make_reverse_iterator(by_seq_.lower_bound(before));
-  for (; it != by_seq_.rend(); ++it) {
+  // Finished jobs live in the store, the others in memory (newer than the
+  // store's rows of them). The store's newest `limit` matches hold at least
+  // page_size + 1 jobs that are not in memory, so the page is complete.
+  JobQuery query;
+  query.states.assign(states.begin(), states.end());
+  query.before_seq = before;
+  query.limit = page_size + 1 + static_cast<int>(jobs_.size());
+  absl::StatusOr<std::vector<JobRecord>> stored = store_->ReadJobs(query);
+  if (!stored.ok()) return stored.status();
+  int64_t window_start = 0;  // the store's rows cover seqs >= this
+  if (static_cast<int>(stored->size()) == query.limit) {
+    window_start = stored->back().seq;
+  }
+  std::map<int64_t, const v1::Job*, std::greater<int64_t>> page;
+  for (const JobRecord& record : *stored) {
+    if (by_seq_.count(record.seq) == 0) page[record.seq] = &record.job;
+  }
+  for (auto it = by_seq_.lower_bound(window_start);
+       it != by_seq_.end() && it->first < before; ++it) {
     const JobEntry* e = it->second;
     if (!states.empty() && !states.count(e->state())) continue;
+    page[it->first] = &e->rec.job;
+  }
+  int64_t last_seq = 0;
+  for (const auto& [seq, job] : page) {
     if (response.jobs_size() == page_size) {
       response.set_next_page_token(
           absl::WebSafeBase64Escape(absl::StrCat("before:", last_seq)));
       break;
     }
-    *response.add_jobs() = e->rec.job;
-    last_seq = it->first;
+    *response.add_jobs() = *job;
+    last_seq = seq;
   }
   return response;
 }
@@ -631,7 +697,11 @@ void JobManager::CancelJob(const std::string& job_id, const std::string& reason,
     error = CheckOpen();
     JobEntry* e = error.ok() ? FindJob(job_id) : nullptr;
     if (error.ok() && e == nullptr) {
-      error = absl::NotFoundError(JobNotFound(job_id));
+      absl::StatusOr<JobRecord> archived = ReadArchived(job_id);
+      error = !archived.ok() ? archived.status()
+                             : absl::FailedPreconditionError(absl::StrCat(
+                                   "job ", job_id, " is already ",
+                                   JobStateName(archived->job.state())));
     } else if (error.ok() && IsTerminal(e->state())) {
       error = absl::FailedPreconditionError(absl::StrCat(
           "job ", job_id, " is already ", JobStateName(e->state())));
@@ -670,6 +740,11 @@ void JobManager::CancelJob(const std::string& job_id, const std::string& reason,
   done(error);
 }
 
+int JobManager::live_jobs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(jobs_.size());
+}
+
 v1::ListWorkersResponse JobManager::ListWorkers() const {
   std::lock_guard<std::mutex> lock(mu_);
   v1::ListWorkersResponse response;
@@ -687,7 +762,7 @@ absl::StatusOr<v1::GetSavingsResponse> JobManager::GetSavings(
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (FindJob(job_id) == nullptr) {
-      return absl::NotFoundError(JobNotFound(job_id));
+      if (absl::Status s = ReadArchived(job_id).status(); !s.ok()) return s;
     }
   }
   v1::GetSavingsResponse response;
@@ -708,7 +783,7 @@ absl::StatusOr<v1::GetJobLogsResponse> JobManager::GetJobLogs(
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (FindJob(job_id) == nullptr) {
-      return absl::NotFoundError(JobNotFound(job_id));
+      if (absl::Status s = ReadArchived(job_id).status(); !s.ok()) return s;
     }
   }
   absl::StatusOr<std::vector<std::string>> lines = store_->ReadLogs(job_id);
@@ -731,21 +806,31 @@ absl::StatusOr<JobManager::EventBatch> JobManager::ReadEvents(
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (absl::Status s = CheckOpen(); !s.ok()) return s;
-    const JobEntry* e = FindJob(job_id);
-    if (e == nullptr) return absl::NotFoundError(JobNotFound(job_id));
-    int64_t last = e->rec.job.last_event_sequence();
-    upto = std::min(e->durable_seq, after + max);
-    if (after >= e->durable_seq) {
-      batch.end = IsTerminal(e->state()) && after >= last;
-      return batch;
-    }
-    if (!e->tail.empty() && e->tail.front().sequence() <= after + 1) {
-      for (const v1::JobEvent& event : e->tail) {
-        if (event.sequence() <= after) continue;
-        if (event.sequence() > upto) break;
-        batch.events.push_back(event);
+    if (const JobEntry* e = FindJob(job_id); e != nullptr) {
+      int64_t last = e->rec.job.last_event_sequence();
+      upto = std::min(e->durable_seq, after + max);
+      if (after >= e->durable_seq) {
+        batch.end = IsTerminal(e->state()) && after >= last;
+        return batch;
       }
-      return batch;
+      if (!e->tail.empty() && e->tail.front().sequence() <= after + 1) {
+        for (const v1::JobEvent& event : e->tail) {
+          if (event.sequence() <= after) continue;
+          if (event.sequence() > upto) break;
+          batch.events.push_back(event);
+        }
+        return batch;
+      }
+    } else {
+      // Finished and archived: every event is in the store.
+      absl::StatusOr<JobRecord> archived = ReadArchived(job_id);
+      if (!archived.ok()) return archived.status();
+      const int64_t last = archived->job.last_event_sequence();
+      if (after >= last) {
+        batch.end = true;
+        return batch;
+      }
+      upto = std::min(last, after + max);
     }
   }
   absl::StatusOr<std::vector<v1::JobEvent>> events =
@@ -760,7 +845,12 @@ absl::StatusOr<uint64_t> JobManager::Watch(
   std::lock_guard<std::mutex> lock(mu_);
   if (absl::Status s = CheckOpen(); !s.ok()) return s;
   JobEntry* e = FindJob(job_id);
-  if (e == nullptr) return absl::NotFoundError(JobNotFound(job_id));
+  if (e == nullptr) {
+    // Archived (finished): no events will come; the reader gets them all
+    // from the store.
+    if (absl::Status s = ReadArchived(job_id).status(); !s.ok()) return s;
+    return 0;
+  }
   uint64_t id = ++next_subscription_;
   e->listeners[id] = std::move(listener);
   return id;
@@ -775,6 +865,7 @@ void JobManager::Unwatch(const std::string& job_id, uint64_t subscription) {
   if (it == e->listeners.end()) return;
   release = std::move(it->second);
   e->listeners.erase(it);
+  MaybeArchive(e);  // may destroy e
 }
 
 // ---------------------------------------------------------------------------

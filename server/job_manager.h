@@ -165,6 +165,10 @@ class JobManager {
   // Every known worker, by name.
   v1::ListWorkersResponse ListWorkers() const;
 
+  // Jobs held in memory: unfinished ones, and finished ones until they are
+  // durable and unwatched (then they are read from the store).
+  int live_jobs() const;
+
   // Savings of one job (no entries while none were measured) or of the
   // fleet (empty id). Errors: NOT_FOUND for an unknown job.
   absl::StatusOr<v1::GetSavingsResponse> GetSavings(
@@ -276,6 +280,10 @@ class JobManager {
 
   // Helpers below require mu_.
   JobEntry* FindJob(const std::string& job_id) const;
+  // A finished job that is only in the store; NOT_FOUND when unknown.
+  absl::StatusOr<JobRecord> ReadArchived(const std::string& job_id) const;
+  // Drops `e` from memory when it is finished, durable and unwatched.
+  void MaybeArchive(JobEntry* e);
   v1::JobEvent& AddEvent(Txn* txn, JobEntry* e, v1::JobEventKind kind,
                          std::string message);
   void SetState(Txn* txn, JobEntry* e, v1::JobState to, std::string message);

@@ -479,6 +479,55 @@ absl::StatusOr<std::vector<v1::JobEvent>> SqliteStore::ReadEvents(
   return events;
 }
 
+absl::StatusOr<std::vector<JobRecord>> SqliteStore::ReadJobs(
+    const JobQuery& query) {
+  std::string sql =
+      "SELECT seq, idempotency_key, restarts, cancel_requested, "
+      "cancel_reason, enqueue_time_us, job FROM jobs WHERE seq < ?";
+  if (!query.job_id.empty()) absl::StrAppend(&sql, " AND id = ?");
+  if (!query.idempotency_key.empty()) {
+    absl::StrAppend(&sql, " AND idempotency_key = ?");
+  }
+  if (!query.states.empty()) {
+    absl::StrAppend(&sql, " AND state IN (");
+    for (size_t i = 0; i < query.states.size(); ++i) {
+      absl::StrAppend(&sql, i == 0 ? "?" : ", ?");
+    }
+    absl::StrAppend(&sql, ")");
+  }
+  absl::StrAppend(&sql, " ORDER BY seq DESC LIMIT ?");
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Statement q(reader_db_, sql.c_str());
+  if (!q.status().ok()) return q.status();
+  int index = 1;
+  sqlite3_bind_int64(q.get(), index++, query.before_seq);
+  if (!query.job_id.empty()) BindText(q.get(), index++, query.job_id);
+  if (!query.idempotency_key.empty()) {
+    BindText(q.get(), index++, query.idempotency_key);
+  }
+  for (int state : query.states) sqlite3_bind_int(q.get(), index++, state);
+  sqlite3_bind_int(q.get(), index++, query.limit);
+  std::vector<JobRecord> records;
+  int rc;
+  while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+    JobRecord record;
+    record.seq = sqlite3_column_int64(q.get(), 0);
+    record.idempotency_key = ColumnText(q.get(), 1);
+    record.restarts = sqlite3_column_int(q.get(), 2);
+    record.cancel_requested = sqlite3_column_int(q.get(), 3) != 0;
+    record.cancel_reason = ColumnText(q.get(), 4);
+    record.enqueue_time =
+        absl::FromUnixMicros(sqlite3_column_int64(q.get(), 5));
+    if (absl::Status s = ColumnMessage(q.get(), 6, &record.job, "job");
+        !s.ok()) {
+      return s;
+    }
+    records.push_back(std::move(record));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(reader_db_, "read jobs");
+  return records;
+}
+
 absl::StatusOr<std::vector<std::string>> SqliteStore::ReadLogs(
     const std::string& job_id) {
   std::lock_guard<std::mutex> lock(read_mu_);

@@ -63,6 +63,8 @@ class SqliteStore : public Store {
   void Apply(StoreMutation mutation, Done done) override;
   absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(
       const std::string& job_id, int64_t after, int64_t limit) override;
+  absl::StatusOr<std::vector<JobRecord>> ReadJobs(
+      const JobQuery& query) override;
   absl::StatusOr<std::vector<std::string>> ReadLogs(
       const std::string& job_id) override;
   void Close() override;

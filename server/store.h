@@ -9,6 +9,7 @@
 #ifndef HALFTIME_SERVER_STORE_H_
 #define HALFTIME_SERVER_STORE_H_
 
+#include <climits>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -81,6 +82,21 @@ struct StoreMutation {
   }
 };
 
+// Which stored jobs ReadJobs returns: those matching every field that is
+// set, newest (highest seq) first.
+struct JobQuery {
+  // Only this job.
+  std::string job_id;
+  // Only the job submitted with this idempotency key.
+  std::string idempotency_key;
+  // Only jobs in one of these states (v1::JobState values); empty: any.
+  std::vector<int> states;
+  // Only jobs with seq < before_seq.
+  int64_t before_seq = INT64_MAX;
+  // At most this many.
+  int limit = 1;
+};
+
 // Everything the scheduler loads at start-up.
 struct StoreSnapshot {
   // Every job, in submit order.
@@ -118,6 +134,11 @@ class Store {
   // order. Only durable events are returned. Errors: INTERNAL for I/O.
   virtual absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(
       const std::string& job_id, int64_t after, int64_t limit) = 0;
+
+  // Returns the stored jobs matching `query`, newest first. Only durable
+  // state is returned. Errors: DATA_LOSS for a corrupt row, INTERNAL for I/O.
+  virtual absl::StatusOr<std::vector<JobRecord>> ReadJobs(
+      const JobQuery& query) = 0;
 
   // Returns the stored stderr tail of `job_id` (empty when none).
   virtual absl::StatusOr<std::vector<std::string>> ReadLogs(

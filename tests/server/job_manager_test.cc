@@ -592,6 +592,74 @@ TEST_F(JobManagerTest, IdempotentSubmit) {
   EXPECT_EQ(SubmitId(Spec("y")), "j-000003");
 }
 
+TEST_F(JobManagerTest, FinishedJobsLeaveMemoryAndAreReadFromTheStore) {
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", testing::CpuCaps(1), sink);
+  // j-1 succeeds, j-2 is cancelled while queued, j-3 runs, j-4 and j-5 wait.
+  std::vector<std::string> ids;
+  for (int i = 1; i <= 5; ++i) {
+    auto r = Submit(Spec(absl::StrCat("job", i)), absl::StrCat("key-", i));
+    ASSERT_TRUE(r.ok()) << r.status();
+    ids.push_back(r->job().id());
+  }
+  ASSERT_TRUE(Cancel(ids[1]).ok());
+  ASSERT_TRUE(Result("w1", s, ids[0], 1, v1::JOB_OUTCOME_SUCCEEDED).ok());
+  Flush();
+  EXPECT_EQ(jobs_->live_jobs(), 3);  // j-3 (assigned), j-4, j-5
+
+  // Every read still sees the finished ones, from the store.
+  EXPECT_EQ(Get(ids[0]).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(Get(ids[1]).state(), v1::JOB_STATE_CANCELLED);
+  std::vector<v1::JobEvent> events = Events(ids[0]);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(events.back().sequence(), Get(ids[0]).last_event_sequence());
+  auto end = jobs_->ReadEvents(ids[0], events.back().sequence(), 10);
+  ASSERT_TRUE(end.ok());
+  EXPECT_TRUE(end->end);
+  auto again = Submit(Spec("job1"), "key-1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->deduplicated());
+  EXPECT_EQ(again->job().id(), ids[0]);
+  auto cancel = Cancel(ids[0]);
+  EXPECT_EQ(cancel.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(cancel.status().message(), HasSubstr("already succeeded"));
+  EXPECT_EQ(Cancel("j-000099").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(jobs_->GetJobLogs(ids[0]).ok());
+  EXPECT_TRUE(jobs_->GetSavings(ids[1]).ok());
+
+  // Listing merges memory and store, newest first, in complete pages.
+  std::vector<std::string> listed;
+  v1::ListJobsRequest page;
+  page.set_page_size(2);
+  for (;;) {
+    auto r = jobs_->ListJobs(page);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_LE(r->jobs_size(), 2);
+    for (const v1::Job& job : r->jobs()) listed.push_back(job.id());
+    if (r->next_page_token().empty()) break;
+    EXPECT_EQ(r->jobs_size(), 2);
+    page.set_page_token(r->next_page_token());
+  }
+  EXPECT_EQ(listed,
+            (std::vector<std::string>{ids[4], ids[3], ids[2], ids[1], ids[0]}));
+  v1::ListJobsRequest finished;
+  finished.add_states(v1::JOB_STATE_SUCCEEDED);
+  finished.add_states(v1::JOB_STATE_CANCELLED);
+  auto done = jobs_->ListJobs(finished);
+  ASSERT_TRUE(done.ok());
+  ASSERT_EQ(done->jobs_size(), 2);
+  EXPECT_EQ(done->jobs(0).id(), ids[1]);
+  EXPECT_EQ(done->jobs(1).id(), ids[0]);
+
+  // A restart loads only the live jobs.
+  Reopen();
+  EXPECT_EQ(jobs_->live_jobs(), 3);
+  EXPECT_EQ(Get(ids[0]).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(Metric("halftime_jobs{state=\"succeeded\"}"), 1);
+  EXPECT_EQ(SubmitId(Spec("next")), "j-000006");
+}
+
 TEST_F(JobManagerTest, InvalidSubmitsNameTheField) {
   v1::JobSpec spec = Spec("x");
   spec.clear_name();
