@@ -558,6 +558,7 @@ class Validator {
   explicit Validator(const Sink& sink) : sink_(sink) {}
 
   void Run(const v1::JobSpec& spec) {
+    ValidateEnumsAndLengths(spec, "");
     ValidateName(spec.name());
     ValidateModel(spec.model());
     ValidateData(spec.data());
@@ -601,6 +602,41 @@ class Validator {
   }
 
  private:
+  // Enum fields hold one of their values, and strings are no longer than
+  // the spec reader allows: a spec that comes as a proto (SubmitJob) can
+  // carry any number and any length there.
+  void ValidateEnumsAndLengths(const Message& message,
+                               const std::string& prefix) {
+    const Descriptor* type = message.GetDescriptor();
+    const Reflection* reflection = message.GetReflection();
+    for (int i = 0; i < type->field_count(); ++i) {
+      const FieldDescriptor* field = type->field(i);
+      if (field->is_repeated()) continue;
+      const std::string path = JoinPath(prefix, field->name());
+      if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE &&
+          reflection->HasField(message, field)) {
+        ValidateEnumsAndLengths(reflection->GetMessage(message, field), path);
+      } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_STRING &&
+                 path != "name") {  // ValidateName has a tighter limit
+        std::string scratch;
+        const std::size_t size =
+            reflection->GetStringReference(message, field, &scratch).size();
+        if (size > kMaxStringBytes) {
+          sink_(path, absl::StrCat("is ", size, " bytes long; the limit is ",
+                                   kMaxStringBytes));
+        }
+      } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_ENUM) {
+        const int number = reflection->GetEnumValue(message, field);
+        if (field->enum_type()->FindValueByNumber(number) == nullptr) {
+          sink_(path,
+                absl::StrCat(
+                    "unknown value ", number, "; expected one of ",
+                    absl::StrJoin(EnumShortNames(field->enum_type()), ", ")));
+        }
+      }
+    }
+  }
+
   void IntRange(const std::string& path, int64_t value, int64_t lo,
                 int64_t hi) {
     if (value < lo || value > hi) {
@@ -1063,6 +1099,34 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   Problems problems("");
   LocatingSink sink(&problems, nullptr);
   Validator<LocatingSink>(sink).Run(spec);
+  return problems.ToStatus();
+}
+
+absl::Status ValidateDataRootPaths(const v1::JobSpec& spec) {
+  Problems problems("");
+  auto check = [&problems](const std::string& field, const std::string& path) {
+    if (path.empty()) return;
+    if (path[0] == '/') {
+      problems.Add(field, absl::StrCat("must be relative to the worker's data "
+                                       "root, got the absolute path ",
+                                       Quote(path)));
+      return;
+    }
+    int depth = 0;
+    for (absl::string_view part : absl::StrSplit(path, '/')) {
+      if (part.empty() || part == ".") continue;
+      depth += part == ".." ? -1 : 1;
+      if (depth < 0) {
+        problems.Add(field, absl::StrCat("must stay inside the worker's data "
+                                         "root, but \"..\" leads out of it: ",
+                                         Quote(path)));
+        return;
+      }
+    }
+  };
+  check("data.path", spec.data().path());
+  check("model.torchscript", spec.model().torchscript());
+  check("model.init_from", spec.model().init_from());
   return problems.ToStatus();
 }
 

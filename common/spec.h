@@ -48,6 +48,15 @@ void ApplyJobSpecDefaults(v1::JobSpec* spec);
 // Validates a spec whose defaults are applied; reports every problem.
 absl::Status ValidateJobSpec(const v1::JobSpec& spec);
 
+// Checks the file paths of a spec a scheduler accepts (data.path,
+// model.torchscript, model.init_from): each is relative to a worker's data
+// root and stays inside it, i.e. is not absolute and has no ".." climbing
+// above it. (A worker confines them again after resolving symlinks; this
+// check turns the plain attempts into an error at submit time.) Specs run
+// by halftime-train on their own may use any path, so ValidateJobSpec does
+// not check this. INVALID_ARGUMENT names every offending field.
+absl::Status ValidateDataRootPaths(const v1::JobSpec& spec);
+
 // Sets `spec.precision` to the concrete `precision` (never AUTO) and fills
 // loss-scaling defaults that depend on it.
 void ResolvePrecision(v1::JobSpec* spec, v1::Precision precision);

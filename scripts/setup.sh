@@ -6,6 +6,9 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config clang-format
+  # the sanitizer/fuzzing build (scripts/test.sh): Clang with libFuzzer
+  # (libclang_rt.fuzzer is only recommended by clang, so named here)
+  clang libclang-rt-14-dev
   # libraries (see CMakeLists.txt find_package calls)
   libtorch-dev libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev
   protobuf-compiler prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev

@@ -1,8 +1,10 @@
 #include "server/checkpoints.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -16,9 +18,31 @@
 namespace halftime::server {
 namespace {
 
+// The status of a failed file operation on `path`, from errno: a full disk,
+// a file-size limit or a quota is RESOURCE_EXHAUSTED naming the scheduler's
+// storage (the checkpoint was not stored; the job keeps its previous one),
+// anything else INTERNAL.
 absl::Status IoError(absl::string_view what, const std::string& path) {
-  return absl::InternalError(absl::StrCat("checkpoint: ", what, " ", path, ": ",
-                                          std::strerror(errno)));
+  const int error = errno;
+  std::string text =
+      absl::StrCat("checkpoint: ", what, " ", path, ": ", std::strerror(error));
+  if (error == ENOSPC || error == EFBIG || error == EDQUOT) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("scheduler storage is full: ", text));
+  }
+  return absl::InternalError(text);
+}
+
+// Temporary files of uploads cut short by a crash: ".upload-PID-N.tmp" of a
+// process that is gone.
+bool AbandonedUpload(const std::filesystem::path& file) {
+  const std::string name = file.filename().string();
+  int pid = 0;
+  if (std::sscanf(name.c_str(), ".upload-%d-", &pid) != 1 || name.size() < 4 ||
+      name.compare(name.size() - 4, 4, ".tmp") != 0) {
+    return false;
+  }
+  return pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
 }
 
 void FsyncDir(const std::string& dir) {
@@ -87,9 +111,13 @@ absl::StatusOr<CheckpointRecord> CheckpointUpload::Finish(
                      " bytes, received ", bytes_));
   }
   if (absl::AsciiStrToLower(sha256) != actual) {
+    // The announced value is the uploader's: shown escaped and cut short.
+    constexpr size_t kShown = 64;
     return absl::DataLossError(absl::StrCat(
         "checkpoint of ", job_id_, " at step ", step_, " is corrupt: sha256 ",
-        actual, " does not match the announced \"", sha256, "\""));
+        actual, " does not match the announced \"",
+        absl::CHexEscape(absl::string_view(sha256).substr(0, kShown)),
+        sha256.size() > kShown ? "...\"" : "\""));
   }
   if (std::fflush(file_) != 0 || ::fsync(::fileno(file_)) != 0) {
     return IoError("cannot sync", temp_path_);
@@ -111,6 +139,57 @@ absl::StatusOr<CheckpointRecord> CheckpointUpload::Finish(
   return record;
 }
 
+absl::StatusOr<std::unique_ptr<CheckpointReader>> CheckpointReader::Open(
+    const CheckpointRecord& record) {
+  std::FILE* file = std::fopen(record.path.c_str(), "rb");
+  if (file == nullptr) {
+    return absl::DataLossError(
+        absl::StrCat("checkpoint of ", record.job_id, " at step ", record.step,
+                     " is missing on the scheduler (", record.path, ": ",
+                     std::strerror(errno), ")"));
+  }
+  return std::unique_ptr<CheckpointReader>(new CheckpointReader(file, record));
+}
+
+CheckpointReader::CheckpointReader(std::FILE* file, CheckpointRecord record)
+    : file_(file), record_(std::move(record)) {}
+
+CheckpointReader::~CheckpointReader() { std::fclose(file_); }
+
+absl::Status CheckpointReader::Next(int64_t max_bytes, std::string* data,
+                                    bool* last) {
+  const int64_t left = record_.bytes - read_;
+  data->resize(static_cast<size_t>(std::max<int64_t>(
+      0, std::min<int64_t>(left, std::max<int64_t>(max_bytes, 1)))));
+  if (!data->empty()) {
+    const size_t n = std::fread(data->data(), 1, data->size(), file_);
+    if (n != data->size()) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint of ", record_.job_id, " at step ", record_.step,
+          " is corrupt on the scheduler: ", record_.path, " is shorter than ",
+          "the ", record_.bytes, " bytes recorded"));
+    }
+    hash_.Update(*data);
+    read_ += static_cast<int64_t>(n);
+  }
+  *last = read_ == record_.bytes;
+  if (!*last) return absl::OkStatus();
+  if (std::fgetc(file_) != EOF) {
+    return absl::DataLossError(absl::StrCat(
+        "checkpoint of ", record_.job_id, " at step ", record_.step,
+        " is corrupt on the scheduler: ", record_.path, " is longer than ",
+        "the ", record_.bytes, " bytes recorded"));
+  }
+  const std::string actual = hash_.HexDigest();
+  if (actual != absl::AsciiStrToLower(record_.sha256)) {
+    return absl::DataLossError(
+        absl::StrCat("checkpoint of ", record_.job_id, " at step ",
+                     record_.step, " is corrupt on the scheduler: its sha256 ",
+                     actual, " does not match the recorded ", record_.sha256));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<CheckpointFiles>> CheckpointFiles::Create(
     const std::string& data_dir) {
   std::string root = (std::filesystem::path(data_dir) / "checkpoints").string();
@@ -119,6 +198,15 @@ absl::StatusOr<std::unique_ptr<CheckpointFiles>> CheckpointFiles::Create(
   if (ec) {
     return absl::InternalError(
         absl::StrCat("checkpoint: cannot create ", root, ": ", ec.message()));
+  }
+  // A scheduler killed during an upload leaves its temporary file behind.
+  for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->is_regular_file(ec) && AbandonedUpload(it->path())) {
+      std::filesystem::remove(it->path(), ec);
+      ec.clear();
+    }
   }
   return std::unique_ptr<CheckpointFiles>(new CheckpointFiles(root));
 }

@@ -64,12 +64,46 @@ class CheckpointUpload {
   Sha256 hash_;
 };
 
+// Reads a stored checkpoint back in chunks, hashing as it goes, and checks
+// it against its record before handing out the last chunk: bytes that rot
+// on the scheduler's disk are never resumed from.
+//
+// Thread-safety: thread-compatible (one reactor drives it).
+class CheckpointReader {
+ public:
+  // DATA_LOSS when the file is missing or unreadable.
+  static absl::StatusOr<std::unique_ptr<CheckpointReader>> Open(
+      const CheckpointRecord& record);
+  ~CheckpointReader();
+
+  CheckpointReader(const CheckpointReader&) = delete;
+  CheckpointReader& operator=(const CheckpointReader&) = delete;
+
+  // Replaces `*data` with the next at most `max_bytes` bytes and sets
+  // `*last` when they end the recorded size. Before the last chunk is
+  // returned the whole file is verified. Errors: DATA_LOSS when the file is
+  // shorter than its record, or longer, or hashes to another SHA-256 (the
+  // message names the job, the step and both hashes).
+  absl::Status Next(int64_t max_bytes, std::string* data, bool* last);
+
+  const CheckpointRecord& record() const { return record_; }
+
+ private:
+  CheckpointReader(std::FILE* file, CheckpointRecord record);
+
+  std::FILE* file_;
+  const CheckpointRecord record_;
+  int64_t read_ = 0;
+  Sha256 hash_;
+};
+
 // The checkpoint directory.
 //
 // Thread-safety: thread-safe (every call works on distinct files).
 class CheckpointFiles {
  public:
-  // Creates DATA_DIR/checkpoints when missing. Errors: INTERNAL.
+  // Creates DATA_DIR/checkpoints when missing and removes the temporary
+  // files of uploads that a crashed scheduler left behind. Errors: INTERNAL.
   static absl::StatusOr<std::unique_ptr<CheckpointFiles>> Create(
       const std::string& data_dir);
 

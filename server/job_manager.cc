@@ -133,7 +133,8 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
   return manager;
 }
 
-absl::Status JobManager::LoadLocked(StoreSnapshot snapshot) {
+absl::Status JobManager::LoadLocked(StoreSnapshot snapshot,
+                                    bool record_savings) {
   absl::Time now = clock_->Now();
   for (v1::Worker& worker : snapshot.workers) {
     auto w = std::make_unique<WorkerEntry>();
@@ -181,8 +182,10 @@ absl::Status JobManager::LoadLocked(StoreSnapshot snapshot) {
   for (CheckpointRecord& c : snapshot.checkpoints) {
     latest_checkpoint_[c.job_id] = std::move(c);
   }
-  for (const auto& [job_id, savings] : snapshot.savings) {
-    savings_->Record(job_id, savings);
+  if (record_savings) {
+    for (const auto& [job_id, savings] : snapshot.savings) {
+      savings_->Record(job_id, savings);
+    }
   }
   Txn txn;
   Schedule(&txn);  // computes queue reasons; no worker is connected yet
@@ -214,6 +217,14 @@ absl::StatusOr<JobRecord> JobManager::ReadArchived(
   if (!found.ok()) return found.status();
   if (found->empty()) return absl::NotFoundError(JobNotFound(job_id));
   return std::move(found->front());
+}
+
+absl::Status JobManager::NotLive(const std::string& job_id,
+                                 absl::string_view what) const {
+  absl::StatusOr<JobRecord> archived = ReadArchived(job_id);
+  if (!archived.ok()) return archived.status();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job ", job_id, " is ", JobStateName(archived->job.state()), what));
 }
 
 void JobManager::MaybeArchive(JobEntry* e) {
@@ -300,9 +311,10 @@ void JobManager::Commit(Txn* txn, StatusDone done) {
   }
   if (txn->mutation.empty() && txn->outbox.empty() && !done) return;
   std::vector<std::string> remove = std::move(txn->remove_after_commit);
+  const uint64_t commit = ++commits_issued_;
   store_->Apply(std::move(txn->mutation),
-                [this, seqs = std::move(txn->seqs), remove = std::move(remove),
-                 outbox = std::move(txn->outbox),
+                [this, commit, seqs = std::move(txn->seqs),
+                 remove = std::move(remove), outbox = std::move(txn->outbox),
                  done = std::move(done)](absl::Status status) {
                   if (status.ok()) {
                     for (const std::string& path : remove)
@@ -321,9 +333,66 @@ void JobManager::Commit(Txn* txn, StatusDone done) {
                           "scheduler store failed: ", status.message())));
                     }
                   }
+                  if (!status.ok()) RecoverFromStoreFailure(commit, status);
                   OnDurable(seqs, status);
                   if (done) done(status);
                 });
+}
+
+void JobManager::RecoverFromStoreFailure(uint64_t commit,
+                                         const absl::Status& cause) {
+  std::vector<std::shared_ptr<WorkerSink>> sinks;
+  std::vector<std::shared_ptr<EventListener>> wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutting_down_ || commit <= reloaded_through_) return;
+    reloaded_through_ = commits_issued_;
+    // Whatever was queued after the failed write was built on it.
+    store_->DiscardQueued(absl::Status(
+        cause.code(), absl::StrCat("not stored (an earlier write failed: ",
+                                   cause.message(), ")")));
+    absl::StatusOr<StoreSnapshot> snapshot = store_->Load();
+    if (!snapshot.ok()) {
+      if (logger_->enabled()) {
+        logger_->Log("store_reload_failed",
+                     {{"error", std::string(snapshot.status().message())}});
+      }
+      return;
+    }
+    std::map<std::string, std::map<uint64_t, std::shared_ptr<EventListener>>>
+        listeners;
+    for (auto& [id, e] : jobs_) {
+      for (auto& [sub, listener] : e->listeners) wake.push_back(listener);
+      if (!e->listeners.empty()) listeners[id] = std::move(e->listeners);
+    }
+    for (auto& [name, w] : workers_) {
+      if (w->sink != nullptr) sinks.push_back(w->sink);
+    }
+    jobs_.clear();
+    by_seq_.clear();
+    by_idempotency_key_.clear();
+    queue_.clear();
+    fresh_.clear();
+    workers_.clear();
+    latest_checkpoint_.clear();
+    metrics_->ResetJobAndWorkerGauges();
+    const int64_t next_seq = next_seq_;
+    LoadLocked(*std::move(snapshot), /*record_savings=*/false).IgnoreError();
+    next_seq_ = std::max(next_seq_, next_seq);  // ids shown are not reused
+    for (auto& [id, subscribed] : listeners) {
+      if (JobEntry* e = FindJob(id); e != nullptr) {
+        e->listeners = std::move(subscribed);
+      }
+    }
+    if (logger_->enabled()) {
+      logger_->Log("store_reloaded", {{"error", std::string(cause.message())},
+                                      {"jobs", absl::StrCat(jobs_.size())}});
+    }
+  }
+  const absl::Status reconnect = absl::UnavailableError(absl::StrCat(
+      "scheduler storage failed (", cause.message(), "); reconnect"));
+  for (const auto& sink : sinks) sink->Close(reconnect);
+  for (const auto& listener : wake) listener->OnEvents();
 }
 
 void JobManager::SendAfterCommit(Txn* txn, WorkerEntry* w,
@@ -333,8 +402,12 @@ void JobManager::SendAfterCommit(Txn* txn, WorkerEntry* w,
 
 void JobManager::OnDurable(const std::map<std::string, int64_t>& seqs,
                            const absl::Status& status) {
-  if (!status.ok() && logger_->enabled()) {
-    logger_->Log("store_error", {{"error", std::string(status.message())}});
+  if (!status.ok()) {
+    // Nothing became durable (RecoverFromStoreFailure has reloaded).
+    if (logger_->enabled()) {
+      logger_->Log("store_error", {{"error", std::string(status.message())}});
+    }
+    return;
   }
   if (seqs.empty()) return;
   std::vector<std::shared_ptr<EventListener>> wake;
@@ -1031,7 +1104,14 @@ absl::StatusOr<JobManager::JobEntry*> JobManager::Fence(
   WorkerEntry* w = wit == workers_.end() ? nullptr : wit->second.get();
   bool current_session = w != nullptr && session != 0 && w->session == session;
   JobEntry* e = FindJob(job_id);
-  if (e == nullptr) return absl::NotFoundError(JobNotFound(job_id));
+  if (e == nullptr) {
+    // Finished and archived: a late message of a run that is over.
+    absl::Status s = NotLive(job_id, "; its runs are over");
+    if (s.code() == absl::StatusCode::kFailedPrecondition) {
+      metrics_->StaleMessage(kind);
+    }
+    return s;
+  }
   const v1::Job& job = e->rec.job;
   if (current_session && IsActive(job.state()) && job.attempt() == attempt &&
       job.worker() == worker) {
@@ -1259,7 +1339,13 @@ absl::Status JobManager::CheckUpload(const std::string& job_id,
   std::lock_guard<std::mutex> lock(mu_);
   if (absl::Status s = CheckOpen(); !s.ok()) return s;
   JobEntry* e = FindJob(job_id);
-  if (e == nullptr) return absl::NotFoundError(JobNotFound(job_id));
+  if (e == nullptr) {
+    absl::Status s = NotLive(job_id, "; it takes no checkpoints");
+    if (s.code() == absl::StatusCode::kFailedPrecondition) {
+      metrics_->StaleMessage("upload");
+    }
+    return s;
+  }
   if (IsActive(e->state()) && e->rec.job.attempt() == attempt) {
     return absl::OkStatus();
   }
@@ -1281,7 +1367,7 @@ void JobManager::RecordCheckpoint(const CheckpointRecord& record,
     error = CheckOpen();
     JobEntry* e = error.ok() ? FindJob(record.job_id) : nullptr;
     if (error.ok() && e == nullptr) {
-      error = absl::NotFoundError(JobNotFound(record.job_id));
+      error = NotLive(record.job_id, "; it takes no checkpoints");
     } else if (error.ok() && (!IsActive(e->state()) ||
                               e->rec.job.attempt() != record.attempt)) {
       metrics_->StaleMessage("upload");

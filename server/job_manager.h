@@ -276,12 +276,23 @@ class JobManager {
              SchedulerMetrics* metrics, SavingsLedger* savings,
              CheckpointFiles* checkpoints, Logger* logger);
 
-  absl::Status LoadLocked(StoreSnapshot snapshot);
+  // Builds the in-memory state from `snapshot`. `record_savings` is false
+  // when reloading (the ledger already holds them).
+  absl::Status LoadLocked(StoreSnapshot snapshot, bool record_savings = true);
+  // After a failed write (commit number `commit`): discards what was queued
+  // on top of it and rebuilds the in-memory state from the store, so that
+  // nothing the store does not hold is shown, acknowledged or acted on.
+  // Workers are disconnected (they re-register and are reconciled);
+  // watchers carry on from the stored events.
+  void RecoverFromStoreFailure(uint64_t commit, const absl::Status& cause);
 
   // Helpers below require mu_.
   JobEntry* FindJob(const std::string& job_id) const;
   // A finished job that is only in the store; NOT_FOUND when unknown.
   absl::StatusOr<JobRecord> ReadArchived(const std::string& job_id) const;
+  // FAILED_PRECONDITION "job J is STATE<what>" for an archived job,
+  // NOT_FOUND for an unknown one.
+  absl::Status NotLive(const std::string& job_id, absl::string_view what) const;
   // Drops `e` from memory when it is finished, durable and unwatched.
   void MaybeArchive(JobEntry* e);
   v1::JobEvent& AddEvent(Txn* txn, JobEntry* e, v1::JobEventKind kind,
@@ -318,6 +329,8 @@ class JobManager {
 
   mutable std::mutex mu_;
   bool shutting_down_ = false;
+  uint64_t commits_issued_ = 0;    // Commit calls so far
+  uint64_t reloaded_through_ = 0;  // commits a store reload has superseded
   int64_t next_seq_ = 1;
   uint64_t next_session_ = 0;
   uint64_t next_subscription_ = 0;

@@ -94,6 +94,11 @@ int main(int argc, char** argv) {
   options.tick_interval =
       std::min(absl::Milliseconds(250), options.lease_grace / 4);
 
+  // A write past RLIMIT_FSIZE (a quota, a size-capped volume) must fail
+  // with EFBIG and surface as a store or checkpoint error, not kill the
+  // scheduler with SIGXFSZ's default action.
+  signal(SIGXFSZ, SIG_IGN);
+
   // Signals are taken synchronously by this thread; block them before any
   // other thread starts so none of them gets one.
   sigset_t signals;

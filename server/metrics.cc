@@ -3,6 +3,7 @@
 #include <prometheus/exposer.h>
 #include <prometheus/text_serializer.h>
 
+#include <cmath>
 #include <exception>
 #include <sstream>
 
@@ -143,6 +144,12 @@ prometheus::Gauge& SchedulerMetrics::workers(v1::WorkerState state) {
   return *it->second;
 }
 
+void SchedulerMetrics::ResetJobAndWorkerGauges() {
+  for (auto* gauges : {&jobs_, &workers_, &unplaceable_}) {
+    for (auto& [key, gauge] : *gauges) gauge->Set(0);
+  }
+}
+
 prometheus::Gauge& SchedulerMetrics::jobs_unplaceable(v1::Precision precision) {
   auto it = unplaceable_.find(precision);
   if (it == unplaceable_.end()) it = unplaceable_.find(v1::PRECISION_AUTO);
@@ -155,15 +162,20 @@ void SchedulerMetrics::StaleMessage(const std::string& kind) {
 }
 
 void SchedulerMetrics::AddSavings(const v1::Savings& savings) {
+  // An infinite (or NaN) amount would stick to a counter for good.
+  auto usable = [](double amount) { return std::isfinite(amount); };
   if (auto it = savings_seconds_.find(savings.precision());
-      it != savings_seconds_.end() && savings.device_seconds_saved() > 0) {
+      it != savings_seconds_.end() && savings.device_seconds_saved() > 0 &&
+      usable(savings.device_seconds_saved())) {
     it->second->Increment(savings.device_seconds_saved());
   }
   if (auto it = savings_memory_.find(savings.precision());
       it != savings_memory_.end()) {
     it->second->Increment(static_cast<double>(savings.memory_saved_bytes()));
   }
-  if (savings.cost_saved() > 0) savings_cost_->Increment(savings.cost_saved());
+  if (savings.cost_saved() > 0 && usable(savings.cost_saved())) {
+    savings_cost_->Increment(savings.cost_saved());
+  }
 }
 
 }  // namespace halftime::server

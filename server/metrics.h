@@ -79,6 +79,9 @@ class SchedulerMetrics {
   prometheus::Counter& jobs_submitted() { return *jobs_submitted_; }
   prometheus::Histogram& queue_wait() { return *queue_wait_; }
   prometheus::Counter& job_restarts() { return *job_restarts_; }
+  // Zeroes the job-state, worker-state and unplaceable gauges (before the
+  // job manager recounts them from the store).
+  void ResetJobAndWorkerGauges();
   // Gauge of queued jobs requesting `precision` that no worker can run.
   prometheus::Gauge& jobs_unplaceable(v1::Precision precision);
   // `kind` must be one of started, report, result, upload, running.

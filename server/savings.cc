@@ -1,5 +1,6 @@
 #include "server/savings.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/ascii.h"
@@ -44,11 +45,34 @@ double PriceTable::PriceFor(const std::string& device_name) const {
 SavingsLedger::SavingsLedger(PriceTable prices, SchedulerMetrics* metrics)
     : prices_(std::move(prices)), metrics_(metrics) {}
 
+namespace {
+
+// A measured amount as the ledger uses it: the figures come from workers,
+// so NaN, infinities and negative amounts count as not measured (0).
+double Measured(double value) {
+  return std::isfinite(value) && value > 0 ? value : 0;
+}
+int64_t Measured(int64_t value) { return value > 0 ? value : 0; }
+
+// A derived figure: one that overflowed to an infinity (or NaN) is 0.
+double Finite(double value) { return std::isfinite(value) ? value : 0; }
+
+}  // namespace
+
 v1::Savings SavingsLedger::Derive(const v1::Savings& measured,
                                   int64_t steps_run) const {
   v1::Savings s = measured;
-  s.set_speedup(
-      s.step_seconds() > 0 ? s.baseline_step_seconds() / s.step_seconds() : 0);
+  s.set_baseline_step_seconds(Measured(s.baseline_step_seconds()));
+  s.set_step_seconds(Measured(s.step_seconds()));
+  s.set_baseline_tokens_per_second(Measured(s.baseline_tokens_per_second()));
+  s.set_tokens_per_second(Measured(s.tokens_per_second()));
+  s.set_probe_seconds(Measured(s.probe_seconds()));
+  s.set_baseline_peak_memory_bytes(Measured(s.baseline_peak_memory_bytes()));
+  s.set_peak_memory_bytes(Measured(s.peak_memory_bytes()));
+  s.set_speedup(s.step_seconds() > 0
+                    ? Finite(s.baseline_step_seconds() / s.step_seconds())
+                    : 0);
+  // Both are >= 0, so the difference cannot overflow.
   s.set_memory_saved_bytes(s.baseline_peak_memory_bytes() -
                            s.peak_memory_bytes());
   s.set_memory_saved_ratio(
@@ -57,11 +81,11 @@ v1::Savings SavingsLedger::Derive(const v1::Savings& measured,
                 static_cast<double>(s.baseline_peak_memory_bytes())
           : 0);
   s.set_device_seconds_saved(
-      static_cast<double>(steps_run) *
-          (s.baseline_step_seconds() - s.step_seconds()) -
-      s.probe_seconds());
-  s.set_cost_saved(s.device_seconds_saved() / 3600.0 *
-                   prices_.PriceFor(s.device_name()));
+      Finite(static_cast<double>(std::max<int64_t>(steps_run, 0)) *
+                 (s.baseline_step_seconds() - s.step_seconds()) -
+             s.probe_seconds()));
+  s.set_cost_saved(Finite(s.device_seconds_saved() / 3600.0 *
+                          prices_.PriceFor(s.device_name())));
   return s;
 }
 

@@ -10,7 +10,10 @@
 //   cost_saved           = device_seconds_saved / 3600 * price
 // where price is the device-hour price of the device the figures were
 // measured on (PriceTable). Negative savings (a slower run) are recorded
-// as measured; Prometheus counters only add positive amounts.
+// as measured; Prometheus counters only add positive amounts. Measured
+// fields that are NaN, infinite or negative are taken as 0 (they come from
+// workers), and a derived figure that would be infinite is 0, so no
+// worker can make a fleet total or a counter NaN or infinite.
 #ifndef HALFTIME_SERVER_SAVINGS_H_
 #define HALFTIME_SERVER_SAVINGS_H_
 

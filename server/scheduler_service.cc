@@ -5,7 +5,10 @@
 #include <memory>
 #include <mutex>
 
+#include "absl/strings/str_cat.h"
+#include "common/spec.h"
 #include "common/status.h"
+#include "server/request_checks.h"
 
 namespace halftime::server {
 namespace {
@@ -169,10 +172,36 @@ grpc::ServerUnaryReactor* SchedulerService::SubmitJob(
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  jobs_->SubmitJob(
-      *request, [reactor, response](absl::StatusOr<v1::SubmitJobResponse> r) {
-        FinishWith(reactor, std::move(r), response);
-      });
+  auto done = [reactor, response](absl::StatusOr<v1::SubmitJobResponse> r) {
+    FinishWith(reactor, std::move(r), response);
+  };
+  // Spec paths must stay inside the worker's data root. A spec_text is
+  // parsed here (errors as the JobManager would give them) and handed on
+  // as the parsed spec.
+  const bool has_spec = request->has_spec();
+  const bool has_text = !request->spec_text().empty();
+  if (has_spec == has_text) {
+    jobs_->SubmitJob(*request, std::move(done));  // the manager says why
+    return reactor;
+  }
+  v1::SubmitJobRequest parsed;
+  const v1::SubmitJobRequest* submit = request;
+  if (has_text) {
+    absl::StatusOr<v1::JobSpec> spec =
+        ParseJobSpec(request->spec_text(), "spec_text");
+    if (!spec.ok()) {
+      reactor->Finish(ToGrpcStatus(spec.status()));
+      return reactor;
+    }
+    *parsed.mutable_spec() = *std::move(spec);
+    parsed.set_idempotency_key(request->idempotency_key());
+    submit = &parsed;
+  }
+  if (absl::Status s = ValidateDataRootPaths(submit->spec()); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  jobs_->SubmitJob(*submit, std::move(done));
   return reactor;
 }
 
@@ -181,6 +210,11 @@ grpc::ServerUnaryReactor* SchedulerService::GetJob(
     v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (absl::Status s = auth_->Check(*context, auth::Role::kUser); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  if (absl::Status s = CheckJobIdArgument("job_id", request->job_id());
+      !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
@@ -208,6 +242,16 @@ grpc::ServerUnaryReactor* SchedulerService::CancelJob(
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
+  absl::Status s = CheckJobIdArgument("job_id", request->job_id());
+  if (s.ok() && request->reason().size() > kMaxReasonBytes) {
+    s = absl::InvalidArgumentError(
+        absl::StrCat("reason: ", request->reason().size(),
+                     " bytes long; the limit is ", kMaxReasonBytes));
+  }
+  if (!s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   jobs_->CancelJob(request->job_id(), request->reason(),
                    [reactor, response](absl::StatusOr<v1::Job> r) {
                      FinishWith(reactor, std::move(r), response);
@@ -221,6 +265,7 @@ grpc::ServerWriteReactor<v1::JobEvent>* SchedulerService::WatchJob(
       new WatchReactor(jobs_, request->job_id(), request->after_sequence(),
                        request->include_reports());
   absl::Status error = auth_->Check(*context, auth::Role::kUser);
+  if (error.ok()) error = CheckJobIdArgument("job_id", request->job_id());
   if (error.ok() && request->after_sequence() < 0) {
     error = absl::InvalidArgumentError("after_sequence: must not be negative");
   }
@@ -250,6 +295,14 @@ grpc::ServerUnaryReactor* SchedulerService::GetSavings(
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
+  // An empty id asks for the fleet's totals.
+  if (!request->job_id().empty()) {
+    if (absl::Status s = CheckJobIdArgument("job_id", request->job_id());
+        !s.ok()) {
+      reactor->Finish(ToGrpcStatus(s));
+      return reactor;
+    }
+  }
   FinishWith(reactor, jobs_->GetSavings(request->job_id()), response);
   return reactor;
 }
@@ -259,6 +312,11 @@ grpc::ServerUnaryReactor* SchedulerService::GetJobLogs(
     v1::GetJobLogsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (absl::Status s = auth_->Check(*context, auth::Role::kUser); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  if (absl::Status s = CheckJobIdArgument("job_id", request->job_id());
+      !s.ok()) {
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }

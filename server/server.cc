@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "server/request_checks.h"
 
 namespace halftime::server {
 
@@ -98,6 +99,14 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
   builder.AddChannelArgument(
       GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Requests that do not parse get INVALID_ARGUMENT saying so (gRPC's own
+  // answer is an empty UNIMPLEMENTED).
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(
+      std::make_unique<MalformedRequestInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(s->scheduler_service_.get());
   builder.RegisterService(s->gateway_service_.get());
   s->server_ = builder.BuildAndStart();
@@ -127,6 +136,11 @@ absl::StatusOr<std::unique_ptr<SchedulerServer>> SchedulerServer::Start(
 }
 
 SchedulerServer::~SchedulerServer() { Shutdown(); }
+
+std::shared_ptr<grpc::Channel> SchedulerServer::InProcessChannel(
+    const grpc::ChannelArguments& args) {
+  return server_->InProcessChannel(args);
+}
 
 void SchedulerServer::TickLoop(absl::Duration interval) {
   std::unique_lock<std::mutex> lock(mu_);

@@ -5,7 +5,9 @@
 #ifndef HALFTIME_SERVER_SERVER_H_
 #define HALFTIME_SERVER_SERVER_H_
 
+#include <grpcpp/channel.h>
 #include <grpcpp/server.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include <condition_variable>
 #include <cstdio>
@@ -84,6 +86,11 @@ class SchedulerServer {
   // The bound gRPC port and /metrics port (0 when not served).
   int port() const { return port_; }
   int metrics_port() const { return metrics_->port(); }
+
+  // A channel to this server that bypasses the network: no TLS, but tokens
+  // and message size limits apply as usual. For tests and fuzzers.
+  std::shared_ptr<grpc::Channel> InProcessChannel(
+      const grpc::ChannelArguments& args = grpc::ChannelArguments());
 
   // Components, for tests and the benchmark. Owned by the server.
   JobManager* jobs() const { return jobs_.get(); }

@@ -2,6 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "halftime/v1/scheduler.pb.h"
@@ -54,16 +57,54 @@ static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
                   SqliteStore::kSchemaVersion,
               "one migration per schema version");
 
-absl::Status SqliteError(sqlite3* db, absl::string_view what) {
-  return absl::InternalError(
-      absl::StrCat("sqlite: ", what, ": ", sqlite3_errmsg(db)));
+// The status of a failed SQLite call (`rc`, an extended result code) whose
+// error text is `message`; `call_errno` is errno as the call left it (SQLite
+// records the OS error of few failures itself: a failed WAL write at COMMIT
+// is a bare SQLITE_IOERR_WRITE). A full disk, a file-size limit (EFBIG) or a
+// quota is RESOURCE_EXHAUSTED, naming the storage: the request was not
+// stored and may be retried once an operator has made room. Other I/O
+// failures are INTERNAL, also naming the storage (not UNAVAILABLE, which
+// clients retry at once, e.g. the CLI's submit).
+absl::Status SqliteStatus(sqlite3* db, int rc, absl::string_view message,
+                          int call_errno) {
+  const int primary = rc & 0xff;
+  const bool io = primary == SQLITE_IOERR || primary == SQLITE_FULL ||
+                  primary == SQLITE_CANTOPEN;
+  // OS errors mean something only for I/O failures.
+  int os_error = 0;
+  if (io) {
+    os_error = sqlite3_system_errno(db);
+    if (os_error == 0) os_error = call_errno;
+  }
+  std::string text = absl::StrCat("sqlite: ", message);
+  if (os_error != 0) absl::StrAppend(&text, " (", std::strerror(os_error), ")");
+  if (primary == SQLITE_FULL ||
+      (io && (os_error == ENOSPC || os_error == EFBIG || os_error == EDQUOT))) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("scheduler storage is full: ", text));
+  }
+  if (io) {
+    return absl::InternalError(
+        absl::StrCat("scheduler storage failed: ", text));
+  }
+  return absl::InternalError(text);
+}
+
+absl::Status SqliteError(sqlite3* db, absl::string_view what,
+                         int call_errno = 0) {
+  return SqliteStatus(db, sqlite3_extended_errcode(db),
+                      absl::StrCat(what, ": ", sqlite3_errmsg(db)), call_errno);
 }
 
 absl::Status ExecOn(sqlite3* db, const char* sql) {
   char* error = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-    absl::Status status = absl::InternalError(
-        absl::StrCat("sqlite: ", error != nullptr ? error : "exec failed"));
+  errno = 0;
+  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &error);
+  const int call_errno = errno;
+  if (rc != SQLITE_OK) {
+    absl::Status status =
+        SqliteStatus(db, sqlite3_extended_errcode(db),
+                     error != nullptr ? error : "exec failed", call_errno);
     sqlite3_free(error);
     return status;
   }
@@ -124,10 +165,17 @@ absl::Status ColumnMessage(sqlite3_stmt* stmt, int index, Message* message,
 
 // Runs a write statement to completion and resets it for reuse.
 absl::Status StepDone(sqlite3* db, sqlite3_stmt* stmt, absl::string_view what) {
+  errno = 0;
   int rc = sqlite3_step(stmt);
+  const int call_errno = errno;
+  if (rc != SQLITE_DONE) {
+    absl::Status status = SqliteError(db, what, call_errno);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return status;
+  }
   sqlite3_reset(stmt);
   sqlite3_clear_bindings(stmt);
-  if (rc != SQLITE_DONE) return SqliteError(db, what);
   return absl::OkStatus();
 }
 
@@ -265,12 +313,20 @@ void SqliteStore::Apply(StoreMutation mutation, Done done) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!closing_) {
-      queue_.push_back(Pending{std::move(mutation), std::move(done)});
+      queue_.push_back(
+          Pending{std::move(mutation), std::move(done), absl::OkStatus()});
       cv_.notify_one();
       return;
     }
   }
   done(absl::FailedPreconditionError("store: closed"));
+}
+
+void SqliteStore::DiscardQueued(const absl::Status& status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Pending& pending : queue_) {
+    if (pending.discarded.ok()) pending.discarded = status;
+  }
 }
 
 void SqliteStore::WriterLoop() {
@@ -284,7 +340,7 @@ void SqliteStore::WriterLoop() {
     }
     bool writes = false;
     for (const Pending& pending : batch) {
-      if (!pending.mutation.empty()) writes = true;
+      if (!pending.mutation.empty() && pending.discarded.ok()) writes = true;
     }
     absl::Status status;
     if (writes) {
@@ -292,6 +348,7 @@ void SqliteStore::WriterLoop() {
       status = Exec("BEGIN IMMEDIATE");
       if (status.ok()) {
         for (const Pending& pending : batch) {
+          if (!pending.discarded.ok()) continue;
           status = ApplyOne(pending.mutation);
           if (!status.ok()) break;
         }
@@ -304,7 +361,9 @@ void SqliteStore::WriterLoop() {
       std::lock_guard<std::mutex> lock(mu_);
       if (status.ok()) ++commits_;
     }
-    for (Pending& pending : batch) pending.done(status);
+    for (Pending& pending : batch) {
+      pending.done(pending.discarded.ok() ? status : pending.discarded);
+    }
   }
 }
 

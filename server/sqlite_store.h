@@ -5,6 +5,11 @@
 // its last commit and applies them in one transaction (group commit), so
 // concurrent submits share one fsync.
 //
+// Errors of writes: a full disk, a file-size limit or a quota (ENOSPC, EFBIG,
+// EDQUOT) is RESOURCE_EXHAUSTED ("scheduler storage is full: ..."), other I/O
+// failures INTERNAL ("scheduler storage failed: ..."); the failed batch is
+// rolled back and the store keeps working once space returns.
+//
 // Schema: versioned migrations recorded in `schema_version`; opening an
 // older file upgrades it, opening a newer one fails. Jobs, events, workers,
 // checkpoints, savings and logs each have a table; rows hold the protobuf
@@ -61,6 +66,7 @@ class SqliteStore : public Store {
 
   absl::StatusOr<StoreSnapshot> Load() override;
   void Apply(StoreMutation mutation, Done done) override;
+  void DiscardQueued(const absl::Status& status) override;
   absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(
       const std::string& job_id, int64_t after, int64_t limit) override;
   absl::StatusOr<std::vector<JobRecord>> ReadJobs(
@@ -76,6 +82,8 @@ class SqliteStore : public Store {
   struct Pending {
     StoreMutation mutation;
     Done done;
+    // Set by DiscardQueued: not written, done gets this.
+    absl::Status discarded;
   };
 
   SqliteStore(sqlite3* writer, sqlite3* reader, Options options);

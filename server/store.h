@@ -144,6 +144,12 @@ class Store {
   virtual absl::StatusOr<std::vector<std::string>> ReadLogs(
       const std::string& job_id) = 0;
 
+  // Fails every mutation queued and not yet written: each one's `done` runs
+  // (on a store thread, never inline) with `status` and nothing of it is
+  // written. For a caller whose earlier mutation failed: what it queued
+  // after that was built on state the store does not hold.
+  virtual void DiscardQueued(const absl::Status& status) = 0;
+
   // Finishes queued mutations (running their callbacks) and closes the
   // store. Idempotent.
   virtual void Close() = 0;

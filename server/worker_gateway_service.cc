@@ -2,12 +2,12 @@
 
 #include <atomic>
 #include <deque>
-#include <fstream>
 #include <memory>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "server/request_checks.h"
 
 namespace halftime::server {
 namespace {
@@ -17,8 +17,7 @@ namespace {
 class ConnectReactor
     : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage> {
  public:
-  ConnectReactor(JobManager* jobs, Logger* logger)
-      : jobs_(jobs), logger_(logger) {}
+  explicit ConnectReactor(JobManager* jobs) : jobs_(jobs) {}
 
   void Start(const absl::Status& error) {
     if (!error.ok()) {
@@ -31,6 +30,14 @@ class ConnectReactor
 
   void OnReadDone(bool ok) override {
     if (!ok) {
+      if (session_id_ == 0) {
+        // Nothing registered: the worker hung up at once, or its first
+        // message did not parse (both end the read side alike).
+        Close(ToGrpcStatus(absl::InvalidArgumentError(
+            "the first message of Connect must be register; the stream "
+            "ended, or its first message was not a valid WorkerMessage")));
+        return;
+      }
       Disconnect();
       Close(grpc::Status::OK);
       return;
@@ -161,7 +168,6 @@ class ConnectReactor
   }
 
   JobManager* const jobs_;
-  Logger* const logger_;
   std::shared_ptr<Session> session_;
   std::atomic<int> refs_{1};
   // Read side: touched only by the reaction that owns the pending read.
@@ -231,6 +237,10 @@ class UploadReactor : public grpc::ServerReadReactor<v1::CheckpointChunk> {
       job_id_ = chunk_.job_id();
       if (job_id_.empty()) {
         Fail(absl::InvalidArgumentError("job_id: required in the first chunk"));
+        return;
+      }
+      if (absl::Status s = CheckJobIdArgument("job_id", job_id_); !s.ok()) {
+        Fail(s);
         return;
       }
       if (chunk_.step() < 0) {
@@ -319,24 +329,28 @@ class UploadReactor : public grpc::ServerReadReactor<v1::CheckpointChunk> {
   int64_t total_bytes_ = 0;
 };
 
-// Sends a job's latest checkpoint; file reads run on the executor.
+// Sends a job's latest checkpoint; file reads run on the executor. The file
+// is verified against its record as it is read (CheckpointReader): a
+// corrupt one ends the stream with DATA_LOSS instead of its last chunk, so
+// the worker never resumes from it.
 class DownloadReactor : public grpc::ServerWriteReactor<v1::CheckpointChunk> {
  public:
-  explicit DownloadReactor(Executor* executor) : executor_(executor) {}
+  DownloadReactor(Executor* executor, Logger* logger)
+      : executor_(executor), logger_(logger) {}
 
   void Start(const absl::StatusOr<CheckpointRecord>& record) {
     if (!record.ok()) {
       Finish(ToGrpcStatus(record.status()));
       return;
     }
-    record_ = *record;
-    executor_->Post([this] {
-      in_.open(record_.path, std::ios::binary);
-      if (!in_) {
-        Finish(ToGrpcStatus(absl::DataLossError(absl::StrCat(
-            "checkpoint file of ", record_.job_id, " is missing"))));
+    executor_->Post([this, record = *record] {
+      absl::StatusOr<std::unique_ptr<CheckpointReader>> reader =
+          CheckpointReader::Open(record);
+      if (!reader.ok()) {
+        Fail(record, reader.status());
         return;
       }
+      reader_ = *std::move(reader);
       SendNext();
     });
   }
@@ -356,41 +370,45 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::CheckpointChunk> {
   void OnDone() override { delete this; }
 
  private:
+  void Fail(const CheckpointRecord& record, const absl::Status& status) {
+    if (logger_->enabled()) {
+      logger_->Log("checkpoint_unusable",
+                   {{"job", record.job_id},
+                    {"step", absl::StrCat(record.step)},
+                    {"path", record.path},
+                    {"error", std::string(status.message())}});
+    }
+    Finish(ToGrpcStatus(status));
+  }
+
   // Runs on the executor.
   void SendNext() {
     chunk_.Clear();
-    std::string* data = chunk_.mutable_data();
-    int64_t left = record_.bytes - sent_;
-    data->resize(
-        static_cast<size_t>(std::min<int64_t>(left, kMaxCheckpointChunkBytes)));
-    if (!data->empty()) {
-      in_.read(data->data(), static_cast<std::streamsize>(data->size()));
-      if (in_.gcount() != static_cast<std::streamsize>(data->size())) {
-        Finish(ToGrpcStatus(absl::DataLossError(
-            absl::StrCat("checkpoint file of ", record_.job_id,
-                         " is shorter than ", record_.bytes, " bytes"))));
-        return;
-      }
+    const CheckpointRecord& record = reader_->record();
+    if (absl::Status s = reader_->Next(kMaxCheckpointChunkBytes,
+                                       chunk_.mutable_data(), &last_);
+        !s.ok()) {
+      Fail(record, s);
+      return;
     }
-    if (sent_ == 0) {
-      chunk_.set_job_id(record_.job_id);
-      chunk_.set_attempt(record_.attempt);
-      chunk_.set_step(record_.step);
+    if (first_) {
+      first_ = false;
+      chunk_.set_job_id(record.job_id);
+      chunk_.set_attempt(record.attempt);
+      chunk_.set_step(record.step);
     }
-    sent_ += static_cast<int64_t>(data->size());
-    if (sent_ == record_.bytes) {
-      last_ = true;
-      chunk_.set_sha256(record_.sha256);
-      chunk_.set_total_bytes(record_.bytes);
+    if (last_) {
+      chunk_.set_sha256(record.sha256);
+      chunk_.set_total_bytes(record.bytes);
     }
     StartWrite(&chunk_);
   }
 
   Executor* const executor_;
-  CheckpointRecord record_;
-  std::ifstream in_;
+  Logger* const logger_;
+  std::unique_ptr<CheckpointReader> reader_;
   v1::CheckpointChunk chunk_;
-  int64_t sent_ = 0;
+  bool first_ = true;
   bool last_ = false;
 };
 
@@ -398,7 +416,7 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::CheckpointChunk> {
 
 grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage>*
 WorkerGatewayService::Connect(grpc::CallbackServerContext* context) {
-  auto* reactor = new ConnectReactor(jobs_, logger_);
+  auto* reactor = new ConnectReactor(jobs_);
   reactor->Start(auth_->Check(*context, auth::Role::kWorker));
   return reactor;
 }
@@ -416,8 +434,9 @@ grpc::ServerWriteReactor<v1::CheckpointChunk>*
 WorkerGatewayService::DownloadCheckpoint(
     grpc::CallbackServerContext* context,
     const v1::DownloadCheckpointRequest* request) {
-  auto* reactor = new DownloadReactor(executor_);
+  auto* reactor = new DownloadReactor(executor_, logger_);
   absl::Status error = auth_->Check(*context, auth::Role::kWorker);
+  if (error.ok()) error = CheckJobIdArgument("job_id", request->job_id());
   if (!error.ok()) {
     reactor->Start(error);
   } else {

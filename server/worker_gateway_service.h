@@ -32,7 +32,9 @@ namespace halftime::server {
 //
 // DownloadCheckpoint: the job's latest checkpoint in chunks of at most
 // 1 MiB; the last chunk carries sha256 and total_bytes (NOT_FOUND when
-// there is none).
+// there is none). The file is checked against its record (size, SHA-256)
+// as it is read: a missing or corrupt file ends the stream with DATA_LOSS
+// in place of the last chunk, and is logged (`checkpoint_unusable`).
 //
 // Thread-safety: thread-safe.
 class WorkerGatewayService : public v1::WorkerGateway::CallbackService {

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -38,7 +39,11 @@ std::string ExitInfo::Describe() const {
     const char* name = sigabbrev_np(signal);
     std::string text = absl::StrCat("killed by signal ", signal, " (SIG",
                                     name ? name : "?", ")");
-    if (signal == SIGKILL) absl::StrAppend(&text, "; out of memory?");
+    if (stalled) {
+      absl::StrAppend(&text, " by the stall watchdog");
+    } else if (signal == SIGKILL) {
+      absl::StrAppend(&text, "; out of memory?");
+    }
     return text;
   }
   return absl::StrCat("exit code ", exit_code);
@@ -144,14 +149,45 @@ void TrainerProcess::AppendStderr(const std::string& chunk) {
 }
 
 void TrainerProcess::ReadLoop(int events_fd, int stderr_fd) {
+  using Clock = std::chrono::steady_clock;
+  const auto stall_timeout = options_.stall_timeout;
+  const bool watched = stall_timeout.count() > 0;
+  Clock::time_point last_progress = Clock::now();
+  bool stall_killed = false;
   std::string events_partial;
   pollfd fds[2] = {{events_fd, POLLIN, 0}, {stderr_fd, POLLIN, 0}};
   int open_fds = 2;
   char buffer[65536];
   while (open_fds > 0) {
-    if (poll(fds, 2, -1) < 0) {
+    int timeout_ms = -1;
+    if (watched && !stall_killed) {
+      // Woken at the deadline, or hourly for very long timeouts (poll takes
+      // an int of milliseconds).
+      const auto left = last_progress + stall_timeout - Clock::now();
+      timeout_ms = static_cast<int>(std::clamp<int64_t>(
+          std::chrono::ceil<std::chrono::milliseconds>(left).count(), 0,
+          3600 * 1000));
+    }
+    const int ready = poll(fds, 2, timeout_ms);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       break;
+    }
+    if (ready == 0) {
+      if (watched && !stall_killed &&
+          Clock::now() - last_progress >= stall_timeout) {
+        // Killed, not stopped: SIGTERM waits for a handler that a stopped
+        // or wedged trainer never runs. The whole process group (the child
+        // leads its own), so that nothing it started keeps the pipes open.
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!exited_) {
+          kill(-pid_, SIGKILL);
+          kill(pid_, SIGKILL);
+        }
+        stalled_ = true;
+        stall_killed = true;
+      }
+      continue;
     }
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
@@ -171,11 +207,15 @@ void TrainerProcess::ReadLoop(int events_fd, int stderr_fd) {
       }
       events_partial.append(buffer, n);
       std::size_t nl;
+      bool delivered = false;
       while ((nl = events_partial.find('\n')) != std::string::npos) {
         std::string line = events_partial.substr(0, nl);
         events_partial.erase(0, nl + 1);
-        if (!line.empty() && callbacks_.on_event) callbacks_.on_event(line);
+        if (line.empty()) continue;
+        delivered = true;
+        if (callbacks_.on_event) callbacks_.on_event(line);
       }
+      if (delivered) last_progress = Clock::now();
       if (events_partial.size() > (1 << 20)) events_partial.clear();
     }
   }
@@ -188,6 +228,7 @@ void TrainerProcess::ReadLoop(int events_fd, int stderr_fd) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     exited_ = true;
+    exit.stalled = stalled_ && exit.signal == SIGKILL;
   }
   if (callbacks_.on_exit) callbacks_.on_exit(exit);
 }

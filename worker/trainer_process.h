@@ -32,6 +32,8 @@ struct ExitInfo {
   int exit_code = -1;
   // Signal that killed it, else 0.
   int signal = 0;
+  // The stall watchdog killed it (see Options::stall_timeout).
+  bool stalled = false;
   // "exit code 1", "killed by signal 9 (SIGKILL)", ...
   std::string Describe() const;
 };
@@ -51,6 +53,13 @@ class TrainerProcess {
     std::vector<std::string> env;
     // Lines of stderr kept for failure reports.
     int stderr_tail_lines = 40;
+    // Stall watchdog: a child that sends no event for this long is killed
+    // with SIGKILL (a stopped or hung process may never act on SIGTERM) and
+    // its ExitInfo says `stalled`. The silence is counted from the start,
+    // then from the end of the last event's callback, so the time the owner
+    // spends handling an event (e.g. uploading a checkpoint) is never
+    // charged to the child. Zero: no watchdog.
+    std::chrono::milliseconds stall_timeout{0};
   };
   struct Callbacks {
     // One JSON line from the events pipe.
@@ -94,6 +103,7 @@ class TrainerProcess {
   mutable std::mutex mu_;
   bool exited_ = false;
   bool stop_requested_ = false;
+  bool stalled_ = false;
   std::deque<std::string> stderr_tail_;
   std::string stderr_partial_;
   int stderr_log_fd_ = -1;

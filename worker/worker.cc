@@ -8,6 +8,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/baseline_fingerprint.h"
 #include "common/enum_names.h"
 #include "common/sha256.h"
@@ -76,6 +77,13 @@ v1::TrainingReport ReportFromEvent(const nlohmann::json& e, int attempt) {
 
 }  // namespace
 
+std::string StallReason(std::chrono::milliseconds stall_timeout,
+                        const ExitInfo& exit) {
+  return absl::StrCat("no training step for ",
+                      absl::FormatDuration(absl::FromChrono(stall_timeout)),
+                      " (trainer ", exit.Describe(), ")");
+}
+
 // Fingerprint-keyed fp32 measurements, for savings.
 struct Baseline {
   double step_seconds = 0;
@@ -109,6 +117,16 @@ struct Worker::Job {
   bool has_baseline = false;
   Baseline baseline;
   std::string upload_error;
+  // Checkpoint uploads run on their own thread (UploadLoop), newest first:
+  // the trainer's reports keep flowing while a checkpoint uploads, and one
+  // superseded before its upload began is skipped instead of queued (the
+  // trainer keeps only its newest few files).
+  std::condition_variable upload_cv;
+  std::thread uploader;     // started and joined by the reader thread
+  std::string upload_path;  // newest checkpoint not yet uploaded
+  int64_t upload_step = 0;
+  bool uploads_closed = false;  // the trainer is gone: flush, then end
+  grpc::ClientContext* upload_context = nullptr;  // the upload in flight
 };
 
 Worker::Worker(WorkerOptions options, std::shared_ptr<grpc::Channel> channel,
@@ -244,11 +262,49 @@ void Worker::Run() {
     if (Clock::now() - began > std::chrono::seconds(10)) {
       backoff = options_.min_backoff;
     }
+    // While jobs run here, retry well within the scheduler's lease grace:
+    // a network cut shorter than the grace must not cost them their
+    // attempt because the backoff grew during it.
+    const auto grace = std::chrono::milliseconds(lease_grace_ms_.load());
+    bool busy;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      busy = !jobs_.empty();
+    }
+    if (busy && grace.count() > 0) {
+      backoff = std::min(backoff, std::max(options_.min_backoff, grace / 4));
+    }
     std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
     const auto wait = backoff / 2 + std::chrono::milliseconds(jitter(rng) / 2);
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, wait, [this] { return stopping_.load(); });
+    WaitToReconnect(wait);
     backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+void Worker::WaitToReconnect(std::chrono::milliseconds wait) {
+  // A channel that lost its connection dials again during the wait, and
+  // the wait ends as soon as it is connected (the network healed, the
+  // scheduler is back): registering then, not once our backoff and gRPC's
+  // own (which grows with every refused dial) have both run out, is what
+  // keeps a short cut within the lease grace. A channel still connected
+  // (the scheduler ended the stream) waits out the whole backoff.
+  const bool connected = channel_->GetState(false) == GRPC_CHANNEL_READY;
+  if (!connected) {
+    grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
+  }
+  const auto until = Clock::now() + wait;
+  while (!stopping_ && Clock::now() < until) {
+    const auto slice = std::min<Clock::duration>(
+        until - Clock::now(), std::chrono::milliseconds(100));
+    if (!connected) {
+      if (channel_->WaitForConnected(std::chrono::system_clock::now() +
+                                     slice)) {
+        return;
+      }
+      continue;
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, slice, [this] { return stopping_.load(); });
   }
 }
 
@@ -274,6 +330,7 @@ void Worker::ServeOneConnection() {
     return;
   }
   const v1::Registered& registered = reply.registered();
+  lease_grace_ms_ = registered.lease_grace_ms();
   Log(absl::StrCat("registered as ", options_.name));
   for (const v1::RunningJob& stale : registered.stale_jobs()) {
     std::shared_ptr<Job> job;
@@ -377,7 +434,26 @@ void Worker::StartJob(const v1::Assignment& assignment) {
   };
   std::string rejection;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    // An older attempt of this job still here was found stale (the
+    // scheduler gave up on it, e.g. after a network cut, and now hands the
+    // new attempt back to us): it is being killed; take the new attempt
+    // once it is gone rather than refuse it as a duplicate.
+    auto older = jobs_.find(job->id);
+    if (older != jobs_.end() && older->second->attempt < job->attempt) {
+      std::shared_ptr<Job> stale = older->second;
+      lock.unlock();
+      {
+        std::lock_guard<std::mutex> stale_lock(stale->mu);
+        stale->cancel_requested = true;
+        if (stale->process) stale->process->Kill();
+      }
+      lock.lock();
+      cv_.wait_for(lock, options_.stop_grace + std::chrono::seconds(10), [&] {
+        auto it = jobs_.find(job->id);
+        return it == jobs_.end() || it->second != stale || stopping_;
+      });
+    }
     if (draining_ || stopping_) {
       rejection = "worker is draining";
     } else if (jobs_.count(job->id)) {
@@ -419,12 +495,20 @@ void Worker::StartJob(const v1::Assignment& assignment) {
   std::string resume_path;
   if (assignment.has_checkpoint()) {
     resume_path = (fs::path(job->dir) / "resume.ckpt").string();
-    absl::Status downloaded =
-        DownloadCheckpoint(job->id, resume_path, &resumed_from);
+    bool corrupt_at_source = false;
+    absl::Status downloaded = DownloadCheckpoint(
+        job->id, resume_path, &resumed_from, &corrupt_at_source);
     if (!downloaded.ok()) {
       FinishJob(job);
-      fail(absl::StrCat("cannot download checkpoint: ", downloaded.message()),
-           false);
+      // The scheduler's own copy is corrupt or gone (it checks the file
+      // against its record): no retry can resume from it, and training on
+      // from corrupt bytes is never an option.
+      fail(corrupt_at_source
+               ? absl::StrCat("cannot resume: ", downloaded.message(),
+                              "; not resuming from a corrupt checkpoint")
+               : absl::StrCat("cannot download checkpoint: ",
+                              downloaded.message()),
+           corrupt_at_source);
       return;
     }
   }
@@ -479,6 +563,7 @@ void Worker::StartJob(const v1::Assignment& assignment) {
   process_options.args = args;
   process_options.work_dir = job->dir;
   process_options.stderr_log = (fs::path(job->dir) / "stderr.log").string();
+  process_options.stall_timeout = options_.stall_timeout;
   TrainerProcess::Callbacks callbacks;
   callbacks.on_event = [this, job](const std::string& line) {
     OnTrainerEvent(job, line);
@@ -501,6 +586,7 @@ void Worker::StartJob(const v1::Assignment& assignment) {
       std::lock_guard<std::mutex> jobs_lock(mu_);
       jobs_.erase(job->id);
     }
+    cv_.notify_all();
     SendResult(result);
     return;
   }
@@ -511,6 +597,7 @@ void Worker::StartJob(const v1::Assignment& assignment) {
       std::lock_guard<std::mutex> jobs_lock(mu_);
       jobs_.erase(job->id);
     }
+    cv_.notify_all();
     fail(std::string(process.status().message()), false);
     return;
   }
@@ -555,6 +642,7 @@ void Worker::MeasureBaseline(Job* job) {
   process_options.work_dir = job->dir;
   process_options.stderr_log =
       (fs::path(job->dir) / "probe-stderr.log").string();
+  process_options.stall_timeout = options_.stall_timeout;
 
   std::mutex probe_mu;
   std::condition_variable probe_cv;
@@ -637,14 +725,18 @@ void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
     *out->mutable_report() = report;
     Send(message);
   } else if (kind == "checkpoint") {
-    absl::Status uploaded = UploadCheckpoint(
-        *job, e.value("path", ""), static_cast<int64_t>(Number(e, "step")));
-    if (!uploaded.ok()) {
-      Log(absl::StrCat(job->id,
-                       ": checkpoint upload failed: ", uploaded.message()));
-      std::lock_guard<std::mutex> lock(job->mu);
-      job->upload_error = std::string(uploaded.message());
+    const int64_t step = static_cast<int64_t>(Number(e, "step"));
+    std::lock_guard<std::mutex> lock(job->mu);
+    if (!job->upload_path.empty()) {
+      Log(absl::StrCat(job->id, ": skipping the upload of step ",
+                       job->upload_step, ": step ", step, " is newer"));
     }
+    job->upload_path = e.value("path", "");
+    job->upload_step = step;
+    if (!job->uploader.joinable()) {
+      job->uploader = std::thread([this, raw = job.get()] { UploadLoop(raw); });
+    }
+    job->upload_cv.notify_all();
   } else if (kind == "done") {
     std::lock_guard<std::mutex> lock(job->mu);
     job->done_status = e.value("status", "");
@@ -653,8 +745,42 @@ void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
   }
 }
 
+void Worker::UploadLoop(Job* job) {
+  std::unique_lock<std::mutex> lock(job->mu);
+  while (true) {
+    job->upload_cv.wait(lock, [job] {
+      return !job->upload_path.empty() || job->uploads_closed;
+    });
+    if (job->upload_path.empty() || stopping_) break;
+    const std::string path = std::move(job->upload_path);
+    job->upload_path.clear();
+    const int64_t step = job->upload_step;
+    lock.unlock();
+    absl::Status uploaded = UploadCheckpoint(job, path, step);
+    if (!uploaded.ok()) {
+      Log(absl::StrCat(job->id, ": checkpoint upload of step ", step,
+                       " failed: ", uploaded.message()));
+    }
+    lock.lock();
+    if (!uploaded.ok()) job->upload_error = std::string(uploaded.message());
+  }
+}
+
+void Worker::FlushUploads(Job* job) {
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->uploads_closed = true;
+    job->upload_cv.notify_all();
+  }
+  if (job->uploader.joinable()) job->uploader.join();
+}
+
 void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
                            const ExitInfo& exit) {
+  // The last checkpoint (e.g. the one written on SIGTERM when draining)
+  // is stored before the scheduler hears of the end and places the next
+  // attempt, which resumes from it.
+  FlushUploads(job.get());
   v1::JobResult result;
   result.set_job_id(job->id);
   result.set_attempt(job->attempt);
@@ -687,6 +813,12 @@ void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
     } else if (job->cancel_requested) {
       result.set_outcome(v1::JOB_OUTCOME_CANCELLED);
       result.set_reason("cancelled");
+    } else if (exit.stalled) {
+      // Hung (deadlocked, stopped, stuck in I/O): another try may well
+      // succeed, on this worker or another.
+      result.set_outcome(v1::JOB_OUTCOME_FAILED);
+      result.set_reason(StallReason(options_.stall_timeout, exit));
+      result.set_permanent(false);
     } else {
       result.set_outcome(v1::JOB_OUTCOME_FAILED);
       // The trainer's own words: its done event, else its last stderr line
@@ -749,7 +881,12 @@ void Worker::CancelJob(const v1::Cancel& cancel) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = jobs_.find(cancel.job_id());
-    if (it != jobs_.end()) job = it->second;
+    // A Cancel names an attempt: one for an earlier attempt must not stop
+    // the attempt running here now.
+    if (it != jobs_.end() &&
+        (cancel.attempt() == 0 || it->second->attempt == cancel.attempt())) {
+      job = it->second;
+    }
   }
   if (!job) {
     // Unknown here: confirm so the scheduler does not wait for us.
@@ -798,19 +935,38 @@ void Worker::Drain() {
 
 void Worker::Shutdown() {
   stopping_ = true;
+  std::vector<std::shared_ptr<Job>> jobs;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stream_context_ != nullptr) stream_context_->TryCancel();
+    for (auto& [id, job] : jobs_) jobs.push_back(job);
   }
   cv_.notify_all();
+  for (auto& job : jobs) {
+    std::lock_guard<std::mutex> lock(job->mu);
+    if (job->upload_context != nullptr) job->upload_context->TryCancel();
+    job->upload_cv.notify_all();
+  }
 }
 
-absl::Status Worker::UploadCheckpoint(const Job& job, const std::string& path,
+absl::Status Worker::UploadCheckpoint(Job* job, const std::string& path,
                                       int64_t step) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
   grpc::ClientContext context;
   PrepareContext(&context, kRpcDeadline);
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    if (stopping_) return absl::CancelledError("worker is stopping");
+    job->upload_context = &context;
+  }
+  struct Unregister {
+    Job* job;
+    ~Unregister() {
+      std::lock_guard<std::mutex> lock(job->mu);
+      job->upload_context = nullptr;
+    }
+  } unregister{job};
   v1::UploadCheckpointResponse response;
   auto writer = stub_->UploadCheckpoint(&context, &response);
   Sha256 sha;
@@ -822,8 +978,8 @@ absl::Status Worker::UploadCheckpoint(const Job& job, const std::string& path,
     const std::streamsize n = in.gcount();
     v1::CheckpointChunk chunk;
     if (first) {
-      chunk.set_job_id(job.id);
-      chunk.set_attempt(job.attempt);
+      chunk.set_job_id(job->id);
+      chunk.set_attempt(job->attempt);
       chunk.set_step(step);
       first = false;
     }
@@ -843,15 +999,16 @@ absl::Status Worker::UploadCheckpoint(const Job& job, const std::string& path,
   writer->WritesDone();
   absl::Status status = FromGrpcStatus(writer->Finish());
   if (status.ok()) {
-    Log(absl::StrCat(job.id, ": uploaded checkpoint of step ", step, " (",
+    Log(absl::StrCat(job->id, ": uploaded checkpoint of step ", step, " (",
                      total, " bytes)"));
   }
   return status;
 }
 
 absl::Status Worker::DownloadCheckpoint(const std::string& job_id,
-                                        const std::string& path,
-                                        int64_t* step) {
+                                        const std::string& path, int64_t* step,
+                                        bool* corrupt_at_source) {
+  *corrupt_at_source = false;
   grpc::ClientContext context;
   PrepareContext(&context, kRpcDeadline);
   v1::DownloadCheckpointRequest request;
@@ -877,12 +1034,25 @@ absl::Status Worker::DownloadCheckpoint(const std::string& job_id,
   }
   absl::Status status = FromGrpcStatus(reader->Finish());
   out.close();
-  if (!status.ok()) return status;
-  if (!out || expected_sha != sha.HexDigest() || expected_total != total) {
-    return absl::DataLossError(absl::StrCat(
-        "checkpoint of ", job_id, " failed its checksum (", total, " bytes)"));
-  }
   std::error_code ec;
+  if (!status.ok()) {
+    fs::remove(partial, ec);
+    // DATA_LOSS: the scheduler found its stored copy corrupt or missing.
+    *corrupt_at_source = status.code() == absl::StatusCode::kDataLoss;
+    return status;
+  }
+  if (!out) {
+    fs::remove(partial, ec);
+    return absl::InternalError(absl::StrCat("cannot write ", partial));
+  }
+  if (expected_sha != sha.HexDigest() || expected_total != total) {
+    // Garbled on the way (the scheduler verified its copy): another try
+    // may fare better.
+    fs::remove(partial, ec);
+    return absl::DataLossError(absl::StrCat("checkpoint of ", job_id,
+                                            " failed its checksum in transit (",
+                                            total, " bytes)"));
+  }
   fs::rename(partial, path, ec);
   if (ec) return absl::InternalError(ec.message());
   Log(absl::StrCat(job_id, ": downloaded checkpoint of step ", *step, " (",

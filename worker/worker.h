@@ -46,6 +46,10 @@ struct WorkerOptions {
   v1::WorkerCapabilities capabilities;
   // SIGTERM-to-SIGKILL grace when a job is cancelled or the worker drains.
   std::chrono::milliseconds stop_grace{30000};
+  // A trainer (or fp32 probe) that reports no training step for this long,
+  // counted from its start and then from its last step, is killed and its
+  // attempt fails as retryable ("no training step for 10m"). Zero: off.
+  std::chrono::milliseconds stall_timeout{std::chrono::minutes(10)};
   // Bounds of the reconnect backoff.
   std::chrono::milliseconds min_backoff{200};
   std::chrono::milliseconds max_backoff{10000};
@@ -54,6 +58,12 @@ struct WorkerOptions {
   // How `channel` is secured, to explain failed connections in the log.
   ChannelSecurity security = ChannelSecurity::kPlaintext;
 };
+
+// The failure reason of an attempt whose trainer the stall watchdog killed:
+// "no training step for 30s (trainer killed by signal 9 (SIGKILL) by the
+// stall watchdog)".
+std::string StallReason(std::chrono::milliseconds stall_timeout,
+                        const ExitInfo& exit);
 
 class Worker {
  public:
@@ -80,6 +90,8 @@ class Worker {
          WorkerMetrics* metrics);
 
   void ServeOneConnection();
+  // Waits up to `wait` before the next connection attempt; see worker.cc.
+  void WaitToReconnect(std::chrono::milliseconds wait);
   void HeartbeatLoop(std::chrono::milliseconds interval);
   bool Send(const v1::WorkerMessage& message);
   void SendResult(const v1::JobResult& result);
@@ -89,10 +101,19 @@ class Worker {
   void CancelJob(const v1::Cancel& cancel);
   void OnTrainerEvent(const std::shared_ptr<Job>& job, const std::string& line);
   void OnTrainerExit(const std::shared_ptr<Job>& job, const ExitInfo& exit);
-  absl::Status UploadCheckpoint(const Job& job, const std::string& path,
+  // Uploads checkpoints of `job` as its trainer writes them, newest first,
+  // until FlushUploads.
+  void UploadLoop(Job* job);
+  // Uploads what is pending and ends `job`'s upload thread.
+  void FlushUploads(Job* job);
+  absl::Status UploadCheckpoint(Job* job, const std::string& path,
                                 int64_t step);
+  // Downloads `job_id`'s latest checkpoint to `path` and verifies it.
+  // `*corrupt_at_source` tells a copy that the scheduler itself found
+  // corrupt or missing (DATA_LOSS from it) from a failed transfer.
   absl::Status DownloadCheckpoint(const std::string& job_id,
-                                  const std::string& path, int64_t* step);
+                                  const std::string& path, int64_t* step,
+                                  bool* corrupt_at_source);
   // Runs the short fp32 probe for `job` (blocking); fills job->baseline.
   void MeasureBaseline(Job* job);
   void FinishJob(const std::shared_ptr<Job>& job);
@@ -108,6 +129,8 @@ class Worker {
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> draining_{false};
+  // The scheduler's lease grace, from the last registration (0: unknown).
+  std::atomic<int64_t> lease_grace_ms_{0};
 
   std::mutex mu_;  // guards everything below
   std::condition_variable cv_;

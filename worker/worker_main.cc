@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   int slots = 1;
   int threads_per_job = 0;
   double stop_grace_seconds = 30;
+  double stall_timeout_seconds = 600;
   halftime::ChannelOptions channel_options;
   app.add_option("--scheduler", scheduler, "Scheduler address")
       ->capture_default_str();
@@ -74,6 +75,12 @@ int main(int argc, char** argv) {
   app.add_option("--stop-grace", stop_grace_seconds,
                  "Seconds between SIGTERM and SIGKILL when stopping a job")
       ->capture_default_str();
+  app.add_option("--stall-timeout", stall_timeout_seconds,
+                 "Seconds a trainer may go without a training step (from its "
+                 "start, then from its last step) before it is killed and "
+                 "its attempt retried; 0: never")
+      ->check(CLI::Range(0.0, 1e7))
+      ->capture_default_str();
   app.add_option("--token-file", channel_options.token_file,
                  "File holding the worker's bearer token");
   app.add_option("--tls-ca", channel_options.tls_ca, "CA certificate (PEM)");
@@ -86,6 +93,8 @@ int main(int argc, char** argv) {
   options.out_root = out_root;
   options.stop_grace = std::chrono::milliseconds(
       static_cast<int64_t>(stop_grace_seconds * 1000));
+  options.stall_timeout = std::chrono::milliseconds(
+      static_cast<int64_t>(stall_timeout_seconds * 1000));
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   if (threads_per_job == 0) threads_per_job = std::max(1, cores / slots);
 

@@ -163,6 +163,64 @@ TEST(SpecTest, ValidateJobSpecWorksOnProtosWithoutALocation) {
             "batch_size: must be between 1 and 65536, got -3");
 }
 
+// Regression (hostile requests, issue #9): a spec sent as a proto could
+// carry enum numbers no value has (stored, never placeable, rendered as
+// "precision: ") and strings of any length.
+TEST(SpecTest, ProtoSpecsWithUnknownEnumNumbersOrHugeStringsAreRefused) {
+  v1::JobSpec valid = MustParse(kMinimal);
+  v1::JobSpec spec = valid;
+  spec.set_precision(static_cast<v1::Precision>(99));
+  spec.mutable_data()->set_kind(static_cast<v1::DataKind>(-1));
+  spec.mutable_savings()->set_baseline(static_cast<v1::BaselineMode>(7));
+  std::string message(ValidateJobSpec(spec).message());
+  EXPECT_THAT(message, HasSubstr("precision: unknown value 99; expected one "
+                                 "of fp32, tf32, fp16-mixed"));
+  EXPECT_THAT(message, HasSubstr("data.kind: unknown value -1; expected one "
+                                 "of text, tokens, tensors, synthetic"));
+  EXPECT_THAT(message, HasSubstr("savings.baseline: unknown value 7"));
+
+  spec = valid;
+  spec.mutable_model()->set_init_from(std::string(5000, 'w'));
+  spec.mutable_resources()->set_min_compute_capability(
+      std::string(1 << 20, '8'));
+  message = std::string(ValidateJobSpec(spec).message());
+  EXPECT_THAT(message,
+              HasSubstr("model.init_from: is 5000 bytes long; the limit is "
+                        "4096"));
+  EXPECT_THAT(message, HasSubstr("resources.min_compute_capability: is "
+                                 "1048576 bytes long; the limit is 4096"));
+  EXPECT_LT(message.size(), 1000u) << "the values are not echoed in full";
+}
+
+TEST(SpecTest, DataRootPathsMustBeRelativeAndStayInside) {
+  v1::JobSpec spec = MustParse(kMinimal);
+  EXPECT_TRUE(ValidateDataRootPaths(spec).ok());
+  for (const char* ok : {"a.txt", "data/a.txt", "a/../b.txt", "./a/./b",
+                         "a/b/../../c", "..a/b", "a/..b"}) {
+    spec.mutable_data()->set_path(ok);
+    EXPECT_TRUE(ValidateDataRootPaths(spec).ok()) << ok;
+  }
+  spec.mutable_data()->set_path("../../etc/passwd");
+  EXPECT_EQ(ValidateDataRootPaths(spec).message(),
+            "data.path: must stay inside the worker's data root, but \"..\" "
+            "leads out of it: \"../../etc/passwd\"");
+  spec.mutable_data()->set_path("a/b/../../../c");
+  EXPECT_FALSE(ValidateDataRootPaths(spec).ok());
+  spec.mutable_data()->set_path("data.txt");
+  spec.mutable_model()->set_init_from("/root/.ssh/id_rsa");
+  spec.mutable_model()->set_torchscript("x/../../m.pt");
+  EXPECT_EQ(ValidateDataRootPaths(spec).message(),
+            "model.torchscript: must stay inside the worker's data root, but "
+            "\"..\" leads out of it: \"x/../../m.pt\"\n"
+            "model.init_from: must be relative to the worker's data root, got "
+            "the absolute path \"/root/.ssh/id_rsa\"");
+  // Specs run by halftime-train alone may use any path.
+  EXPECT_TRUE(ParseJobSpec("name: t\nmodel: {builtin: mlp, init_from: "
+                           "/abs/w.safetensors}\ndata: {kind: text, path: "
+                           "../d.txt}\nsteps: 1\n")
+                  .ok());
+}
+
 TEST(SpecTest, OversizedInputIsRefusedQuickly) {
   std::string huge(100u << 20, 'a');  // 100 MB
   EXPECT_EQ(ParseJobSpec(huge, "big.yaml").status().message(),

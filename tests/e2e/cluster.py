@@ -39,12 +39,26 @@ def wait_for(predicate, timeout, what, interval=0.1):
 
 
 class Process:
-    def __init__(self, args, log_path, env=None):
+    def __init__(self, args, log_path, env=None, pipe_log=False):
+        """pipe_log: the process writes its output into a pipe that a thread
+        copies to the log, so limits on the process's file writes (prlimit
+        --fsize) do not apply to its log."""
         self.args = args
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE if pipe_log else self.log,
+            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.copier = None
+        if pipe_log:
+            import threading
+            self.copier = threading.Thread(target=self._copy, daemon=True)
+            self.copier.start()
+
+    def _copy(self):
+        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):
+            self.log.write(chunk)
+            self.log.flush()
 
     def text(self):
         with open(self.log_path, "rb") as f:
@@ -68,19 +82,24 @@ class Process:
         except ProcessLookupError:
             pass
         self.proc.wait()
+        if self.copier:
+            self.copier.join(timeout=10)
+            self.proc.stdout.close()
         self.log.close()
 
 
 class Cluster:
     """Scheduler + workers in a temporary directory."""
 
-    def __init__(self, name, lease_grace="3s", heartbeat="500ms", scheduler_args=()):
+    def __init__(self, name, lease_grace="3s", heartbeat="500ms", scheduler_args=(),
+                 scheduler_pipe_log=False):
         self.dir = tempfile.mkdtemp(prefix=f"halftime-e2e-{name}-")
         self.data_root = os.path.join(self.dir, "data")
         os.makedirs(self.data_root)
         self.lease_grace = lease_grace
         self.heartbeat = heartbeat
         self.scheduler_args = list(scheduler_args)
+        self.scheduler_pipe_log = scheduler_pipe_log
         self.scheduler = None
         self.channel = None
         self.workers = {}
@@ -97,7 +116,8 @@ class Cluster:
              "--data-dir", os.path.join(self.dir, "scheduler"),
              "--lease-grace", self.lease_grace, "--heartbeat-interval", self.heartbeat,
              *self.scheduler_args],
-            os.path.join(self.dir, f"scheduler-{self.scheduler_starts}.log"))
+            os.path.join(self.dir, f"scheduler-{self.scheduler_starts}.log"),
+            pipe_log=self.scheduler_pipe_log)
         self.address = self.scheduler.address("listening")
         self.metrics_address = self.scheduler.address("metrics")
         import grpc
@@ -114,9 +134,12 @@ class Cluster:
         self.channel.close()
         self.start_scheduler(listen=self.address)
 
-    def start_worker(self, name, slots=1, threads=1, extra=()):
+    def start_worker(self, name, slots=1, threads=1, extra=(), scheduler=None):
+        """scheduler: the address the worker dials (default: the scheduler's
+        own; a test puts a proxy in between)."""
         p = Process(
-            [BIN["worker"], "--scheduler", self.address, "--metrics", "127.0.0.1:0",
+            [BIN["worker"], "--scheduler", scheduler or self.address,
+             "--metrics", "127.0.0.1:0",
              "--name", name, "--slots", str(slots), "--threads-per-job", str(threads),
              "--data-root", self.data_root, "--work-dir", os.path.join(self.dir, name),
              "--out-root", os.path.join(self.dir, "out"), "--trainer", BIN["train"],
@@ -176,6 +199,8 @@ class Cluster:
 
 def trainer_pids(cluster, worker_name):
     """pids of halftime-train processes started by this cluster's worker."""
-    out = subprocess.run(["pgrep", "-f", f"{cluster.dir}/{worker_name}/jobs/"],
+    # "job[s]" matches the trainers' paths but not the command line of
+    # another pgrep running this search at the same time.
+    out = subprocess.run(["pgrep", "-f", f"{cluster.dir}/{worker_name}/job[s]/"],
                          capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]

@@ -214,15 +214,25 @@ class E2ETest(unittest.TestCase):
                  "the job's series to be removed")
 
     def test_spec_path_outside_the_data_root_is_refused(self):
+        import grpc
         c = self.cluster
         c.start_worker("w1")
-        job_id = c.submit("""name: escape
+        escape = """name: escape
 model: {builtin: gpt-nano}
-data: {kind: text, path: ../../../etc/passwd}
+data: {kind: text, path: %s}
 precision: bf16-mixed
 steps: 5
 savings: {baseline: none}
-""")
+"""
+        # A path that climbs out is refused by the scheduler at submit...
+        with self.assertRaises(grpc.RpcError) as refused:
+            c.submit(escape % "../../../etc/passwd")
+        self.assertEqual(refused.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("data.path: must stay inside the worker's data root",
+                      refused.exception.details())
+        # ...and one that leaves through a symlink by the worker.
+        os.symlink("/etc", os.path.join(c.data_root, "escape"))
+        job_id = c.submit(escape % "escape/passwd")
         job = c.wait_state(job_id, ["failed", "succeeded"])
         self.assertIn("outside the data root", job.failure_reason)
 

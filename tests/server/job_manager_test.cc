@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <future>
 
@@ -21,6 +22,47 @@ using testing::FakeClock;
 using ::testing::HasSubstr;
 using testing::RecordingSink;
 using testing::Spec;
+
+// A store that fails writes while `failing` is set, like a full disk: the
+// mutation is not written and its callback gets RESOURCE_EXHAUSTED, in
+// order with the others.
+class FailingStore : public Store {
+ public:
+  explicit FailingStore(Store* inner) : inner_(inner) {}
+  std::atomic<bool> failing{false};
+
+  absl::StatusOr<StoreSnapshot> Load() override { return inner_->Load(); }
+  void Apply(StoreMutation mutation, Done done) override {
+    if (!failing || mutation.empty()) {
+      inner_->Apply(std::move(mutation), std::move(done));
+      return;
+    }
+    inner_->Apply(StoreMutation{}, [done = std::move(done)](absl::Status s) {
+      done(s.ok()
+               ? absl::ResourceExhaustedError("scheduler storage is full: test")
+               : s);
+    });
+  }
+  void DiscardQueued(const absl::Status& status) override {
+    inner_->DiscardQueued(status);
+  }
+  absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(
+      const std::string& job_id, int64_t after, int64_t limit) override {
+    return inner_->ReadEvents(job_id, after, limit);
+  }
+  absl::StatusOr<std::vector<JobRecord>> ReadJobs(
+      const JobQuery& query) override {
+    return inner_->ReadJobs(query);
+  }
+  absl::StatusOr<std::vector<std::string>> ReadLogs(
+      const std::string& job_id) override {
+    return inner_->ReadLogs(job_id);
+  }
+  void Close() override {}
+
+ private:
+  Store* inner_;
+};
 
 class JobManagerTest : public ::testing::Test {
  protected:
@@ -658,6 +700,63 @@ TEST_F(JobManagerTest, FinishedJobsLeaveMemoryAndAreReadFromTheStore) {
   EXPECT_EQ(Get(ids[0]).state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(Metric("halftime_jobs{state=\"succeeded\"}"), 1);
   EXPECT_EQ(SubmitId(Spec("next")), "j-000006");
+}
+
+TEST_F(JobManagerTest, AFailedWriteIsNeitherAcknowledgedNorActedOn) {
+  // The fixture's manager is replaced by one over a store that can fail.
+  jobs_->Shutdown();
+  jobs_.reset();
+  FailingStore failing(store_.get());
+  auto created = JobManager::Create(options_, &failing, &clock_, metrics_.get(),
+                                    savings_.get(), files_.get(), &logger_);
+  ASSERT_TRUE(created.ok()) << created.status();
+  jobs_ = *std::move(created);
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", testing::CpuCaps(1), sink);
+  std::string running = SubmitId(Spec("running"));
+  ASSERT_EQ(sink->TakeAssignments().size(), 1u);
+  ASSERT_TRUE(Started("w1", s, running, 1).ok());
+  ASSERT_TRUE(Report("w1", s, running, 1, 1).ok());
+
+  failing.failing = true;
+  auto refused = Submit(Spec("refused"), "key-r");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  // Retried with its key while still full: refused again, not "deduplicated"
+  // against a job that was never stored.
+  auto retried = Submit(Spec("refused"), "key-r");
+  EXPECT_FALSE(retried.ok());
+  EXPECT_FALSE(Report("w1", s, running, 1, 2).ok());
+  Flush();
+  // The worker was disconnected, to re-register against the stored state.
+  EXPECT_FALSE(sink->closed().ok());
+  v1::ListJobsRequest all;
+  auto listed = jobs_->ListJobs(all);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->jobs_size(), 1) << "an unstored job is shown";
+  EXPECT_EQ(listed->jobs(0).id(), running);
+  EXPECT_EQ(Get(running).latest_report().step(), 1);
+
+  failing.failing = false;
+  sink = std::make_shared<RecordingSink>();
+  std::vector<v1::RunningJob> runs(1);
+  runs[0].set_job_id(running);
+  runs[0].set_attempt(1);
+  s = Register("w1", testing::CpuCaps(1), sink, runs);
+  ASSERT_TRUE(Report("w1", s, running, 1, 3).ok());
+  auto stored = Submit(Spec("refused"), "key-r");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_FALSE(stored->deduplicated());
+  EXPECT_EQ(Get(running).state(), v1::JOB_STATE_RUNNING);
+  // The stored history has no gaps, and a restart finds what was answered.
+  std::vector<v1::JobEvent> events = Events(running);
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].sequence(), static_cast<int64_t>(i + 1));
+  }
+  jobs_->Shutdown();
+  jobs_.reset();
+  Reopen();
+  EXPECT_EQ(Get(stored->job().id()).spec().name(), "refused");
+  EXPECT_EQ(Get(running).latest_report().step(), 3);
 }
 
 TEST_F(JobManagerTest, InvalidSubmitsNameTheField) {

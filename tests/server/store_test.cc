@@ -1,5 +1,8 @@
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <future>
@@ -149,6 +152,85 @@ TEST(SqliteStoreTest, ApplyAfterCloseFails) {
   absl::Status status;
   (*store)->Apply(StoreMutation{}, [&](absl::Status s) { status = s; });
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// RLIMIT_FSIZE lowered for the scope (the soft limit only, so it can be
+// raised again without privileges), with SIGXFSZ ignored so that writes past
+// it fail with EFBIG, as in halftime-scheduler.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    getrlimit(RLIMIT_FSIZE, &saved_);
+    old_handler_ = signal(SIGXFSZ, SIG_IGN);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = bytes;
+    ok_ = setrlimit(RLIMIT_FSIZE, &lowered) == 0;
+  }
+  ~FileSizeLimit() {
+    setrlimit(RLIMIT_FSIZE, &saved_);
+    signal(SIGXFSZ, old_handler_);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  rlimit saved_{};
+  void (*old_handler_)(int) = SIG_DFL;
+  bool ok_ = false;
+};
+
+TEST(SqliteStoreTest, FullDiskIsResourceExhaustedAndTheStoreRecovers) {
+  testing::TempDir dir;
+  std::string path = dir.path() + "/db";
+  auto store = SqliteStore::Open(testing::StoreOptions(path, true));
+  ASSERT_TRUE(store.ok()) << store.status();
+  StoreMutation first;
+  first.jobs.push_back(Job(1));
+  first.events.push_back(Event("j-1", 1));
+  ASSERT_TRUE(ApplySync(store->get(), std::move(first)).ok());
+
+  // A batch too large for the room left: no file may grow at all.
+  auto big = [](int64_t seq) {
+    StoreMutation m;
+    JobRecord r = Job(seq);
+    r.job.mutable_spec()->set_name(std::string(256 << 10, 'x'));
+    m.jobs.push_back(r);
+    m.events.push_back(Event(r.job.id(), 1));
+    return m;
+  };
+  {
+    FileSizeLimit full(0);
+    ASSERT_TRUE(full.ok());
+    absl::Status status = ApplySync(store->get(), big(2));
+    EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+    EXPECT_THAT(std::string(status.message()),
+                ::testing::HasSubstr("scheduler storage is full"));
+    EXPECT_THAT(std::string(status.message()),
+                ::testing::HasSubstr("File too large"));
+  }
+  // Room again: the store works, and holds what it acknowledged only.
+  ASSERT_TRUE(ApplySync(store->get(), big(3)).ok());
+  (*store)->Close();
+  auto reopened = SqliteStore::Open(testing::StoreOptions(path, true));
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  auto snapshot = (*reopened)->Load();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  std::vector<std::string> ids;
+  for (const JobRecord& r : snapshot->jobs) ids.push_back(r.job.id());
+  EXPECT_THAT(ids, ::testing::ElementsAre("j-1", "j-3"));
+  (*reopened)->Close();
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  std::string check;
+  sqlite3_exec(
+      db, "PRAGMA integrity_check",
+      [](void* out, int, char** values, char**) {
+        *static_cast<std::string*>(out) += values[0] ? values[0] : "";
+        return 0;
+      },
+      &check, nullptr);
+  sqlite3_close(db);
+  EXPECT_EQ(check, "ok");
 }
 
 }  // namespace

@@ -11,6 +11,8 @@
 #include <fstream>
 #include <thread>
 
+#include "worker/worker.h"
+
 namespace halftime {
 namespace {
 
@@ -42,7 +44,9 @@ class TrainerProcessTest : public ::testing::Test {
 
   Outcome RunToEnd(
       const std::string& binary,
-      std::function<void(TrainerProcess*)> while_running = nullptr) {
+      std::function<void(TrainerProcess*)> while_running = nullptr,
+      std::chrono::milliseconds stall_timeout = std::chrono::milliseconds(0),
+      std::function<void(const std::string&)> on_event = nullptr) {
     Outcome outcome;
     std::mutex mu;
     std::condition_variable cv;
@@ -53,8 +57,10 @@ class TrainerProcessTest : public ::testing::Test {
     options.work_dir = dir_.string();
     options.stderr_log = (dir_ / "stderr.log").string();
     options.stderr_tail_lines = 3;
+    options.stall_timeout = stall_timeout;
     TrainerProcess::Callbacks callbacks;
     callbacks.on_event = [&](const std::string& line) {
+      if (on_event) on_event(line);
       std::lock_guard<std::mutex> lock(mu);
       outcome.events.push_back(line);
     };
@@ -140,6 +146,81 @@ TEST_F(TrainerProcessTest, StopEscalatesToSigkillAfterTheGrace) {
   EXPECT_EQ(o.exit.signal, SIGKILL);
   EXPECT_THAT(o.exit.Describe(), HasSubstr("killed by signal 9 (SIGKILL)"));
   EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(5));
+}
+
+TEST_F(TrainerProcessTest, StallWatchdogKillsASilentTrainer) {
+  // One step, then nothing: a hung training loop. SIGTERM is ignored, as a
+  // stopped process would; the watchdog must not rely on it.
+  const auto began = std::chrono::steady_clock::now();
+  Outcome o = RunToEnd(Script("trap '' TERM\n"
+                              "echo '{\"event\":\"step\",\"step\":1}' >&3\n"
+                              "sleep 60\n"),
+                       nullptr, std::chrono::milliseconds(500));
+  const auto took = std::chrono::steady_clock::now() - began;
+  EXPECT_EQ(o.exit.signal, SIGKILL);
+  EXPECT_TRUE(o.exit.stalled);
+  EXPECT_EQ(o.exit.Describe(),
+            "killed by signal 9 (SIGKILL) by the stall watchdog");
+  EXPECT_THAT(o.events, ElementsAre("{\"event\":\"step\",\"step\":1}"));
+  EXPECT_GE(took, std::chrono::milliseconds(500));
+  EXPECT_LT(took, std::chrono::seconds(10));
+}
+
+TEST_F(TrainerProcessTest, StallWatchdogKillsAStoppedTrainer) {
+  Outcome o = RunToEnd(Script("kill -STOP $$\n"
+                              "echo '{\"event\":\"step\",\"step\":1}' >&3\n"),
+                       nullptr, std::chrono::milliseconds(300));
+  EXPECT_EQ(o.exit.signal, SIGKILL);
+  EXPECT_TRUE(o.exit.stalled);
+  EXPECT_TRUE(o.events.empty());
+}
+
+TEST_F(TrainerProcessTest, StallWatchdogCountsFromTheLastEvent) {
+  // Steps every 100 ms for 2.5 s under a 1 s timeout: never silent for
+  // long enough, although the run outlasts the timeout.
+  Outcome o = RunToEnd(
+      Script("i=0\nwhile [ $i -lt 25 ]; do i=$((i+1)); "
+             "echo \"{\\\"event\\\":\\\"step\\\",\\\"step\\\":$i}\" >&3; "
+             "sleep 0.1; done\nexit 0\n"),
+      nullptr, std::chrono::seconds(1));
+  EXPECT_EQ(o.exit.exit_code, 0);
+  EXPECT_FALSE(o.exit.stalled);
+  EXPECT_EQ(o.events.size(), 25u);
+}
+
+TEST_F(TrainerProcessTest, StallWatchdogDoesNotChargeTheOwnersEventHandling) {
+  // The owner takes 800 ms over an event (a checkpoint upload, say) while
+  // the child waits on the full pipe or simply sends nothing more: that
+  // time is the owner's, not a stall of the child.
+  Outcome o = RunToEnd(
+      Script("echo '{\"event\":\"checkpoint\"}' >&3\n"
+             "sleep 0.1\n"
+             "echo '{\"event\":\"step\",\"step\":1}' >&3\nexit 0\n"),
+      nullptr, std::chrono::milliseconds(400), [](const std::string& line) {
+        if (line.find("checkpoint") != std::string::npos) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(800));
+        }
+      });
+  EXPECT_EQ(o.exit.exit_code, 0);
+  EXPECT_FALSE(o.exit.stalled);
+  EXPECT_EQ(o.events.size(), 2u);
+}
+
+TEST_F(TrainerProcessTest, StallWatchdogIsOffByDefault) {
+  Outcome o = RunToEnd(Script("sleep 0.6\nexit 0\n"));
+  EXPECT_EQ(o.exit.exit_code, 0);
+  EXPECT_FALSE(o.exit.stalled);
+}
+
+TEST_F(TrainerProcessTest, StallReasonNamesTheTimeout) {
+  ExitInfo exit;
+  exit.signal = SIGKILL;
+  exit.stalled = true;
+  EXPECT_EQ(StallReason(std::chrono::seconds(30), exit),
+            "no training step for 30s (trainer killed by signal 9 (SIGKILL) "
+            "by the stall watchdog)");
+  EXPECT_THAT(StallReason(std::chrono::minutes(10), exit),
+              HasSubstr("no training step for 10m"));
 }
 
 TEST_F(TrainerProcessTest, MissingBinaryIsAPreconditionFailure) {
