@@ -1171,6 +1171,13 @@ absl::Status JobManager::JobStarted(const std::string& worker, uint64_t session,
 
 absl::Status JobManager::Report(const std::string& worker, uint64_t session,
                                 const v1::JobReport& report) {
+  // Steps are counts: negative ones are a broken worker, and would make the
+  // downsampling arithmetic below overflow.
+  if (report.report().step() < 0 || report.report().total_steps() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "report: step and total_steps must not be negative (got ",
+        report.report().step(), " of ", report.report().total_steps(), ")"));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   absl::StatusOr<JobEntry*> fenced =
       Fence(worker, session, report.job_id(), report.attempt(), "report");
@@ -1201,8 +1208,11 @@ absl::Status JobManager::Report(const std::string& worker, uint64_t session,
     e->last_report_event_step = 0;
     e->last_eval_event_step = 0;
   }
-  int64_t total =
-      r.total_steps() > 0 ? r.total_steps() : e->rec.job.spec().steps();
+  // A job has at most INT32_MAX steps (JobSpec.steps); clamping keeps the
+  // stride arithmetic in range whatever a worker sends.
+  int64_t total = std::min<int64_t>(
+      r.total_steps() > 0 ? r.total_steps() : e->rec.job.spec().steps(),
+      INT32_MAX);
   int64_t stride =
       std::max<int64_t>(1, (total + options_.max_report_events - 1) /
                                std::max(1, options_.max_report_events));

@@ -38,6 +38,13 @@ struct ExitInfo {
   std::string Describe() const;
 };
 
+// `text` as valid UTF-8 of at most `max_bytes` bytes: each invalid byte
+// (a stray continuation byte, an overlong form, a surrogate, binary
+// output) becomes U+FFFD and the cut never splits a character. Stderr
+// lines travel in protobuf strings, which must be UTF-8: one bad line
+// would otherwise make the whole JobResult unparseable.
+std::string ToValidUtf8(const std::string& text, std::size_t max_bytes);
+
 class TrainerProcess {
  public:
   struct Options {

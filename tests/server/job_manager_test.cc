@@ -759,6 +759,19 @@ TEST_F(JobManagerTest, AFailedWriteIsNeitherAcknowledgedNorActedOn) {
   EXPECT_EQ(Get(running).latest_report().step(), 3);
 }
 
+TEST_F(JobManagerTest, ReportsWithImpossibleStepsAreRefused) {
+  auto sink = std::make_shared<RecordingSink>();
+  uint64_t s = Register("w1", testing::CpuCaps(1), sink);
+  std::string id = SubmitId(Spec("x"));
+  absl::Status negative = Report("w1", s, id, 1, -5);
+  EXPECT_EQ(negative.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(negative.message(), HasSubstr("must not be negative"));
+  // Huge figures are taken without overflowing (UBSan would abort).
+  ASSERT_TRUE(Report("w1", s, id, 1, 10, INT64_MAX).ok());
+  ASSERT_TRUE(Report("w1", s, id, 1, INT64_MAX, INT64_MAX).ok());
+  EXPECT_EQ(Get(id).latest_report().step(), INT64_MAX);
+}
+
 TEST_F(JobManagerTest, InvalidSubmitsNameTheField) {
   v1::JobSpec spec = Spec("x");
   spec.clear_name();

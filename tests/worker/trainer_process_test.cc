@@ -85,6 +85,22 @@ class TrainerProcessTest : public ::testing::Test {
   std::vector<std::string> tail_;
 };
 
+TEST(ToValidUtf8Test, ReplacesBadBytesAndNeverSplitsACharacter) {
+  EXPECT_EQ(ToValidUtf8("plain ascii", 100), "plain ascii");
+  EXPECT_EQ(ToValidUtf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80", 100),
+            "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
+  // Binary junk, a lone continuation byte, an overlong '/', a surrogate.
+  const std::string junk = std::string("a") + "\xFF" + "b" + "\x80" + "c" +
+                           "\xC0\xAF" + "d" + "\xED\xA0\x80" + "e";
+  const std::string bad = "\xEF\xBF\xBD";
+  EXPECT_EQ(ToValidUtf8(junk, 100), "a" + bad + "b" + bad + "c" + bad + bad +
+                                        "d" + bad + bad + bad + "e");
+  // A cut inside the euro sign drops the whole character.
+  EXPECT_EQ(ToValidUtf8("ab\xE2\x82\xAC", 4), "ab");
+  // A truncated sequence at the end is replaced, not kept half.
+  EXPECT_EQ(ToValidUtf8("x\xE2\x82", 100), "x\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
 TEST_F(TrainerProcessTest, DeliversEventsInOrderThenTheExit) {
   Outcome o = RunToEnd(Script(
       "[ \"$1\" = spec.json ] && [ \"$2\" = --events-fd ] && [ \"$3\" = 3 ] || "
