@@ -62,7 +62,12 @@ def by_hand(args, directory, name):
 def under_worker(args, c, name):
     began = time.time()
     job_id = c.submit(SPEC.format(name=name, **vars(args)))
-    job = c.wait_state(job_id, ["succeeded", "failed", "cancelled"], timeout=3600)
+    # Poll rarely: the benchmark's own calls should not cost the trainer CPU.
+    from halftime.v1 import job_pb2 as states
+    terminal = {states.JOB_STATE_SUCCEEDED, states.JOB_STATE_FAILED,
+                states.JOB_STATE_CANCELLED}
+    while (job := c.job(job_id)).state not in terminal:
+        time.sleep(1.0)
     from halftime.v1 import job_pb2
     if job.state != job_pb2.JOB_STATE_SUCCEEDED:
         raise SystemExit(f"{job_id} ended {job.state}: {job.failure_reason}")
