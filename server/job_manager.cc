@@ -718,12 +718,19 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(
     std::string decoded;
     if (!absl::WebSafeBase64Unescape(request.page_token(), &decoded) ||
         !absl::StartsWith(decoded, "before:") ||
-        !absl::SimpleAtoi(absl::string_view(decoded).substr(7), &before)) {
+        !absl::SimpleAtoi(absl::string_view(decoded).substr(7), &before) ||
+        before <= 0) {
       return absl::InvalidArgumentError(
           "page_token: not a token from a ListJobs response");
     }
   }
   std::set<int> states(request.states().begin(), request.states().end());
+  for (int state : states) {
+    if (state <= v1::JOB_STATE_UNSPECIFIED || !v1::JobState_IsValid(state)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("states: ", state, " is not a job state"));
+    }
+  }
   v1::ListJobsResponse response;
   std::lock_guard<std::mutex> lock(mu_);
   // Finished jobs live in the store, the others in memory (newer than the
