@@ -53,11 +53,7 @@ def main():
     engine = float(re.search(r"\(b\) bf16-mixed speedup over fp32: ([0-9.]+)x", bench).group(1))
     print(f"engine benchmark (bench_trainer): bf16-mixed is {engine:.2f}x fp32")
 
-    cluster.configure(
-        {"scheduler": f"{b}/server/halftime-scheduler", "worker": f"{b}/worker/halftime-worker",
-         "train": f"{b}/worker/halftime-train", "cli": f"{b}/client/halftime"},
-        os.path.join(SOURCE, "proto"), "/usr/bin/protoc", "/usr/bin/grpc_python_plugin",
-        os.path.join(b, "bench", "savings", "python"))
+    cluster.configure_build(b, "bench/savings/python")
     c = Cluster("bench-savings-agreement", lease_grace="60s", heartbeat="1s")
     try:
         c.start_worker("w1", threads=args.threads)

@@ -88,11 +88,7 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     args = p.parse_args()
     b = os.path.abspath(args.build_dir)
-    cluster.configure(
-        {"scheduler": f"{b}/server/halftime-scheduler", "worker": f"{b}/worker/halftime-worker",
-         "train": f"{b}/worker/halftime-train", "cli": f"{b}/client/halftime"},
-        os.path.join(SOURCE, "proto"), "/usr/bin/protoc", "/usr/bin/grpc_python_plugin",
-        os.path.join(b, "bench", "worker", "python"))
+    cluster.configure_build(b, "bench/worker/python")
 
     c = Cluster("bench-worker-overhead", lease_grace="30s", heartbeat="1s")
     try:

@@ -28,6 +28,38 @@ def configure(bin_dir_args, proto_root, protoc, grpc_python_plugin, out):
     sys.path.insert(0, out)
 
 
+SOURCE_DIR = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                          "..", ".."))
+
+
+def configure_build(build_dir, python_out, source_dir=SOURCE_DIR):
+    """configure() for the binaries of the build tree `build_dir`, with the
+    Python stubs generated into `build_dir`/`python_out` (one folder per
+    suite, so suites running at once do not rewrite each other's stubs)."""
+    b = os.path.abspath(build_dir)
+    configure({"scheduler": f"{b}/server/halftime-scheduler",
+               "worker": f"{b}/worker/halftime-worker",
+               "train": f"{b}/worker/halftime-train",
+               "cli": f"{b}/client/halftime"},
+              os.path.join(source_dir, "proto"), "/usr/bin/protoc",
+              "/usr/bin/grpc_python_plugin", os.path.join(b, python_out))
+
+
+def main_args(python_out):
+    """The command line every end-to-end suite takes (--build-dir,
+    --source-dir, --keep; the rest goes to unittest), configured for that
+    build. Returns (args, the arguments left for unittest)."""
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build-dir", required=True)
+    parser.add_argument("--source-dir", default=SOURCE_DIR)
+    parser.add_argument("--keep", action="store_true")
+    args, rest = parser.parse_known_args()
+    args.source_dir = os.path.abspath(args.source_dir)
+    configure_build(args.build_dir, python_out, args.source_dir)
+    return args, rest
+
+
 def wait_for(predicate, timeout, what, interval=0.1):
     deadline = time.time() + timeout
     while time.time() < deadline:

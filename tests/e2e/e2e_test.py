@@ -4,7 +4,6 @@ halftime-worker (which runs halftime-train children) and the halftime CLI.
 Run by CTest (label e2e); by hand:
   python3 tests/e2e/e2e_test.py --build-dir build [-k name] [--keep]
 """
-import argparse
 import json
 import os
 import subprocess
@@ -405,18 +404,5 @@ class CliTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-dir", required=True)
-    parser.add_argument("--source-dir", default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-    parser.add_argument("--keep", action="store_true")
-    ARGS, rest = parser.parse_known_args()
-    b = os.path.abspath(ARGS.build_dir)
-    cluster.configure(
-        {"scheduler": f"{b}/server/halftime-scheduler",
-         "worker": f"{b}/worker/halftime-worker",
-         "train": f"{b}/worker/halftime-train",
-         "cli": f"{b}/client/halftime"},
-        os.path.join(ARGS.source_dir, "proto"), "/usr/bin/protoc",
-        "/usr/bin/grpc_python_plugin", os.path.join(b, "tests", "e2e", "python"))
+    ARGS, rest = cluster.main_args("tests/e2e/python")
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)

@@ -21,7 +21,6 @@ Each test prints what it injected and the figures it measured.
 Run by CTest (label e2e); by hand:
   python3 tests/e2e/faults_test.py --build-dir build [FaultsTest.test_x] [--keep]
 """
-import argparse
 import glob
 import hashlib
 import os
@@ -841,18 +840,5 @@ class FaultsTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--build-dir", required=True)
-    parser.add_argument("--source-dir", default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-    parser.add_argument("--keep", action="store_true")
-    ARGS, rest = parser.parse_known_args()
-    b = os.path.abspath(ARGS.build_dir)
-    cluster.configure(
-        {"scheduler": f"{b}/server/halftime-scheduler",
-         "worker": f"{b}/worker/halftime-worker",
-         "train": f"{b}/worker/halftime-train",
-         "cli": f"{b}/client/halftime"},
-        os.path.join(ARGS.source_dir, "proto"), "/usr/bin/protoc",
-        "/usr/bin/grpc_python_plugin", os.path.join(b, "tests", "e2e", "python"))
+    ARGS, rest = cluster.main_args("tests/e2e/python")
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
