@@ -163,6 +163,23 @@ absl::Status ColumnMessage(sqlite3_stmt* stmt, int index, Message* message,
   return absl::OkStatus();
 }
 
+// The columns ReadJobRow decodes, in its order.
+constexpr const char* kJobColumns =
+    "seq, idempotency_key, restarts, cancel_requested, cancel_reason, "
+    "enqueue_time_us, job";
+
+// Decodes the current row of a SELECT of kJobColumns into `record`.
+// DATA_LOSS when the job blob does not parse.
+absl::Status ReadJobRow(sqlite3_stmt* stmt, JobRecord* record) {
+  record->seq = sqlite3_column_int64(stmt, 0);
+  record->idempotency_key = ColumnText(stmt, 1);
+  record->restarts = sqlite3_column_int(stmt, 2);
+  record->cancel_requested = sqlite3_column_int(stmt, 3) != 0;
+  record->cancel_reason = ColumnText(stmt, 4);
+  record->enqueue_time = absl::FromUnixMicros(sqlite3_column_int64(stmt, 5));
+  return ColumnMessage(stmt, 6, &record->job, "job");
+}
+
 // Runs a write statement to completion and resets it for reuse.
 absl::Status StepDone(sqlite3* db, sqlite3_stmt* stmt, absl::string_view what) {
   errno = 0;
@@ -443,23 +460,13 @@ absl::StatusOr<StoreSnapshot> SqliteStore::Load() {
   StoreSnapshot snapshot;
   {
     Statement q(reader_db_,
-                "SELECT seq, idempotency_key, restarts, cancel_requested, "
-                "cancel_reason, enqueue_time_us, job FROM jobs ORDER BY seq");
+                absl::StrCat("SELECT ", kJobColumns, " FROM jobs ORDER BY seq")
+                    .c_str());
     if (!q.status().ok()) return q.status();
     int rc;
     while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
       JobRecord record;
-      record.seq = sqlite3_column_int64(q.get(), 0);
-      record.idempotency_key = ColumnText(q.get(), 1);
-      record.restarts = sqlite3_column_int(q.get(), 2);
-      record.cancel_requested = sqlite3_column_int(q.get(), 3) != 0;
-      record.cancel_reason = ColumnText(q.get(), 4);
-      record.enqueue_time =
-          absl::FromUnixMicros(sqlite3_column_int64(q.get(), 5));
-      if (absl::Status s = ColumnMessage(q.get(), 6, &record.job, "job");
-          !s.ok()) {
-        return s;
-      }
+      if (absl::Status s = ReadJobRow(q.get(), &record); !s.ok()) return s;
       snapshot.jobs.push_back(std::move(record));
     }
     if (rc != SQLITE_DONE) return SqliteError(reader_db_, "read jobs");
@@ -541,8 +548,7 @@ absl::StatusOr<std::vector<v1::JobEvent>> SqliteStore::ReadEvents(
 absl::StatusOr<std::vector<JobRecord>> SqliteStore::ReadJobs(
     const JobQuery& query) {
   std::string sql =
-      "SELECT seq, idempotency_key, restarts, cancel_requested, "
-      "cancel_reason, enqueue_time_us, job FROM jobs WHERE seq < ?";
+      absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE seq < ?");
   if (!query.job_id.empty()) absl::StrAppend(&sql, " AND id = ?");
   if (!query.idempotency_key.empty()) {
     absl::StrAppend(&sql, " AND idempotency_key = ?");
@@ -570,17 +576,7 @@ absl::StatusOr<std::vector<JobRecord>> SqliteStore::ReadJobs(
   int rc;
   while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
     JobRecord record;
-    record.seq = sqlite3_column_int64(q.get(), 0);
-    record.idempotency_key = ColumnText(q.get(), 1);
-    record.restarts = sqlite3_column_int(q.get(), 2);
-    record.cancel_requested = sqlite3_column_int(q.get(), 3) != 0;
-    record.cancel_reason = ColumnText(q.get(), 4);
-    record.enqueue_time =
-        absl::FromUnixMicros(sqlite3_column_int64(q.get(), 5));
-    if (absl::Status s = ColumnMessage(q.get(), 6, &record.job, "job");
-        !s.ok()) {
-      return s;
-    }
+    if (absl::Status s = ReadJobRow(q.get(), &record); !s.ok()) return s;
     records.push_back(std::move(record));
   }
   if (rc != SQLITE_DONE) return SqliteError(reader_db_, "read jobs");
