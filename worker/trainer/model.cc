@@ -8,6 +8,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -18,38 +19,69 @@ TrainStatus Invalid(const std::string& msg) {
   return TrainStatus::Error(TrainStatus::kInvalidInput, msg);
 }
 
+// Rows per fp32 slice in LayerNormFp32Fn. The fp32 copies of input, output
+// and gradient exist for one slice at a time: done whole, they would be
+// three fp32 activations at the start of backward, which is the step's
+// memory peak (measured on gpt-micro: ~6 MB of bf16-pure's peak).
+constexpr int64_t kLayerNormSliceRows = 512;
+
 // LayerNorm of a 16-bit input computed in fp32: saves the 16-bit input (not
-// an fp32 copy) for backward, which also runs in fp32.
+// an fp32 copy) for backward, which also runs in fp32. Rows are independent,
+// so both passes walk the rows in slices; the weight and bias gradients are
+// summed over the slices in fp32.
 struct LayerNormFp32Fn : torch::autograd::Function<LayerNormFp32Fn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx,
                             const at::Tensor& x, const at::Tensor& w,
                             const at::Tensor& b) {
-    auto [y, mean, rstd] =
-        at::native_layer_norm(x.to(at::kFloat), {x.size(-1)}, w.to(at::kFloat),
-                              b.to(at::kFloat), 1e-5);
+    const int64_t width = x.size(-1);
+    const at::Tensor rows = x.reshape({-1, width});
+    const int64_t n = rows.size(0);
+    const at::Tensor w32 = w.to(at::kFloat), b32 = b.to(at::kFloat);
+    at::Tensor y = at::empty_like(rows);
+    at::Tensor mean = at::empty({n, 1}, rows.options().dtype(at::kFloat));
+    at::Tensor rstd = at::empty_like(mean);
+    for (int64_t first = 0; first < n; first += kLayerNormSliceRows) {
+      const int64_t len = std::min(kLayerNormSliceRows, n - first);
+      auto [y32, m, r] = at::native_layer_norm(
+          rows.narrow(0, first, len).to(at::kFloat), {width}, w32, b32, 1e-5);
+      y.narrow(0, first, len).copy_(y32);
+      mean.narrow(0, first, len).copy_(m);
+      rstd.narrow(0, first, len).copy_(r);
+    }
     ctx->save_for_backward({x, w, b, mean, rstd});
-    return y.to(x.scalar_type());
+    return y.view(x.sizes());
   }
   static torch::autograd::variable_list backward(
       torch::autograd::AutogradContext* ctx,
       torch::autograd::variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &w = saved[1], &b = saved[2];
-    auto [dx, dw, db] = at::native_layer_norm_backward(
-        grad_out[0].to(at::kFloat), x.to(at::kFloat), {x.size(-1)}, saved[3],
-        saved[4], w.to(at::kFloat), b.to(at::kFloat), {true, true, true});
-    return {dx.to(x.scalar_type()), dw.to(w.scalar_type()),
-            db.to(b.scalar_type())};
+    const at::Tensor &mean = saved[3], &rstd = saved[4];
+    const int64_t width = x.size(-1);
+    const at::Tensor rows = x.reshape({-1, width});
+    const at::Tensor grad_rows = grad_out[0].reshape({-1, width});
+    const int64_t n = rows.size(0);
+    const at::Tensor w32 = w.to(at::kFloat), b32 = b.to(at::kFloat);
+    at::Tensor dx = at::empty_like(rows);
+    at::Tensor dw = at::zeros({width}, w32.options());
+    at::Tensor db = at::zeros({width}, b32.options());
+    for (int64_t first = 0; first < n; first += kLayerNormSliceRows) {
+      const int64_t len = std::min(kLayerNormSliceRows, n - first);
+      auto [dx32, dw_part, db_part] = at::native_layer_norm_backward(
+          grad_rows.narrow(0, first, len).to(at::kFloat),
+          rows.narrow(0, first, len).to(at::kFloat), {width},
+          mean.narrow(0, first, len), rstd.narrow(0, first, len), w32, b32,
+          {true, true, true});
+      dx.narrow(0, first, len).copy_(dx32);
+      dw.add_(dw_part);
+      db.add_(db_part);
+    }
+    return {dx.view(x.sizes()), dw.to(w.scalar_type()), db.to(b.scalar_type())};
   }
 };
 
-// LayerNorm computed in fp32 and returned in the input's dtype.
-at::Tensor LayerNormFp32(const at::Tensor& x, const torch::nn::LayerNorm& ln) {
-  if (x.scalar_type() != at::kFloat) {
-    return LayerNormFp32Fn::apply(x, ln->weight, ln->bias);
-  }
-  return at::layer_norm(x, {x.size(-1)}, ln->weight.to(at::kFloat),
-                        ln->bias.to(at::kFloat), 1e-5);
+at::Tensor LayerNormOf(const at::Tensor& x, const torch::nn::LayerNorm& ln) {
+  return LayerNormFp32(x, ln->weight, ln->bias);
 }
 
 struct AttentionImpl : torch::nn::Module {
@@ -114,8 +146,8 @@ struct BlockImpl : torch::nn::Module {
             torch::nn::LayerNorm(torch::nn::LayerNormOptions({n_embd})))),
         mlp(register_module("mlp", MlpBlock(n_embd))) {}
   at::Tensor forward(at::Tensor x) {
-    x = x + attn->forward(LayerNormFp32(x, ln_1));
-    x = x + mlp->forward(LayerNormFp32(x, ln_2));
+    x = x + attn->forward(LayerNormOf(x, ln_1));
+    x = x + mlp->forward(LayerNormOf(x, ln_2));
     return x;
   }
   torch::nn::LayerNorm ln_1;
@@ -170,7 +202,7 @@ struct GptNet : torch::nn::Module {
     at::Tensor x =
         at::embedding(wte->weight, idx) + at::embedding(wpe->weight, pos);
     for (auto& b : blocks) x = b->forward(x);
-    x = LayerNormFp32(x, ln_f);
+    x = LayerNormOf(x, ln_f);
     return at::linear(x, wte->weight);  // tied output embedding
   }
 
@@ -189,15 +221,75 @@ std::vector<std::pair<std::string, at::Tensor>> ModuleParams(
   return out;
 }
 
+// Rows per fp32 slice in CrossEntropyFn.
+constexpr int64_t kCrossEntropySliceRows = 1024;
+// at::cross_entropy_loss's default: targets equal to it count for nothing.
+constexpr int64_t kIgnoreIndex = -100;
+
+// Mean cross-entropy of `logits` [N, K] (any float dtype) against class
+// indices `targets` [N], as at::cross_entropy_loss (ignore_index -100
+// included) but computed in fp32 a slice of rows at a time. It saves the
+// logits in their own dtype and one fp32 log-sum-exp per row instead of an
+// fp32 log-softmax, and never holds a full-size fp32 copy: for 16-bit
+// logits that halves what the loss keeps for backward and what its backward
+// allocates at the start of backward, where the step's memory peaks.
+struct CrossEntropyFn : torch::autograd::Function<CrossEntropyFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx,
+                            const at::Tensor& logits,
+                            const at::Tensor& targets) {
+    const int64_t n = logits.size(0);
+    const at::Tensor valid = targets.ne(kIgnoreIndex);
+    // Ignored rows pick class 0 and are masked out of loss and gradient.
+    const at::Tensor picks = targets.masked_fill(valid.logical_not(), 0);
+    const auto fp32 = logits.options().dtype(at::kFloat);
+    at::Tensor lse = at::empty({n}, fp32);
+    at::Tensor picked = at::empty({n}, fp32);
+    for (int64_t first = 0; first < n; first += kCrossEntropySliceRows) {
+      const int64_t len = std::min(kCrossEntropySliceRows, n - first);
+      const at::Tensor slice = logits.narrow(0, first, len).to(at::kFloat);
+      lse.narrow(0, first, len).copy_(at::logsumexp(slice, {1}));
+      // gather checks every target against the class count.
+      picked.narrow(0, first, len)
+          .copy_(slice.gather(1, picks.narrow(0, first, len).unsqueeze(1))
+                     .squeeze(1));
+    }
+    const at::Tensor count = valid.sum().to(at::kFloat);
+    ctx->save_for_backward({logits, picks, valid, lse, count});
+    return (lse - picked).mul_(valid).sum().div_(count);
+  }
+  static torch::autograd::variable_list backward(
+      torch::autograd::AutogradContext* ctx,
+      torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &logits = saved[0], &picks = saved[1], &valid = saved[2];
+    const at::Tensor &lse = saved[3], &count = saved[4];
+    const int64_t n = logits.size(0);
+    // d loss / d logit = (softmax - onehot(target)) * grad / count, per row.
+    const at::Tensor row_scale =
+        valid.to(at::kFloat).mul_(grad_out[0].to(at::kFloat).div(count));
+    at::Tensor dlogits = at::empty_like(logits);
+    for (int64_t first = 0; first < n; first += kCrossEntropySliceRows) {
+      const int64_t len = std::min(kCrossEntropySliceRows, n - first);
+      at::Tensor d = logits.narrow(0, first, len)
+                         .to(at::kFloat)
+                         .sub_(lse.narrow(0, first, len).unsqueeze(1))
+                         .exp_();
+      const at::Tensor index = picks.narrow(0, first, len).unsqueeze(1);
+      d.scatter_add_(1, index, at::full_like(index, -1.0, d.options()));
+      d.mul_(row_scale.narrow(0, first, len).unsqueeze(1));
+      dlogits.narrow(0, first, len).copy_(d);
+    }
+    return {dlogits, at::Tensor()};
+  }
+};
+
 at::Tensor ApplyLoss(LossKind kind, const at::Tensor& out,
                      const at::Tensor& targets) {
   if (kind == LossKind::kMse) {
     return at::mse_loss(out.to(at::kFloat),
                         targets.to(at::kFloat).reshape(out.sizes()));
   }
-  at::Tensor logits = out.to(at::kFloat);
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}),
-                                targets.reshape({-1}));
+  return CrossEntropy(out.reshape({-1, out.size(-1)}), targets.reshape({-1}));
 }
 
 }  // namespace
@@ -359,6 +451,19 @@ bool GptPreset(const std::string& name, const GptShape& shape,
   if (shape.vocab_size > 0) c.vocab_size = shape.vocab_size;
   *out = c;
   return true;
+}
+
+at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets) {
+  return CrossEntropyFn::apply(logits, targets);
+}
+
+at::Tensor LayerNormFp32(const at::Tensor& x, const at::Tensor& weight,
+                         const at::Tensor& bias) {
+  if (x.scalar_type() != at::kFloat) {
+    return LayerNormFp32Fn::apply(x, weight, bias);
+  }
+  return at::layer_norm(x, {x.size(-1)}, weight.to(at::kFloat),
+                        bias.to(at::kFloat), 1e-5);
 }
 
 std::unique_ptr<TrainModel> MakeGpt(const GptConfig& config) {

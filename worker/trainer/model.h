@@ -79,6 +79,19 @@ class TrainModel {
 TrainStatus BuildModel(const ModelOptions& options, const Dataset& data,
                        std::unique_ptr<TrainModel>* out);
 
+// Mean cross-entropy of `logits` [N, K] against class indices `targets`
+// [N], computed in fp32 whatever the logits' dtype, with
+// at::cross_entropy_loss's semantics (targets of -100 are ignored; a target
+// outside [0, K) throws c10::Error). Keeps 16-bit logits in 16 bits for
+// backward, so it costs half of at::cross_entropy_loss on fp32 logits.
+at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets);
+
+// LayerNorm over the last dimension computed in fp32 and returned in `x`'s
+// dtype, with fp32 gradients rounded to the inputs' dtypes. For a 16-bit
+// `x` it saves only `x` and the fp32 row statistics for backward.
+at::Tensor LayerNormFp32(const at::Tensor& x, const at::Tensor& weight,
+                         const at::Tensor& bias);
+
 // The built-in GPT on its own (the benchmark's bare loop uses it).
 std::unique_ptr<TrainModel> MakeGpt(const GptConfig& config);
 

@@ -234,5 +234,76 @@ TEST_F(GradOpsTest, MasterWeightsTrackFp32Update) {
   EXPECT_TRUE(at::equal(p16, m.to(at::kBFloat16)));
 }
 
+// Max |a - b| / max |b|, in double.
+double RelError(const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor ad = a.to(at::kDouble), bd = b.to(at::kDouble);
+  return ((ad - bd).abs().max() / bd.abs().max()).item<double>();
+}
+
+TEST_F(GradOpsTest, CrossEntropyMatchesAtenWithIgnoredTargets) {
+  // 2500 rows: two full slices and a partial one; some targets ignored.
+  at::Tensor logits = (at::randn({2500, 37}) * 4).requires_grad_(true);
+  at::Tensor targets = at::randint(0, 37, {2500}, at::kLong);
+  targets.index_put_({at::arange(0, 2500, 7)}, -100);
+  at::Tensor ref_logits = logits.detach().clone().requires_grad_(true);
+  at::Tensor ours = CrossEntropy(logits, targets);
+  at::Tensor ref = at::cross_entropy_loss(ref_logits, targets);
+  EXPECT_NEAR(ours.item<double>(), ref.item<double>(),
+              1e-6 * ref.item<double>());
+  (ours * 3).backward();
+  (ref * 3).backward();
+  EXPECT_LT(RelError(logits.grad(), ref_logits.grad()), 1e-5);
+  // Ignored rows get no gradient.
+  EXPECT_EQ(
+      logits.grad().index({at::arange(0, 2500, 7)}).abs().max().item<float>(),
+      0.0f);
+}
+
+TEST_F(GradOpsTest, CrossEntropyOfBf16LogitsIsComputedInFp32) {
+  at::Tensor logits16 =
+      (at::randn({1500, 256}) * 3).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor targets = at::randint(0, 256, {1500}, at::kLong);
+  at::Tensor logits32 = logits16.detach().to(at::kFloat).requires_grad_(true);
+  at::Tensor ours = CrossEntropy(logits16, targets);
+  at::Tensor ref = at::cross_entropy_loss(logits32, targets);
+  EXPECT_EQ(ours.scalar_type(), at::kFloat);
+  EXPECT_NEAR(ours.item<double>(), ref.item<double>(),
+              1e-6 * ref.item<double>());
+  ours.backward();
+  ref.backward();
+  EXPECT_EQ(logits16.grad().scalar_type(), at::kBFloat16);
+  // The fp32 gradient, rounded once to bf16.
+  EXPECT_LT(RelError(logits16.grad(), logits32.grad().to(at::kBFloat16)), 1e-2);
+}
+
+TEST_F(GradOpsTest, CrossEntropyRefusesTargetsOutOfRange) {
+  at::Tensor logits = at::randn({4, 5});
+  at::Tensor targets = at::tensor({0, 1, 5, 2}, at::kLong);
+  EXPECT_THROW(CrossEntropy(logits, targets), c10::Error);
+}
+
+TEST_F(GradOpsTest, LayerNormFp32OfBf16MatchesFp32LayerNorm) {
+  // 1300 rows of 48: slices of 512 rows and a partial one.
+  at::Tensor x16 =
+      (at::randn({2, 650, 48}) * 3 + 1).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor w = (at::randn({48}) + 1).requires_grad_(true);
+  at::Tensor b = at::randn({48}).requires_grad_(true);
+  at::Tensor x32 = x16.detach().to(at::kFloat).requires_grad_(true);
+  at::Tensor w32 = w.detach().clone().requires_grad_(true);
+  at::Tensor b32 = b.detach().clone().requires_grad_(true);
+  at::Tensor ours = LayerNormFp32(x16, w, b);
+  at::Tensor ref = at::layer_norm(x32, {48}, w32, b32, 1e-5);
+  EXPECT_EQ(ours.scalar_type(), at::kBFloat16);
+  // Computed in fp32, rounded once.
+  EXPECT_TRUE(at::equal(ours, ref.to(at::kBFloat16)));
+  at::Tensor g = at::randn({2, 650, 48});
+  ours.backward(g.to(at::kBFloat16));
+  ref.backward(g.to(at::kBFloat16).to(at::kFloat));
+  EXPECT_TRUE(at::equal(x16.grad(), x32.grad().to(at::kBFloat16)));
+  // Weight and bias gradients stay fp32, summed over slices.
+  EXPECT_LT(RelError(w.grad(), w32.grad()), 1e-5);
+  EXPECT_LT(RelError(b.grad(), b32.grad()), 1e-5);
+}
+
 }  // namespace
 }  // namespace halftime::trainer
