@@ -90,14 +90,18 @@ def under_worker(args, c, name):
     # CPU of worker, scheduler and trainer sampled while the trainer runs:
     # what the two daemons take per second of training, apart from the
     # one-off work at the job's start and end (spec, outputs, savings).
-    window = []
+    # pgrep (a fork) runs only until the trainer is found; after that the
+    # samples are three /proc reads a second, so the harness itself costs
+    # the worker's rounds next to nothing.
+    window, trainer_pid = [], None
     while (job := c.job(job_id)).state not in terminal:
-        trainers = cluster.trainer_pids(c, "w1")
-        if trainers:
+        if trainer_pid is None:
+            trainer_pid = next(iter(cluster.trainer_pids(c, "w1")), None)
+        if trainer_pid is not None:
             try:
                 window.append((cpu_seconds(worker_pid)[0], cpu_seconds(scheduler_pid)[0],
-                               cpu_seconds(trainers[0])[0]))
-            except FileNotFoundError:  # the trainer ended between the calls
+                               cpu_seconds(trainer_pid)[0]))
+            except (FileNotFoundError, ProcessLookupError):  # the trainer ended
                 pass
         time.sleep(1.0)
     from halftime.v1 import job_pb2

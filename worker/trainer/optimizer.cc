@@ -49,10 +49,16 @@ GradCheck CheckGradients(const std::vector<at::Tensor>& grads, double scale,
     at::_amp_foreach_non_finite_check_and_unscale_(defined, found_inf_dev, inv);
     unscaled_in_place = true;
   }
+  // Still-scaled gradients are measured in double: squares of fp32 values
+  // above 2^64 overflow, which with a large scale (2^120 is legal) would
+  // turn every finite step into a false overflow.
+  const bool scaled = unscale && !unscaled_in_place;
   std::vector<at::Tensor> norms;
   norms.reserve(defined.size());
   for (const at::Tensor& g : defined) {
-    if (g.scalar_type() == at::kFloat) {
+    if (scaled) {
+      norms.push_back(at::norm(g, 2, AllDims(g), false, at::kDouble));
+    } else if (g.scalar_type() == at::kFloat) {
       norms.push_back(at::norm(g, 2, AllDims(g), false));
     } else {
       norms.push_back(at::norm(g, 2, AllDims(g), false, at::kFloat));
@@ -60,7 +66,7 @@ GradCheck CheckGradients(const std::vector<at::Tensor>& grads, double scale,
   }
   at::Tensor total =
       norms.size() == 1 ? norms[0] : at::norm(at::stack(norms), 2, {0}, false);
-  if (unscale && !unscaled_in_place) total = total * (1.0 / scale);
+  if (scaled) total = (total * (1.0 / scale)).to(at::kFloat);
   if (found_inf_dev.defined()) {
     // Make a non-finite grad visible in the norm even if it was unscaled.
     total = total + found_inf_dev * std::numeric_limits<float>::infinity();

@@ -42,6 +42,27 @@ TEST_F(GradOpsTest, FiniteGradsGiveNormAndNoOverflow) {
   EXPECT_FALSE(c.grad_coef.defined());
 }
 
+TEST_F(GradOpsTest, LargeScalesAreNotFalseOverflows) {
+  // Scaled by 2^100, squares of these grads overflow fp32; the check must
+  // still see finite grads and report the unscaled norm.
+  auto g = RandomGrads();
+  const double ref = RefNorm(g);
+  const double scale = std::ldexp(1.0, 100);
+  std::vector<at::Tensor> scaled;
+  for (const auto& t : g) scaled.push_back(t * scale);
+  GradCheck c = CheckGradients(scaled, scale, 0.0);
+  EXPECT_FALSE(c.found_inf);
+  EXPECT_NEAR(c.grad_norm, ref, 1e-5 * ref);
+  // And bf16 grads at 2^120.
+  std::vector<at::Tensor> bf16;
+  for (const auto& t : g) {
+    bf16.push_back((t * std::ldexp(1.0, 120)).to(at::kBFloat16));
+  }
+  c = CheckGradients(bf16, std::ldexp(1.0, 120), 0.0);
+  EXPECT_FALSE(c.found_inf);
+  EXPECT_NEAR(c.grad_norm, ref, 1e-2 * ref);
+}
+
 TEST_F(GradOpsTest, InfAndNanAnywhereAreOverflows) {
   for (float bad : {std::numeric_limits<float>::infinity(),
                     -std::numeric_limits<float>::infinity(),

@@ -1,6 +1,7 @@
 """Trains the engine's GPT in PyTorch from the same weights and batches.
 
-usage: gpt_parity.py WEIGHTS.safetensors DATA.pt OUT.txt --precision fp32|bf16-mixed
+usage: gpt_parity.py WEIGHTS.safetensors DATA.pt OUT.txt
+       --precision fp32|bf16-mixed|fp16-mixed --device cpu|cuda
        --steps N --batch B --lr LR --n-layer L --n-embd C --n-head H
        --eval-fraction F
 Writes one training loss per line. The model mirrors worker/trainer/model.cc
@@ -102,6 +103,7 @@ def main():
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--eval-fraction", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     weights, _ = safetensors_io.read(a.weights)
@@ -111,6 +113,11 @@ def main():
     missing = set(dict(model.named_parameters())) ^ set(weights)
     assert not missing, missing
     model.load_state_dict(weights, strict=True)
+    model.to(a.device)
+    if a.device == "cuda":
+        # The engine's fp32 is IEEE fp32 on CUDA too (tf32 is its own mode).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     data = torch.load(a.data)
     x, y = data["inputs"], data["targets"]
     n_eval = max(1, round(x.size(0) * a.eval_fraction)) if a.eval_fraction > 0 else 0
@@ -121,18 +128,24 @@ def main():
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.999), eps=1e-8,
                             foreach=False)
+    # fp16-mixed (CUDA) is torch.autocast plus GradScaler's defaults, which
+    # the engine's dynamic scaler reproduces.
+    autocast = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(a.precision)
+    scaler = torch.cuda.amp.GradScaler(enabled=a.precision == "fp16-mixed")
     losses = []
     for step in range(a.steps):
         rows = [(step * a.batch + r) % n_train for r in range(a.batch)]
-        xb, yb = x[rows], y[rows]
-        if a.precision == "bf16-mixed":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        xb, yb = x[rows].to(a.device), y[rows].to(a.device)
+        if autocast is not None:
+            with torch.autocast(a.device, dtype=autocast):
                 loss = model(xb, yb)
         else:
             loss = model(xb, yb)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
     with open(a.out, "w") as f:
