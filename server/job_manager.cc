@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string_view>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -147,6 +149,10 @@ absl::Status JobManager::LoadLocked(StoreSnapshot snapshot,
     metrics_->workers(w->info.state()).Increment();
     workers_[w->info.name()] = std::move(w);
   }
+  next_seq_ = std::max(next_seq_, snapshot.max_job_seq + 1);
+  for (const auto& [state, count] : snapshot.finished_jobs) {
+    metrics_->AddJobs(state, count);
+  }
   for (JobRecord& record : snapshot.jobs) {
     auto e = std::make_unique<JobEntry>();
     e->rec = std::move(record);
@@ -156,7 +162,8 @@ absl::Status JobManager::LoadLocked(StoreSnapshot snapshot,
     JobEntry* entry = e.get();
     next_seq_ = std::max(next_seq_, entry->rec.seq + 1);
     metrics_->JobStateChanged(v1::JOB_STATE_UNSPECIFIED, entry->state());
-    // Finished jobs stay in the store only (see Archive).
+    // Finished jobs stay in the store only (see Archive); the store counts
+    // them, but a Store may still return one here.
     if (IsTerminal(entry->state())) continue;
     if (!entry->rec.idempotency_key.empty()) {
       by_idempotency_key_[entry->rec.idempotency_key] = entry->id();
@@ -958,6 +965,17 @@ absl::StatusOr<uint64_t> JobManager::RegisterWorker(
   }
   if (request.name().size() > 128) {
     return absl::InvalidArgumentError("register.name: longer than 128 bytes");
+  }
+  // The name labels metrics, log lines and CLI tables: host and pod names
+  // fit this set; control characters or spaces would forge lines there.
+  for (char c : request.name()) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) &&
+        std::string_view("._:@-").find(c) == std::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "register.name: only letters, digits and . _ : @ - are allowed, "
+          "got \"",
+          absl::CHexEscape(request.name()), "\""));
+    }
   }
   if (request.capabilities().slots() < 0) {
     return absl::InvalidArgumentError(

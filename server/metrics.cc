@@ -138,6 +138,12 @@ void SchedulerMetrics::JobStateChanged(v1::JobState from, v1::JobState to) {
   if (auto it = jobs_.find(to); it != jobs_.end()) it->second->Increment();
 }
 
+void SchedulerMetrics::AddJobs(v1::JobState state, int64_t count) {
+  if (auto it = jobs_.find(state); it != jobs_.end()) {
+    it->second->Increment(static_cast<double>(count));
+  }
+}
+
 prometheus::Gauge& SchedulerMetrics::workers(v1::WorkerState state) {
   auto it = workers_.find(state);
   if (it == workers_.end()) it = workers_.find(v1::WORKER_STATE_LOST);

@@ -75,6 +75,8 @@ class SchedulerMetrics {
 
   // Moves one job from state `from` (UNSPECIFIED for a new job) to `to`.
   void JobStateChanged(v1::JobState from, v1::JobState to);
+  // Adds `count` jobs in `state` (start-up counts of finished jobs).
+  void AddJobs(v1::JobState state, int64_t count);
   prometheus::Gauge& workers(v1::WorkerState state);
   prometheus::Counter& jobs_submitted() { return *jobs_submitted_; }
   prometheus::Histogram& queue_wait() { return *queue_wait_; }

@@ -52,6 +52,10 @@ CREATE TABLE logs (
   job_id TEXT PRIMARY KEY,
   lines BLOB NOT NULL);
 )sql",
+    // 2: start-up reads only unfinished jobs and counts the others.
+    R"sql(
+CREATE INDEX jobs_by_state ON jobs(state);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) ==
                   SqliteStore::kSchemaVersion,
@@ -458,10 +462,14 @@ absl::Status SqliteStore::ApplyOne(const StoreMutation& m) {
 absl::StatusOr<StoreSnapshot> SqliteStore::Load() {
   std::lock_guard<std::mutex> lock(read_mu_);
   StoreSnapshot snapshot;
+  const std::string finished =
+      absl::StrCat("(", v1::JOB_STATE_SUCCEEDED, ", ", v1::JOB_STATE_FAILED,
+                   ", ", v1::JOB_STATE_CANCELLED, ")");
   {
-    Statement q(reader_db_,
-                absl::StrCat("SELECT ", kJobColumns, " FROM jobs ORDER BY seq")
-                    .c_str());
+    Statement q(reader_db_, absl::StrCat("SELECT ", kJobColumns,
+                                         " FROM jobs WHERE state NOT IN ",
+                                         finished, " ORDER BY seq")
+                                .c_str());
     if (!q.status().ok()) return q.status();
     int rc;
     while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
@@ -470,6 +478,27 @@ absl::StatusOr<StoreSnapshot> SqliteStore::Load() {
       snapshot.jobs.push_back(std::move(record));
     }
     if (rc != SQLITE_DONE) return SqliteError(reader_db_, "read jobs");
+  }
+  {
+    Statement q(reader_db_,
+                absl::StrCat("SELECT state, COUNT(*) FROM jobs WHERE state IN ",
+                             finished, " GROUP BY state")
+                    .c_str());
+    if (!q.status().ok()) return q.status();
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+      snapshot.finished_jobs[static_cast<v1::JobState>(
+          sqlite3_column_int(q.get(), 0))] = sqlite3_column_int64(q.get(), 1);
+    }
+    if (rc != SQLITE_DONE) return SqliteError(reader_db_, "count jobs");
+  }
+  {
+    Statement q(reader_db_, "SELECT MAX(seq) FROM jobs");
+    if (!q.status().ok()) return q.status();
+    if (sqlite3_step(q.get()) != SQLITE_ROW) {
+      return SqliteError(reader_db_, "read the last job sequence");
+    }
+    snapshot.max_job_seq = sqlite3_column_int64(q.get(), 0);  // NULL reads 0
   }
   {
     Statement q(reader_db_, "SELECT worker FROM workers ORDER BY name");

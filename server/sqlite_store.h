@@ -43,7 +43,7 @@ namespace halftime::server {
 class SqliteStore : public Store {
  public:
   // Schema version this build writes.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   struct Options {
     // Database file; created when missing.

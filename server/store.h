@@ -12,6 +12,7 @@
 #include <climits>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -97,10 +98,16 @@ struct JobQuery {
   int limit = 1;
 };
 
-// Everything the scheduler loads at start-up.
+// Everything the scheduler loads at start-up. Finished jobs are counted, not
+// read: start-up does not grow with history (ReadJobs serves them).
 struct StoreSnapshot {
-  // Every job, in submit order.
+  // Every job not yet finished (not succeeded, failed or cancelled), in
+  // submit order.
   std::vector<JobRecord> jobs;
+  // How many finished jobs the store holds, by state.
+  std::map<v1::JobState, int64_t> finished_jobs;
+  // The largest job sequence number ever stored; 0 when there is none.
+  int64_t max_job_seq = 0;
   // Every worker ever registered.
   std::vector<v1::Worker> workers;
   // The latest checkpoint of each job that has one.

@@ -699,7 +699,24 @@ TEST_F(JobManagerTest, FinishedJobsLeaveMemoryAndAreReadFromTheStore) {
   EXPECT_EQ(jobs_->live_jobs(), 3);
   EXPECT_EQ(Get(ids[0]).state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(Metric("halftime_jobs{state=\"succeeded\"}"), 1);
+  EXPECT_EQ(Metric("halftime_jobs{state=\"cancelled\"}"), 1);
   EXPECT_EQ(SubmitId(Spec("next")), "j-000006");
+}
+
+TEST_F(JobManagerTest, RestartAfterOnlyFinishedJobsContinuesTheIds) {
+  // Nothing live is loaded, yet ids continue after the newest stored job
+  // and the gauges count the finished ones.
+  ASSERT_EQ(SubmitId(Spec("a")), "j-000001");
+  ASSERT_EQ(SubmitId(Spec("b")), "j-000002");
+  ASSERT_TRUE(Cancel("j-000001").ok());
+  ASSERT_TRUE(Cancel("j-000002").ok());
+  Flush();
+  Reopen();
+  EXPECT_EQ(jobs_->live_jobs(), 0);
+  EXPECT_EQ(Metric("halftime_jobs{state=\"cancelled\"}"), 2);
+  EXPECT_EQ(Metric("halftime_jobs{state=\"queued\"}"), 0);
+  EXPECT_EQ(SubmitId(Spec("c")), "j-000003");
+  EXPECT_EQ(Get("j-000002").state(), v1::JOB_STATE_CANCELLED);
 }
 
 TEST_F(JobManagerTest, AFailedWriteIsNeitherAcknowledgedNorActedOn) {

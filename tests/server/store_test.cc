@@ -143,6 +143,100 @@ TEST(SqliteStoreTest, SchemaVersionRecordedAndNewerRefused) {
   EXPECT_EQ(reopened.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(SqliteStoreTest, LoadReadsUnfinishedJobsAndCountsTheRest) {
+  testing::TempDir dir;
+  std::string path = dir.path() + "/db";
+  {
+    auto store = SqliteStore::Open(testing::StoreOptions(path, true));
+    ASSERT_TRUE(store.ok()) << store.status();
+    StoreMutation m;
+    const v1::JobState states[] = {
+        v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_QUEUED,
+        v1::JOB_STATE_FAILED,    v1::JOB_STATE_RUNNING,
+        v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_CANCELLED,
+        v1::JOB_STATE_SUCCEEDED};  // the newest job is finished
+    for (int i = 0; i < 7; ++i) {
+      JobRecord r = Job(i + 1);
+      r.job.set_state(states[i]);
+      m.jobs.push_back(r);
+    }
+    ASSERT_TRUE(ApplySync(store->get(), std::move(m)).ok());
+    (*store)->Close();
+  }
+  auto store = SqliteStore::Open(testing::StoreOptions(path, true));
+  ASSERT_TRUE(store.ok());
+  auto snapshot = (*store)->Load();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  std::vector<std::string> ids;
+  for (const JobRecord& r : snapshot->jobs) ids.push_back(r.job.id());
+  EXPECT_THAT(ids, ::testing::ElementsAre("j-2", "j-4"));
+  EXPECT_THAT(snapshot->finished_jobs,
+              ::testing::UnorderedElementsAre(
+                  ::testing::Pair(v1::JOB_STATE_SUCCEEDED, 3),
+                  ::testing::Pair(v1::JOB_STATE_FAILED, 1),
+                  ::testing::Pair(v1::JOB_STATE_CANCELLED, 1)));
+  EXPECT_EQ(snapshot->max_job_seq, 7);
+  // The finished ones are still there for readers.
+  JobQuery query;
+  query.job_id = "j-7";
+  auto finished = (*store)->ReadJobs(query);
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  ASSERT_EQ(finished->size(), 1u);
+  EXPECT_EQ((*finished)[0].job.state(), v1::JOB_STATE_SUCCEEDED);
+  (*store)->Close();
+}
+
+TEST(SqliteStoreTest, EmptyStoreHasNoLastSequence) {
+  testing::TempDir dir;
+  auto store =
+      SqliteStore::Open(testing::StoreOptions(dir.path() + "/db", false));
+  ASSERT_TRUE(store.ok());
+  auto snapshot = (*store)->Load();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  EXPECT_EQ(snapshot->max_job_seq, 0);
+  EXPECT_TRUE(snapshot->finished_jobs.empty());
+  (*store)->Close();
+}
+
+TEST(SqliteStoreTest, VersionOneStoreIsMigrated) {
+  // A store written by the first schema (no jobs_by_state index) opens,
+  // gains the index and keeps its jobs.
+  testing::TempDir dir;
+  std::string path = dir.path() + "/db";
+  {
+    auto store = SqliteStore::Open(testing::StoreOptions(path, true));
+    ASSERT_TRUE(store.ok());
+    StoreMutation m;
+    m.jobs.push_back(Job(1));
+    ASSERT_TRUE(ApplySync(store->get(), std::move(m)).ok());
+    (*store)->Close();
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP INDEX jobs_by_state; DELETE FROM schema_version "
+                         "WHERE version > 1",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto store = SqliteStore::Open(testing::StoreOptions(path, true));
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto snapshot = (*store)->Load();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  ASSERT_EQ(snapshot->jobs.size(), 1u);
+  (*store)->Close();
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  sqlite3_prepare_v2(db,
+                     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' "
+                     "AND name = 'jobs_by_state'",
+                     -1, &stmt, nullptr);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 1);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
 TEST(SqliteStoreTest, ApplyAfterCloseFails) {
   testing::TempDir dir;
   auto store =
