@@ -1,6 +1,9 @@
 #include "worker/trainer/optimizer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#ifdef HALFTIME_WITH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#endif
 
 #include <cmath>
 #include <limits>
@@ -26,6 +29,24 @@ at::Tensor StochasticRoundToBf16(const at::Tensor& x, at::Generator& gen) {
                                  bits.options().dtype(at::kInt));
   at::Tensor rounded = at::bitwise_and(bits + noise, -65536);
   return rounded.view(at::kFloat).to(at::kBFloat16);
+}
+
+// Stochastic rounding draws its noise on the weights' device: at::randint
+// refuses a CPU generator for CUDA tensors.
+at::Generator RoundingGenerator(
+    const std::vector<std::pair<std::string, at::Tensor>>& params,
+    uint64_t seed) {
+#ifdef HALFTIME_WITH_CUDA
+  if (!params.empty() && params.front().second.is_cuda()) {
+    at::Generator gen = at::cuda::detail::createCUDAGenerator(
+        params.front().second.device().index());
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(seed);
+    return gen;
+  }
+#endif
+  (void)params;
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
 }
 
 }  // namespace
@@ -67,10 +88,8 @@ GradCheck CheckGradients(const std::vector<at::Tensor>& grads, double scale,
   at::Tensor total =
       norms.size() == 1 ? norms[0] : at::norm(at::stack(norms), 2, {0}, false);
   if (scaled) total = (total * (1.0 / scale)).to(at::kFloat);
-  if (found_inf_dev.defined()) {
-    // Make a non-finite grad visible in the norm even if it was unscaled.
-    total = total + found_inf_dev * std::numeric_limits<float>::infinity();
-  }
+  if (found_inf_dev.defined())
+    total = NormWithOverflowFlag(total, found_inf_dev);
   out.grad_norm = total.item<double>();  // the step's one host sync
   out.found_inf = !std::isfinite(out.grad_norm);
   if (out.found_inf) return out;
@@ -86,6 +105,14 @@ GradCheck CheckGradients(const std::vector<at::Tensor>& grads, double scale,
   }
   out.grad_coef = coef;
   return out;
+}
+
+at::Tensor NormWithOverflowFlag(const at::Tensor& norm,
+                                const at::Tensor& found_inf) {
+  // Not norm + found_inf * inf: 0 * inf is NaN, which would turn every
+  // clean step into an overflow.
+  return norm.masked_fill(found_inf.gt(0),
+                          std::numeric_limits<float>::infinity());
 }
 
 double LearningRate(const OptimizerOptions& opt, const LrScheduleOptions& s,
@@ -115,7 +142,7 @@ Optimizer::Optimizer(std::vector<std::pair<std::string, at::Tensor>> params,
       weight_decay_(options.weight_decay >= 0.0
                         ? options.weight_decay
                         : (options.name == OptimizerName::kAdamW ? 0.01 : 0.0)),
-      rounding_gen_(at::make_generator<at::CPUGeneratorImpl>(seed)) {
+      rounding_gen_(RoundingGenerator(params, seed)) {
   at::NoGradGuard no_grad;
   for (auto& [name, p] : params) {
     Slot s;

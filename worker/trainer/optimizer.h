@@ -48,6 +48,11 @@ struct GradCheck {
 GradCheck CheckGradients(const std::vector<at::Tensor>& grads, double scale,
                          double max_grad_norm);
 
+// `norm` (a 0-dim fp32 tensor), or +inf where `found_inf` (the 0-dim 0/1
+// flag the fused CUDA unscale sets) is 1. Stays on the tensors' device.
+at::Tensor NormWithOverflowFlag(const at::Tensor& norm,
+                                const at::Tensor& found_inf);
+
 // Learning rate for optimizer step `step` (0-based count of steps taken).
 double LearningRate(const OptimizerOptions& opt, const LrScheduleOptions& s,
                     int64_t step, int64_t total_steps);

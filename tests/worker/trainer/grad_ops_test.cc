@@ -42,6 +42,17 @@ TEST_F(GradOpsTest, FiniteGradsGiveNormAndNoOverflow) {
   EXPECT_FALSE(c.grad_coef.defined());
 }
 
+TEST_F(GradOpsTest, OverflowFlagMarksTheNormOnlyWhenSet) {
+  // The fused CUDA path's combination of norm and found_inf flag.
+  const at::Tensor norm = at::full({}, 3.5f);
+  EXPECT_EQ(NormWithOverflowFlag(norm, at::zeros({})).item<float>(), 3.5f);
+  EXPECT_TRUE(
+      std::isinf(NormWithOverflowFlag(norm, at::ones({})).item<float>()));
+  const at::Tensor nan = at::full({}, std::nanf(""));
+  EXPECT_TRUE(
+      std::isnan(NormWithOverflowFlag(nan, at::zeros({})).item<float>()));
+}
+
 TEST_F(GradOpsTest, LargeScalesAreNotFalseOverflows) {
   // Scaled by 2^100, squares of these grads overflow fp32; the check must
   // still see finite grads and report the unscaled norm.
