@@ -52,6 +52,7 @@ struct CheckpointData {
   NamedTensors model;      // fp32 weights
   NamedTensors optimizer;  // optimizer state
   at::Tensor rng_cpu;      // default CPU generator state
+  at::Tensor rng_cuda;     // default CUDA generator state (CUDA runs only)
 };
 
 // Writes `data` to `path` atomically (PATH.tmp, then rename).

@@ -193,7 +193,7 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
         // A TorchScript container module with `inputs`/`targets` attributes
         // (the usual way to save tensors from C++ for Python and back).
         try {
-          torch::jit::Module m = torch::jit::load(path);
+          torch::jit::Module m = torch::jit::load(path, at::kCPU);
           x = m.attr("inputs").toTensor();
           y = m.attr("targets").toTensor();
         } catch (const std::exception&) {
@@ -256,6 +256,10 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
                        std::string(c10::toString(y.scalar_type())) +
                        "; want int64 class ids or a floating type");
       }
+      // Files saved from CUDA tensors load onto the GPU; batches are cut
+      // on the CPU and moved per step.
+      x = x.to(at::kCPU);
+      y = y.to(at::kCPU);
       if (!x.is_floating_point()) x = x.to(at::kLong);
       if (!y.is_floating_point()) y = y.to(at::kLong);
       if (x.is_floating_point()) x = x.to(at::kFloat);

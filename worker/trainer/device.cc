@@ -283,6 +283,9 @@ void InstallMemoryCounter() {
 void ResetPeakMemory(bool cuda) {
 #ifdef HALFTIME_WITH_CUDA
   if (cuda) {
+    // The caching allocator exists only after CUDA's lazy init; before the
+    // first CUDA tensor its statistics calls fail "Invalid device argument".
+    at::globalContext().lazyInitCUDA();
     c10::cuda::CUDACachingAllocator::resetPeakStats(at::cuda::current_device());
     return;
   }
@@ -294,6 +297,7 @@ void ResetPeakMemory(bool cuda) {
 int64_t PeakMemoryBytes(bool cuda) {
 #ifdef HALFTIME_WITH_CUDA
   if (cuda) {
+    at::globalContext().lazyInitCUDA();
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
         at::cuda::current_device());
     return stats
@@ -309,6 +313,7 @@ int64_t PeakMemoryBytes(bool cuda) {
 int64_t LiveMemoryBytes(bool cuda) {
 #ifdef HALFTIME_WITH_CUDA
   if (cuda) {
+    at::globalContext().lazyInitCUDA();
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
         at::cuda::current_device());
     return stats

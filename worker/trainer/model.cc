@@ -109,7 +109,9 @@ struct AttentionImpl : torch::nn::Module {
     // kernels accumulate reduced-precision inputs in fp32 (bit-identical to
     // softmax(x.float()).to(bf16)).
     att.masked_fill_(mask, -std::numeric_limits<float>::infinity());
-    att = at::softmax(att, -1);
+    // The explicit dtype also keeps CUDA autocast (which would return fp32
+    // softmax) from saving an fp32 copy of the probabilities.
+    att = at::softmax(att, -1, att.scalar_type());
     at::Tensor y =
         at::matmul(att, v).transpose(1, 2).contiguous().view({B, T, C});
     return at::linear(y, c_proj->weight, c_proj->bias);
@@ -241,6 +243,14 @@ struct CrossEntropyFn : torch::autograd::Function<CrossEntropyFn> {
     const at::Tensor valid = targets.ne(kIgnoreIndex);
     // Ignored rows pick class 0 and are masked out of loss and gradient.
     const at::Tensor picks = targets.masked_fill(valid.logical_not(), 0);
+    if (logits.is_cuda()) {
+      // On CUDA an out-of-range index is a device-side assert that breaks
+      // the context; check first (gather checks on the CPU).
+      TORCH_CHECK(
+          !picks.lt(0).logical_or(picks.ge(logits.size(1))).any().item<bool>(),
+          "cross_entropy: a target is outside [0, ", logits.size(1),
+          ") and not -100");
+    }
     const auto fp32 = logits.options().dtype(at::kFloat);
     at::Tensor lse = at::empty({n}, fp32);
     at::Tensor picked = at::empty({n}, fp32);
@@ -475,7 +485,7 @@ TrainStatus BuildModel(const ModelOptions& options, const Dataset& data,
   if (!options.torchscript.empty()) {
     torch::jit::Module m;
     try {
-      m = torch::jit::load(options.torchscript);
+      m = torch::jit::load(options.torchscript, at::kCPU);
     } catch (const std::exception& e) {
       std::string what = e.what();
       what = what.substr(0, what.find('\n'));

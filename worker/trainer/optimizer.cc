@@ -5,6 +5,7 @@
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -63,7 +64,14 @@ GradCheck CheckGradients(const std::vector<at::Tensor>& grads, double scale,
   const bool unscale = scale != 1.0;
   bool unscaled_in_place = false;
   at::Tensor found_inf_dev;
-  if (defined.front().is_cuda() && unscale) {
+  // The fused op unscales in place: only fp32 grads (fp16-mixed) may take
+  // it. It has no bf16 kernel, and unscaling fp16 grads (fp16-master) in
+  // fp16 would flush small ones to zero (GradScaler refuses that too);
+  // those keep the scale until the fp32 update, as on the CPU.
+  const bool all_fp32 = std::all_of(
+      defined.begin(), defined.end(),
+      [](const at::Tensor& g) { return g.scalar_type() == at::kFloat; });
+  if (defined.front().is_cuda() && unscale && all_fp32) {
     // Fused unscale + non-finite check over all grads (CUDA only in 1.13).
     found_inf_dev = at::zeros({}, defined.front().options().dtype(at::kFloat));
     at::Tensor inv = at::full({}, 1.0 / scale, found_inf_dev.options());

@@ -26,6 +26,10 @@
 #include "worker/trainer/model.h"
 #include "worker/trainer/optimizer.h"
 
+#ifdef HALFTIME_WITH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#endif
+
 namespace halftime::trainer {
 namespace {
 
@@ -289,6 +293,14 @@ TrainStatus Loop::Resume() {
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(ck.rng_cpu);
   }
+#ifdef HALFTIME_WITH_CUDA
+  // Random ops on the GPU (dropout in a TorchScript model) resume in step.
+  if (ck.rng_cuda.defined() && s_.cuda) {
+    at::Generator gen = at::cuda::detail::getDefaultCUDAGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(ck.rng_cuda);
+  }
+#endif
   step_ = ck.step;
   micro_batches_ = ck.micro_batches;
   return TrainStatus::Ok();
@@ -314,6 +326,11 @@ TrainStatus Loop::SaveCheckpoint(int64_t step) {
   ck.model = opt_->Fp32Weights();
   ck.optimizer = opt_->StateTensors();
   ck.rng_cpu = at::detail::getDefaultCPUGenerator().get_state();
+#ifdef HALFTIME_WITH_CUDA
+  if (s_.cuda) {
+    ck.rng_cuda = at::cuda::detail::getDefaultCUDAGenerator().get_state();
+  }
+#endif
   const std::string path = CheckpointPath(o_.out_dir, step);
   TrainStatus st = WriteCheckpoint(path, ck);
   if (!st.ok()) return st;
@@ -529,8 +546,9 @@ TrainStatus Loop::WriteOutputs(TrainSummary* sum) {
                                      {"step", std::to_string(step_)}});
   if (!st.ok()) return st;
   if (s_.model->is_torchscript()) {
-    // Saved with fp32 weights (the master copy where there is one).
-    s_.model->To(s_.device, at::kFloat);
+    // Saved with fp32 weights (the master copy where there is one), on the
+    // CPU so that it loads on machines without a GPU.
+    s_.model->To(at::kCPU, at::kFloat);
     {
       at::NoGradGuard no_grad;
       std::map<std::string, at::Tensor> by_name(weights.begin(), weights.end());
