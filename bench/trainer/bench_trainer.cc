@@ -2,6 +2,7 @@
 // side, on gpt-micro (run by hand; not part of CI).
 //
 //   bench_trainer [--threads N] [--steps N] [--batch N] [--seq N]
+//                 [--rounds N] [--overhead-only]
 //
 // Sets OPENBLAS_CORETYPE from /proc/cpuinfo when unset (see
 // EnsureOpenBlasCoreType). On a machine shared with other work, also set
@@ -9,10 +10,11 @@
 // mode by an order of magnitude.
 //
 // Prints (a) the engine's step time against a bare libtorch loop of the same
-// model and precision (target <= 1.03x), (b) bf16-mixed against fp32 step
-// time (target >= 2.5x), (c) peak tensor memory of each bf16 mode relative
-// to fp32 (targets: bf16-mixed <= 0.7, bf16-master <= 0.65, bf16-pure <=
-// 0.5). Compare with bench/trainer/pytorch_autocast.py for PyTorch itself.
+// model and precision, alternated over --rounds (target <= 1.03x), (b)
+// bf16-mixed against fp32 step time (target >= 2.5x), (c) peak tensor memory of
+// each bf16 mode relative to fp32 (targets: bf16-mixed <= 0.7, bf16-master <=
+// 0.65, bf16-pure <= 0.5). Compare with bench/trainer/pytorch_autocast.py for
+// PyTorch itself.
 
 #include <torch/torch.h>
 
@@ -39,7 +41,9 @@ struct Config {
   int warmup = 2;
   int batch = 16;
   int seq = 256;
-  // Only (a), bare and engine interleaved twice (a noisy machine's check).
+  // Alternating bare/engine rounds for (a).
+  int rounds = 3;
+  // Only (a).
   bool overhead_only = false;
 };
 
@@ -188,6 +192,8 @@ int main(int argc, char** argv) {
       c.batch = v;
     else if (flag == "--seq")
       c.seq = v;
+    else if (flag == "--rounds")
+      c.rounds = std::max(1, v);
   }
   ht::DeviceCapabilities caps = ht::ProbeDevice(c.threads, false);
   const char* core = std::getenv("OPENBLAS_CORETYPE");
@@ -201,27 +207,41 @@ int main(int argc, char** argv) {
       "warm-up\n\n",
       c.batch, c.seq, c.steps, c.warmup);
 
+  // (a) alternates bare and engine runs of each precision, round after
+  // round, so that this VM's slow and fast phases hit both alike; the
+  // figure is the median of the per-round ratios.
+  std::vector<double> ratio32, ratio16, bare32_s, bare16_s, fp32_s, mixed_s;
+  Result fp32, mixed;
+  for (int round = 0; round < c.rounds; ++round) {
+    const Result b32 = Bare(c, false);
+    fp32 = Engine(c, ht::Precision::kFp32);
+    const Result b16 = Bare(c, true);
+    mixed = Engine(c, ht::Precision::kBf16Mixed);
+    ratio32.push_back(fp32.step_seconds / b32.step_seconds);
+    ratio16.push_back(mixed.step_seconds / b16.step_seconds);
+    bare32_s.push_back(b32.step_seconds);
+    bare16_s.push_back(b16.step_seconds);
+    fp32_s.push_back(fp32.step_seconds);
+    mixed_s.push_back(mixed.step_seconds);
+    std::printf(
+        "round %d: fp32 bare %.4f engine %.4f (%.3fx); bf16-mixed bare "
+        "%.4f engine %.4f (%.3fx)\n",
+        round + 1, b32.step_seconds, fp32.step_seconds, ratio32.back(),
+        b16.step_seconds, mixed.step_seconds, ratio16.back());
+    std::fflush(stdout);
+  }
+  fp32.step_seconds = Median(fp32_s);
+  mixed.step_seconds = Median(mixed_s);
   if (c.overhead_only) {
-    for (int round = 0; round < 2; ++round) {
-      for (bool bf16 : {false, true}) {
-        const Result bare = Bare(c, bf16);
-        const Result ours =
-            Engine(c, bf16 ? ht::Precision::kBf16Mixed : ht::Precision::kFp32);
-        std::printf("%-10s bare %.4f s/step, engine %.4f s/step: %.3fx\n",
-                    bf16 ? "bf16-mixed" : "fp32", bare.step_seconds,
-                    ours.step_seconds, ours.step_seconds / bare.step_seconds);
-      }
-    }
+    std::printf("(a) median engine/bare: fp32 %.3fx, bf16-mixed %.3fx\n",
+                Median(ratio32), Median(ratio16));
     return 0;
   }
-  const Result bare32 = Bare(c, false);
-  const Result bare16 = Bare(c, true);
-  const Result fp32 = Engine(c, ht::Precision::kFp32);
-  const Result mixed = Engine(c, ht::Precision::kBf16Mixed);
   const Result master = Engine(c, ht::Precision::kBf16Master);
   const Result pure = Engine(c, ht::Precision::kBf16Pure);
   const Result pure_sr =
       Engine(c, ht::Precision::kBf16Pure, ht::PureUpdate::kStochasticRounding);
+  std::printf("\n");
 
   std::printf("%-12s %12s %12s %14s %10s\n", "mode", "step (s)", "vs fp32",
               "peak (MiB)", "peak/fp32");
@@ -236,12 +256,11 @@ int main(int argc, char** argv) {
                 static_cast<double>(r.peak_bytes) / fp32.peak_bytes);
   }
   std::printf(
-      "\n(a) engine vs bare libtorch loop: fp32 %.3fx, bf16-mixed "
-      "%.3fx (target <= 1.03x)\n",
-      fp32.step_seconds / bare32.step_seconds,
-      mixed.step_seconds / bare16.step_seconds);
-  std::printf("    bare fp32 %.4f s/step, bare bf16-mixed %.4f s/step\n",
-              bare32.step_seconds, bare16.step_seconds);
+      "\n(a) engine vs bare libtorch loop, median of %d alternating rounds: "
+      "fp32 %.3fx, bf16-mixed %.3fx (target <= 1.03x)\n",
+      c.rounds, Median(ratio32), Median(ratio16));
+  std::printf("    median bare fp32 %.4f s/step, bare bf16-mixed %.4f s/step\n",
+              Median(bare32_s), Median(bare16_s));
   std::printf("(b) bf16-mixed speedup over fp32: %.2fx (target >= 2.5x)\n",
               fp32.step_seconds / mixed.step_seconds);
   std::printf(
