@@ -160,11 +160,9 @@ absl::Status JobManager::LoadLocked(StoreSnapshot snapshot,
     e->report_attempt = e->rec.job.attempt();
     e->last_report_event_step = e->rec.job.latest_report().step();
     JobEntry* entry = e.get();
-    next_seq_ = std::max(next_seq_, entry->rec.seq + 1);
+    // Only unfinished jobs come back (finished ones stay in the store, see
+    // Archive); max_job_seq above already covers every stored seq.
     metrics_->JobStateChanged(v1::JOB_STATE_UNSPECIFIED, entry->state());
-    // Finished jobs stay in the store only (see Archive); the store counts
-    // them, but a Store may still return one here.
-    if (IsTerminal(entry->state())) continue;
     if (!entry->rec.idempotency_key.empty()) {
       by_idempotency_key_[entry->rec.idempotency_key] = entry->id();
     }

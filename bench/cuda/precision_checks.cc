@@ -30,10 +30,12 @@
 #include <string>
 #include <vector>
 
+#include "tests/worker/trainer/test_util.h"
 #include "worker/trainer/device.h"
 #include "worker/trainer/trainer.h"
 
 namespace ht = halftime::trainer;
+namespace testing = halftime::trainer::testing;
 namespace fs = std::filesystem;
 
 namespace {
@@ -44,6 +46,9 @@ struct Args {
   std::string python = "/usr/bin/python3";
   std::string fixtures;  // tests/worker/trainer/python
   std::string work = "/tmp/halftime-precision-checks";
+  ht::DeviceRequest device() const {
+    return cuda ? ht::DeviceRequest::kCuda : ht::DeviceRequest::kCpu;
+  }
 };
 
 int failures = 0;
@@ -54,49 +59,14 @@ void Check(bool ok, const std::string& what) {
   if (!ok) ++failures;
 }
 
-// A byte-level text of simple sentences; `seed` picks another text.
-std::string Corpus(size_t bytes, uint32_t seed) {
-  static const char* kWords[3][6] = {
-      {"the cat", "a dog", "my friend", "the old man", "our teacher", "a bird"},
-      {"sees", "likes", "finds", "carries", "watches", "follows"},
-      {"the ball", "a red apple", "the box", "a hat", "the river", "bread"}};
-  std::string out;
-  uint32_t x = seed;
-  auto next = [&x] {
-    x = x * 1664525u + 1013904223u;
-    return (x >> 16) % 6;
-  };
-  while (out.size() < bytes) {
-    for (int part = 0; part < 3; ++part) {
-      out += kWords[part][next()];
-      out += part < 2 ? " " : (next() == 0 ? ".\n" : ". ");
-    }
-  }
-  out.resize(bytes);
-  return out;
-}
-
-std::string WriteFile(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
-}
-
+// The trainer tests' tiny text job (gpt-nano over a byte-level corpus) on
+// the device under test, with the quality test's eval size.
 ht::TrainOptions TextJob(const Args& a, const std::string& path) {
-  ht::TrainOptions o;
-  o.model.builtin = "gpt-nano";
-  o.model.gpt = {2, 64, 4, 64, 0};
-  o.data.kind = ht::DataKind::kText;
-  o.data.path = path;
-  o.data.seq_len = 32;
-  o.batch_size = 8;
+  ht::TrainOptions o = testing::TinyTextJob(path);
   o.steps = 60;
   o.threads = 2;
-  o.optimizer.lr = 3e-3;
-  o.eval.every_steps = 0;
   o.eval.batches = 16;
-  o.checkpoint.every_steps = 0;
-  o.seed = 5;
-  o.device = a.cuda ? ht::DeviceRequest::kCuda : ht::DeviceRequest::kCpu;
+  o.device = a.device();
   return o;
 }
 
@@ -125,9 +95,10 @@ const std::vector<ht::Precision> kAllModes = {
     ht::Precision::kBf16Pure};
 
 void GatingAndQuality(const Args& a, const ht::DeviceCapabilities& caps) {
-  const std::string pre_text = WriteFile(a.work + "/pre.txt", Corpus(40000, 1));
-  const std::string tune_text =
-      WriteFile(a.work + "/tune.txt", Corpus(40000, 99));
+  const std::string pre_text = a.work + "/pre.txt";
+  const std::string tune_text = a.work + "/tune.txt";
+  testing::WriteBytes(pre_text, testing::MakeCorpus(40000));
+  testing::WriteBytes(tune_text, testing::MakeCorpus(40000, /*seed=*/99));
   for (ht::Precision p : kAllModes) {
     if (caps.Supports(p)) continue;
     ht::TrainOptions o = TextJob(a, tune_text);
@@ -236,23 +207,9 @@ void Parity(const Args& a, const ht::DeviceCapabilities& caps) {
        {Mode{ht::Precision::kFp32, 1e-4}, Mode{ht::Precision::kBf16Mixed, 1e-2},
         Mode{ht::Precision::kFp16Mixed, 1e-2}}) {
     if (!caps.Supports(m.precision)) continue;
-    ht::TrainOptions o;
-    o.model.builtin = "gpt-nano";
-    o.model.gpt = {2, 64, 4, 32, 0};
-    o.data.kind = ht::DataKind::kTensors;
-    o.data.path = a.work + "/tokens.pt";
-    o.data.shuffle = false;
-    o.data.eval_fraction = 0.1;
-    o.precision = m.precision;
-    o.batch_size = 8;
-    o.steps = 20;
-    o.optimizer.lr = 1e-3;
-    o.max_grad_norm = 1.0;
-    o.threads = 1;
-    o.eval.every_steps = 0;
-    o.checkpoint.every_steps = 0;
-    o.seed = 3;
-    o.device = a.cuda ? ht::DeviceRequest::kCuda : ht::DeviceRequest::kCpu;
+    ht::TrainOptions o =
+        testing::GptParityJob(m.precision, a.work + "/tokens.pt");
+    o.device = a.device();
     const std::string name = ht::PrecisionName(m.precision);
     const std::string init = a.work + "/init-" + name + ".safetensors";
     const std::string out = a.work + "/pytorch-" + name + ".txt";
@@ -261,11 +218,10 @@ void Parity(const Args& a, const ht::DeviceCapabilities& caps) {
       continue;
     }
     const Run ours = DoTrain(o);
-    const int rc = Shell(a.python + " " + a.fixtures + "/gpt_parity.py " +
-                         init + " " + o.data.path + " " + out +
-                         " --precision " + name + " --device " + device +
-                         " --steps 20 --batch 8 --lr 1e-3 --n-layer 2 "
-                         "--n-embd 64 --n-head 4 --eval-fraction 0.1");
+    const int rc =
+        Shell(a.python + " " + a.fixtures + "/gpt_parity.py " + init + " " +
+              o.data.path + " " + out + " --precision " + name + " --device " +
+              device + " " + testing::kGptParityArgs);
     const std::vector<double> theirs = ReadNumbers(out);
     double worst = 0;
     const bool complete = rc == 0 && ours.status.ok() &&
@@ -302,7 +258,7 @@ void Speed(const Args& a, const ht::DeviceCapabilities& caps) {
     o.eval.batches = 0;
     o.checkpoint.every_steps = 0;
     o.precision = p;
-    o.device = a.cuda ? ht::DeviceRequest::kCuda : ht::DeviceRequest::kCpu;
+    o.device = a.device();
     Run r = DoTrain(o);
     if (!r.status.ok()) {
       Check(false, std::string("speed: ") + ht::PrecisionName(p) + ": " +

@@ -60,6 +60,23 @@ def main_args(python_out):
     return args, rest
 
 
+def nano_spec(name, steps, checkpoint_every=10, precision="bf16-mixed",
+              max_restarts=2, extra=""):
+    """A gpt-nano job on synthetic data: a few steps a second on one CPU
+    thread. `extra` is appended as more YAML lines."""
+    return f"""name: {name}
+model: {{builtin: gpt-nano}}
+data: {{kind: synthetic, seq_len: 32, vocab_size: 64}}
+precision: {precision}
+batch_size: 4
+steps: {steps}
+eval: {{every_steps: 0, batches: 1}}
+checkpoint: {{every_steps: {checkpoint_every}}}
+savings: {{baseline: none}}
+max_restarts: {max_restarts}
+{extra}"""
+
+
 def wait_for(predicate, timeout, what, interval=0.1):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -24,19 +24,7 @@ def scrape(address):
         return r.read().decode()
 
 
-def spec(name, steps, checkpoint_every=10, precision="bf16-mixed", max_restarts=2,
-         extra=""):
-    return f"""name: {name}
-model: {{builtin: gpt-nano}}
-data: {{kind: synthetic, seq_len: 32, vocab_size: 64}}
-precision: {precision}
-batch_size: 4
-steps: {steps}
-eval: {{every_steps: 0, batches: 1}}
-checkpoint: {{every_steps: {checkpoint_every}}}
-savings: {{baseline: none}}
-max_restarts: {max_restarts}
-{extra}"""
+spec = cluster.nano_spec
 
 
 class E2ETest(unittest.TestCase):

@@ -41,17 +41,8 @@ ARGS = None
 
 
 def spec(name, steps, checkpoint_every=20, max_restarts=2, extra=""):
-    return f"""name: {name}
-model: {{builtin: gpt-nano}}
-data: {{kind: synthetic, seq_len: 32, vocab_size: 64}}
-precision: bf16-mixed
-batch_size: 4
-steps: {steps}
-eval: {{every_steps: 0, batches: 1}}
-checkpoint: {{every_steps: {checkpoint_every}}}
-savings: {{baseline: none}}
-max_restarts: {max_restarts}
-{extra}"""
+    return cluster.nano_spec(name, steps, checkpoint_every=checkpoint_every,
+                             max_restarts=max_restarts, extra=extra)
 
 
 def injected(what):

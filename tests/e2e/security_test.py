@@ -34,17 +34,7 @@ GRPC_LOG_LINE = re.compile(r"^[EWID]\d{4} \d\d:\d\d:\d\d", re.M)
 
 def tiny_spec(name):
     """A job of a few seconds on one CPU thread."""
-    return f"""name: {name}
-model: {{builtin: gpt-nano}}
-data: {{kind: synthetic, seq_len: 32, vocab_size: 64}}
-precision: bf16-mixed
-batch_size: 4
-steps: 5
-eval: {{every_steps: 0, batches: 1}}
-checkpoint: {{every_steps: 2}}
-savings: {{baseline: none}}
-max_restarts: 0
-"""
+    return cluster.nano_spec(name, steps=5, checkpoint_every=2, max_restarts=0)
 
 
 class Pki:

@@ -8,7 +8,6 @@
 //     the bytes sent as the request as they are (they need not parse).
 // Each answer must be clean (see Unclean in harness.h); a unary call must
 // answer before its deadline; an OK answer must parse as its response type.
-#include <google/protobuf/stubs/logging.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -146,12 +145,7 @@ std::vector<std::pair<SchedulerMethod, std::string>> Decode(const uint8_t* data,
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  // The scheduler's state carries over between inputs (jobs, events,
-  // workers), so libFuzzer's per-input leak check would rescan a growing
-  // heap after most inputs and find nothing.
-  halftime::fuzz::PrependFuzzerFlags(argc, argv, {"-detect_leaks=0"});
-  // Invalid UTF-8 in requests is common here; protobuf would log each.
-  google::protobuf::SetLogHandler(nullptr);
+  halftime::fuzz::InitStatefulServerFuzzer(argc, argv);
   Scheduler();
   return 0;
 }

@@ -13,7 +13,6 @@
 // Every status (of the stream, of each upload, download, submit and cancel)
 // must be clean (see Unclean in harness.h), and unary calls must answer
 // before their deadline.
-#include <google/protobuf/stubs/logging.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -296,11 +295,7 @@ void RunRaw(const uint8_t* data, size_t size) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
-  // The scheduler's state carries over between inputs (jobs, events,
-  // workers), so libFuzzer's per-input leak check would rescan a growing
-  // heap after most inputs and find nothing.
-  halftime::fuzz::PrependFuzzerFlags(argc, argv, {"-detect_leaks=0"});
-  google::protobuf::SetLogHandler(nullptr);
+  halftime::fuzz::InitStatefulServerFuzzer(argc, argv);
   Scheduler();
   return 0;
 }

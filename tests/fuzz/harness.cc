@@ -1,6 +1,7 @@
 #include "tests/fuzz/harness.h"
 
 #include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/stubs/logging.h>
 #include <google/protobuf/text_format.h>
 #include <grpcpp/impl/client_unary_call.h>
 #include <grpcpp/impl/rpc_method.h>
@@ -181,17 +182,18 @@ TestScheduler& StartForever(server::ServerOptions options) {
   return *s->release();
 }
 
-void PrependFuzzerFlags(int* argc, char*** argv,
-                        const std::vector<const char*>& flags) {
+void InitStatefulServerFuzzer(int* argc, char*** argv) {
   // libFuzzer keeps using the array: it lives as long as the process.
   static std::vector<char*>* args = new std::vector<char*>();
+  static char detect_leaks[] = "-detect_leaks=0";
   args->clear();
   args->push_back((*argv)[0]);
-  for (const char* flag : flags) args->push_back(const_cast<char*>(flag));
+  args->push_back(detect_leaks);
   for (int i = 1; i < *argc; ++i) args->push_back((*argv)[i]);
   args->push_back(nullptr);
   *argc = static_cast<int>(args->size()) - 1;
   *argv = args->data();
+  google::protobuf::SetLogHandler(nullptr);
 }
 
 bool ParseTextQuietly(absl::string_view text,

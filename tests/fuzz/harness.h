@@ -76,10 +76,13 @@ CallResult CallScheduler(grpc::Channel* channel, SchedulerMethod method,
 // its data dir at exit.
 TestScheduler& StartForever(server::ServerOptions options);
 
-// For LLVMFuzzerInitialize: puts `flags` right after the program name, so
-// they are libFuzzer's defaults and flags on the command line still win.
-void PrependFuzzerFlags(int* argc, char*** argv,
-                        const std::vector<const char*>& flags);
+// For LLVMFuzzerInitialize of a fuzzer that keeps one scheduler across
+// inputs: its state (jobs, events, workers) carries over, so libFuzzer's
+// per-input leak check would rescan a growing heap after most inputs and
+// find nothing; -detect_leaks=0 goes right after the program name, so it is
+// a default that the command line still overrides. Also silences protobuf's
+// log, which would print every invalid UTF-8 string the inputs are full of.
+void InitStatefulServerFuzzer(int* argc, char*** argv);
 
 // Parses a text-format proto without logging its errors.
 bool ParseTextQuietly(absl::string_view text,

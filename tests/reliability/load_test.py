@@ -565,14 +565,18 @@ def main():
         metrics_address = m.group(1)
         pid = sched.proc.pid
         samples["start"] = rss_kb(pid)
-        names = [f"lw{i:03d}" for i in range(args.workers)]
-        for i, part in enumerate(split(names, args.worker_procs)):
-            proc = mp.Process(target=worker_process, name=f"workers-{i}",
-                              args=(i, part, sched.address, stubs, opts,
-                                    stop_workers,
-                                    os.path.join(root, f"workers-{i}.json")))
-            proc.start()
-            procs.append(("workers", proc))
+        def spawn(kind, target, members, count, stop):
+            """Starts `count` processes running `target` over `members`."""
+            for i, part in enumerate(split(members, count)):
+                proc = mp.Process(target=target, name=f"{kind}-{i}",
+                                  args=(i, part, sched.address, stubs, opts, stop,
+                                        os.path.join(root, f"{kind}-{i}.json")))
+                proc.start()
+                procs.append((kind, proc))
+
+        spawn("workers", worker_process,
+              [f"lw{i:03d}" for i in range(args.workers)], args.worker_procs,
+              stop_workers)
         # Let the workers register before the clients start.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -586,14 +590,8 @@ def main():
             problems.append(f"only {int(ready)} of {args.workers} workers "
                             f"registered in 60 s")
         samples["workers registered"] = rss_kb(pid)
-        cids = list(range(args.clients))
-        for i, part in enumerate(split(cids, args.client_procs)):
-            proc = mp.Process(target=client_process, name=f"clients-{i}",
-                              args=(i, part, sched.address, stubs, opts,
-                                    stop_clients,
-                                    os.path.join(root, f"clients-{i}.json")))
-            proc.start()
-            procs.append(("clients", proc))
+        spawn("clients", client_process, list(range(args.clients)),
+              args.client_procs, stop_clients)
         load_began = time.monotonic()
         marks["load began"] = load_began
         last_print = load_began

@@ -21,7 +21,9 @@
 namespace halftime::trainer {
 namespace {
 
+using testing::GptParityJob;
 using ::testing::HasSubstr;
+using testing::kGptParityArgs;
 using testing::PythonTorchAvailable;
 using testing::RunPython;
 using testing::ScratchDir;
@@ -36,25 +38,8 @@ class PythonTest : public ::testing::Test {
     ASSERT_EQ(RunPython("make_fixtures.py", dir_.path()), 0);
   }
 
-  // A GPT job over tokens.pt walking the data in order, as gpt_parity.py.
   TrainOptions ParityJob(Precision p) {
-    TrainOptions o;
-    o.model.builtin = "gpt-nano";
-    o.model.gpt = {2, 64, 4, 32, 0};
-    o.data.kind = DataKind::kTensors;
-    o.data.path = dir_.File("tokens.pt");
-    o.data.shuffle = false;
-    o.data.eval_fraction = 0.1;
-    o.precision = p;
-    o.batch_size = 8;
-    o.steps = 20;
-    o.optimizer.lr = 1e-3;
-    o.max_grad_norm = 1.0;
-    o.threads = 1;
-    o.eval.every_steps = 0;
-    o.checkpoint.every_steps = 0;
-    o.seed = 3;
-    return o;
+    return GptParityJob(p, dir_.File("tokens.pt"));
   }
 
   std::vector<double> OurLosses(const TrainOptions& o) {
@@ -68,13 +53,11 @@ class PythonTest : public ::testing::Test {
 
   std::vector<double> TheirLosses(const std::string& precision) {
     const std::string out = dir_.File("py_" + precision + ".txt");
-    EXPECT_EQ(
-        RunPython("gpt_parity.py",
-                  dir_.File("init.safetensors") + " " + dir_.File("tokens.pt") +
-                      " " + out + " --precision " + precision +
-                      " --steps 20 --batch 8 --lr 1e-3 --n-layer 2 "
-                      "--n-embd 64 --n-head 4 --eval-fraction 0.1"),
-        0);
+    EXPECT_EQ(RunPython("gpt_parity.py", dir_.File("init.safetensors") + " " +
+                                             dir_.File("tokens.pt") + " " +
+                                             out + " --precision " + precision +
+                                             " " + kGptParityArgs),
+              0);
     std::vector<double> losses;
     std::ifstream in(out);
     double v;

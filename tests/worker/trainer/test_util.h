@@ -90,6 +90,34 @@ inline TrainOptions TinyTextJob(const std::string& text_path) {
   return o;
 }
 
+// The GPT job python/gpt_parity.py mirrors, over `tokens_path` (the
+// tokens.pt of make_fixtures.py), walking the data in order.
+inline TrainOptions GptParityJob(Precision p, const std::string& tokens_path) {
+  TrainOptions o;
+  o.model.builtin = "gpt-nano";
+  o.model.gpt = {2, 64, 4, 32, 0};
+  o.data.kind = DataKind::kTensors;
+  o.data.path = tokens_path;
+  o.data.shuffle = false;
+  o.data.eval_fraction = 0.1;
+  o.precision = p;
+  o.batch_size = 8;
+  o.steps = 20;
+  o.optimizer.lr = 1e-3;
+  o.max_grad_norm = 1.0;
+  o.threads = 1;
+  o.eval.every_steps = 0;
+  o.checkpoint.every_steps = 0;
+  o.seed = 3;
+  return o;
+}
+
+// gpt_parity.py's arguments for GptParityJob, after WEIGHTS DATA OUT and
+// --precision.
+inline constexpr const char* kGptParityArgs =
+    "--steps 20 --batch 8 --lr 1e-3 --n-layer 2 --n-embd 64 --n-head 4 "
+    "--eval-fraction 0.1";
+
 inline const char* kPython = "/usr/bin/python3";
 
 // True when /usr/bin/python3 can import torch.
