@@ -243,6 +243,20 @@ class HostileRequestsTest : public ::testing::TestWithParam<int> {
     started.mutable_started()->set_job_id(*running_);
     started.mutable_started()->set_attempt(running_attempt_);
     ASSERT_TRUE(worker_->Send(started));
+    // The stream is asynchronous: wait until the scheduler has applied
+    // Started, so every case's after-check sees the job RUNNING.
+    v1::GetJobRequest get;
+    get.set_job_id(*running_);
+    v1::Job job;
+    while (absl::Now() < deadline) {
+      CallResult r =
+          CallScheduler(channel(), GET_JOB, get.SerializeAsString(), kDeadline);
+      ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+      ASSERT_TRUE(job.ParseFromString(r.first));
+      if (job.state() == v1::JOB_STATE_RUNNING) break;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ASSERT_EQ(job.state(), v1::JOB_STATE_RUNNING) << *running_;
   }
 
   static void TearDownTestSuite() {
