@@ -1,16 +1,23 @@
 #include "worker/train_command.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <torch/version.h>  // TORCH_VERSION only
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/spec.h"
@@ -83,6 +90,56 @@ class JsonLines {
   FILE* file_;
 };
 
+// Acknowledgements from the supervisor ("stored STEP" or "failed STEP", one
+// per line) on an inherited descriptor. Waiting for the one that covers a
+// checkpoint before training on is what bounds the steps a crash repeats
+// by the checkpoint interval: the steps trained while a checkpoint is
+// still uploading would otherwise be repeated as well.
+class Acknowledgements {
+ public:
+  explicit Acknowledgements(int fd) : fd_(fd) {}
+  ~Acknowledgements() { close(fd_); }
+
+  // Blocks until a line acknowledges `step` or a later one, a stop signal
+  // arrives or the supervisor is gone (end of file). `heartbeat` runs about
+  // once a second while waiting, so a supervisor's stall watchdog sees the
+  // trainer alive during a long upload. Returns the acknowledgement line,
+  // or "" when the wait ended without one.
+  std::string WaitFor(int64_t step, const std::function<void()>& heartbeat) {
+    while (!g_stop.load()) {
+      for (std::size_t nl; (nl = pending_.find('\n')) != std::string::npos;) {
+        const std::string line = pending_.substr(0, nl);
+        pending_.erase(0, nl + 1);
+        const std::size_t space = line.find(' ');
+        int64_t acked = -1;
+        if (space != std::string::npos &&
+            absl::SimpleAtoi(line.substr(space + 1), &acked) && acked >= step) {
+          return line;
+        }
+      }
+      pollfd p = {fd_, POLLIN, 0};
+      const int ready = poll(&p, 1, 1000);
+      if (ready < 0 && errno != EINTR) return "";
+      if (ready == 0) {
+        heartbeat();
+        continue;
+      }
+      if (ready < 0) continue;
+      char buffer[256];
+      const ssize_t n = read(fd_, buffer, sizeof(buffer));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return "";
+      pending_.append(buffer, static_cast<std::size_t>(n));
+      if (pending_.size() > 4096) pending_.clear();  // not ours to parse
+    }
+    return "";
+  }
+
+ private:
+  int fd_;
+  std::string pending_;
+};
+
 int ExitCodeFor(const TrainStatus& status) {
   switch (status.code) {
     case TrainStatus::kOk:
@@ -148,6 +205,7 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
   std::vector<std::string> overrides;
   int threads = 0;
   int events_fd = -1;
+  int acks_fd = -1;
   bool quiet = false;
   bool probe_device = false;
   app.add_option("SPEC", spec_path, "Job spec (YAML or JSON)");
@@ -170,6 +228,11 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
   app.add_option("--events-fd", events_fd,
                  "Write step/checkpoint/done events as JSON lines to this "
                  "inherited descriptor (used by halftime-worker)");
+  app.add_option("--acks-fd", acks_fd,
+                 "After each checkpoint, wait until a line 'stored STEP' or "
+                 "'failed STEP' on this inherited descriptor acknowledges it "
+                 "(used by halftime-worker)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet", quiet, "No progress line");
 
   std::vector<const char*> argv;
@@ -216,6 +279,15 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
     return kExitBadInput;
   }
 
+  std::unique_ptr<Acknowledgements> acks;
+  if (acks_fd >= 0) {
+    if (fcntl(acks_fd, F_GETFD) < 0) {
+      err << "--acks-fd " << acks_fd << ": not an open descriptor\n";
+      return kExitBadInput;
+    }
+    acks = std::make_unique<Acknowledgements>(acks_fd);
+  }
+
   std::signal(SIGTERM, HandleStopSignal);
   std::signal(SIGINT, HandleStopSignal);
   const bool tty = !quiet && isatty(STDERR_FILENO);
@@ -246,6 +318,23 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
         events->Write(nlohmann::json{
             {"event", "checkpoint"}, {"path", path}, {"step", step}}
                           .dump());
+      }
+      if (acks) {
+        const auto waiting_since = std::chrono::steady_clock::now();
+        const std::string ack = acks->WaitFor(step, [&] {
+          if (!events) return;
+          const std::chrono::duration<double> waited =
+              std::chrono::steady_clock::now() - waiting_since;
+          events->Write(nlohmann::json{{"event", "waiting"},
+                                       {"for", "checkpoint_stored"},
+                                       {"step", step},
+                                       {"seconds", waited.count()}}
+                            .dump());
+        });
+        if (absl::StartsWith(ack, "failed")) {
+          err << "halftime-train: checkpoint of step " << step
+              << " was not stored; training on\n";
+        }
       }
     };
     status = trainer::Train(options, callbacks, &summary);

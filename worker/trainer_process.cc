@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,10 +62,13 @@ absl::StatusOr<std::unique_ptr<TrainerProcess>> TrainerProcess::Start(
   }
   std::unique_ptr<TrainerProcess> process(
       new TrainerProcess(options, std::move(callbacks)));
-  int events[2], errors[2];
-  if (pipe2(events, O_CLOEXEC) != 0 || pipe2(errors, O_CLOEXEC) != 0) {
+  int events[2], errors[2], acks[2] = {-1, -1};
+  if (pipe2(events, O_CLOEXEC) != 0 || pipe2(errors, O_CLOEXEC) != 0 ||
+      (options.acknowledgements &&
+       socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, acks) != 0)) {
     return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
   }
+  process->acks_fd_ = acks[1];
   process->stderr_log_fd_ =
       open(options.stderr_log.c_str(),
            O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
@@ -74,6 +78,10 @@ absl::StatusOr<std::unique_ptr<TrainerProcess>> TrainerProcess::Start(
                       options.args.end());
   argv_storage.push_back("--events-fd");
   argv_storage.push_back("3");
+  if (options.acknowledgements) {
+    argv_storage.push_back("--acks-fd");
+    argv_storage.push_back("4");
+  }
   std::vector<char*> argv;
   for (auto& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -98,13 +106,19 @@ absl::StatusOr<std::unique_ptr<TrainerProcess>> TrainerProcess::Start(
     dup2(devnull, STDIN_FILENO);
     dup2(devnull, STDOUT_FILENO);
     dup2(errors[1], STDERR_FILENO);
-    dup2(events[1], 3);  // dup2 clears O_CLOEXEC on the copy
+    // Via descriptors above 4 first: a pipe end may itself be fd 3 or 4.
+    // The F_DUPFD copies keep no O_CLOEXEC, the dup2 copies neither.
+    const int events_out = fcntl(events[1], F_DUPFD_CLOEXEC, 10);
+    const int acks_in = acks[0] >= 0 ? fcntl(acks[0], F_DUPFD_CLOEXEC, 10) : -1;
+    dup2(events_out, 3);
+    if (acks_in >= 0) dup2(acks_in, 4);
     if (chdir(options.work_dir.c_str()) != 0) _exit(126);
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
   close(events[1]);
   close(errors[1]);
+  if (acks[0] >= 0) close(acks[0]);
   process->pid_ = pid;
   TrainerProcess* self = process.get();
   process->reader_ = std::thread(
@@ -121,6 +135,28 @@ TrainerProcess::~TrainerProcess() {
   if (reader_.joinable()) reader_.join();
   if (killer_.joinable()) killer_.join();
   if (stderr_log_fd_ >= 0) close(stderr_log_fd_);
+  if (acks_fd_ >= 0) close(acks_fd_);
+}
+
+absl::Status TrainerProcess::Acknowledge(const std::string& line) {
+  if (acks_fd_ < 0) {
+    return absl::FailedPreconditionError("no acknowledgement socket");
+  }
+  const std::string text = line + "\n";
+  std::lock_guard<std::mutex> lock(mu_);
+  std::size_t written = 0;
+  while (written < text.size()) {
+    // A socket, so that a gone reader is EPIPE and never a SIGPIPE.
+    const ssize_t n = send(acks_fd_, text.data() + written,
+                           text.size() - written, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::UnavailableError(
+          absl::StrCat("trainer gone: ", std::strerror(errno)));
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  return absl::OkStatus();
 }
 
 std::string ToValidUtf8(const std::string& text, std::size_t max_bytes) {

@@ -3,7 +3,8 @@
 // The child gets argv only (no shell), a scrubbed environment, /dev/null as
 // stdin, its stderr captured (last lines kept, all of it in a log file) and
 // an events pipe on fd 3 (`--events-fd 3`) whose JSON lines are handed to
-// the owner's callback as they arrive.
+// the owner's callback as they arrive. Optionally a socket on fd 4
+// (`--acks-fd 4`) carries the owner's acknowledgements back to the child.
 //
 // Thread-safety: all public methods are thread-safe. Callbacks run on the
 // process's own reader thread, one at a time, in the order the child wrote
@@ -22,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace halftime {
@@ -67,6 +69,10 @@ class TrainerProcess {
     // spends handling an event (e.g. uploading a checkpoint) is never
     // charged to the child. Zero: no watchdog.
     std::chrono::milliseconds stall_timeout{0};
+    // Opens the acknowledgement socket (fd 4, `--acks-fd 4` appended), which
+    // Acknowledge() writes to; a trainer given it waits after each
+    // checkpoint until the owner acknowledges that checkpoint.
+    bool acknowledgements = false;
   };
   struct Callbacks {
     // One JSON line from the events pipe.
@@ -92,6 +98,10 @@ class TrainerProcess {
   void Kill();
   // Blocks until the child has exited and on_exit has run.
   void Wait();
+  // Writes `line` and a newline to the child's acknowledgement socket.
+  // FAILED_PRECONDITION when it was not requested; UNAVAILABLE when
+  // the child is gone (its end is closed).
+  absl::Status Acknowledge(const std::string& line);
   // Last stderr lines so far.
   std::vector<std::string> StderrTail() const;
   pid_t pid() const { return pid_; }
@@ -114,6 +124,7 @@ class TrainerProcess {
   std::deque<std::string> stderr_tail_;
   std::string stderr_partial_;
   int stderr_log_fd_ = -1;
+  int acks_fd_ = -1;  // our end of the acknowledgement socket
 };
 
 }  // namespace halftime

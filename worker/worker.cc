@@ -8,6 +8,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "common/baseline_fingerprint.h"
 #include "common/enum_names.h"
@@ -118,9 +119,9 @@ struct Worker::Job {
   Baseline baseline;
   std::string upload_error;
   // Checkpoint uploads run on their own thread (UploadLoop), newest first:
-  // the trainer's reports keep flowing while a checkpoint uploads, and one
-  // superseded before its upload began is skipped instead of queued (the
-  // trainer keeps only its newest few files).
+  // the reader thread stays free for the trainer's events, and one
+  // superseded before its upload began (the trainer stops waiting once it
+  // is told to stop) is skipped instead of queued.
   std::condition_variable upload_cv;
   std::thread uploader;     // started and joined by the reader thread
   std::string upload_path;  // newest checkpoint not yet uploaded
@@ -564,6 +565,9 @@ void Worker::StartJob(const v1::Assignment& assignment) {
   process_options.work_dir = job->dir;
   process_options.stderr_log = (fs::path(job->dir) / "stderr.log").string();
   process_options.stall_timeout = options_.stall_timeout;
+  // The trainer waits for each checkpoint to be stored before it trains on,
+  // so a crash repeats at most the checkpoint interval.
+  process_options.acknowledgements = true;
   TrainerProcess::Callbacks callbacks;
   callbacks.on_event = [this, job](const std::string& line) {
     OnTrainerEvent(job, line);
@@ -763,6 +767,13 @@ void Worker::UploadLoop(Job* job) {
     }
     lock.lock();
     if (!uploaded.ok()) job->upload_error = std::string(uploaded.message());
+    // Not while a newer checkpoint waits: that one's ack covers this one.
+    if (job->process && job->upload_path.empty()) {
+      job->process
+          ->Acknowledge(absl::StrCat(uploaded.ok() ? "stored " : "failed ",
+                                     step))
+          .IgnoreError();  // a trainer already gone needs no answer
+    }
   }
 }
 
@@ -953,6 +964,7 @@ absl::Status Worker::UploadCheckpoint(Job* job, const std::string& path,
                                       int64_t step) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  const Clock::time_point began = Clock::now();
   grpc::ClientContext context;
   PrepareContext(&context, kRpcDeadline);
   {
@@ -999,8 +1011,10 @@ absl::Status Worker::UploadCheckpoint(Job* job, const std::string& path,
   writer->WritesDone();
   absl::Status status = FromGrpcStatus(writer->Finish());
   if (status.ok()) {
+    const std::chrono::duration<double> took = Clock::now() - began;
     Log(absl::StrCat(job->id, ": uploaded checkpoint of step ", step, " (",
-                     total, " bytes)"));
+                     total, " bytes in ", absl::StrFormat("%.3f", took.count()),
+                     " s)"));
   }
   return status;
 }

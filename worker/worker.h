@@ -102,7 +102,8 @@ class Worker {
   void OnTrainerEvent(const std::shared_ptr<Job>& job, const std::string& line);
   void OnTrainerExit(const std::shared_ptr<Job>& job, const ExitInfo& exit);
   // Uploads checkpoints of `job` as its trainer writes them, newest first,
-  // until FlushUploads.
+  // until FlushUploads, and acknowledges each to the trainer, which waits
+  // for that before it trains on.
   void UploadLoop(Job* job);
   // Uploads what is pending and ends `job`'s upload thread.
   void FlushUploads(Job* job);

@@ -1,7 +1,9 @@
 // halftime-train as a user runs it: the real binary in a child process.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -130,6 +132,135 @@ TEST_F(TrainCommandTest, Fp16OnThisCpuFailsAtStartWithAClearReason) {
   EXPECT_EQ(Run({WriteSpec(kTinySpec), "--set", "precision=fp16-mixed"}, &err),
             2);
   EXPECT_THAT(err, HasSubstr("precision fp16-mixed needs a CUDA device"));
+}
+
+// Reads JSON lines from `fd` until one has "event" == `event`, or `timeout`
+// passes (then returns null). Lines read on the way go to `seen`.
+nlohmann::json NextEvent(int fd, const std::string& event,
+                         std::chrono::milliseconds timeout, std::string* buffer,
+                         std::vector<nlohmann::json>* seen) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    for (std::size_t nl; (nl = buffer->find('\n')) != std::string::npos;) {
+      nlohmann::json line = nlohmann::json::parse(buffer->substr(0, nl));
+      buffer->erase(0, nl + 1);
+      seen->push_back(line);
+      if (line.value("event", "") == event) return line;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return nullptr;
+    pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char chunk[4096];
+    const ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n <= 0) return nullptr;
+    buffer->append(chunk, static_cast<std::size_t>(n));
+  }
+}
+
+TEST_F(TrainCommandTest, WaitsAfterEachCheckpointUntilItIsAcknowledged) {
+  const std::string spec = WriteSpec(kTinySpec);
+  const std::string out = (dir_ / "out").string();
+  int events[2], acks[2];
+  ASSERT_EQ(pipe(events), 0);
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, acks), 0);
+  const std::string stderr_path = (dir_ / "stderr.txt").string();
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(events[0]);
+    close(acks[0]);
+    dup2(events[1], 3);
+    dup2(acks[1], 4);
+    if (freopen(stderr_path.c_str(), "w", stderr) == nullptr) _exit(126);
+    execl(HALFTIME_TRAIN_BINARY, HALFTIME_TRAIN_BINARY, spec.c_str(), "--out",
+          out.c_str(), "--threads", "1", "--quiet", "--events-fd", "3",
+          "--acks-fd", "4", nullptr);
+    _exit(127);
+  }
+  close(events[1]);
+  close(acks[1]);
+  std::string buffer;
+  std::vector<nlohmann::json> seen;
+  using std::chrono::milliseconds;
+  nlohmann::json checkpoint =
+      NextEvent(events[0], "checkpoint", milliseconds(60000), &buffer, &seen);
+  ASSERT_FALSE(checkpoint.is_null());
+  EXPECT_EQ(checkpoint["step"], 3);
+  // Unacknowledged, it trains no further; it says once a second that it waits.
+  seen.clear();
+  nlohmann::json waiting =
+      NextEvent(events[0], "waiting", milliseconds(5000), &buffer, &seen);
+  ASSERT_FALSE(waiting.is_null());
+  EXPECT_EQ(waiting["for"], "checkpoint_stored");
+  EXPECT_EQ(waiting["step"], 3);
+  EXPECT_TRUE(NextEvent(events[0], "step", milliseconds(1500), &buffer, &seen)
+                  .is_null())
+      << "trained past an unacknowledged checkpoint";
+  // An acknowledgement of an earlier step does not release it.
+  ASSERT_EQ(write(acks[0], "stored 2\n", 9), 9);
+  EXPECT_TRUE(NextEvent(events[0], "step", milliseconds(1500), &buffer, &seen)
+                  .is_null());
+  ASSERT_EQ(write(acks[0], "stored 3\n", 9), 9);
+  nlohmann::json next =
+      NextEvent(events[0], "step", milliseconds(60000), &buffer, &seen);
+  ASSERT_FALSE(next.is_null());
+  EXPECT_EQ(next["step"], 4);
+  // A failed store is reported on stderr and training goes on.
+  checkpoint =
+      NextEvent(events[0], "checkpoint", milliseconds(60000), &buffer, &seen);
+  ASSERT_FALSE(checkpoint.is_null());
+  EXPECT_EQ(checkpoint["step"], 6);
+  ASSERT_EQ(write(acks[0], "failed 6\n", 9), 9);
+  nlohmann::json done =
+      NextEvent(events[0], "done", milliseconds(60000), &buffer, &seen);
+  ASSERT_FALSE(done.is_null());
+  EXPECT_EQ(done["status"], "OK");
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(events[0]);
+  close(acks[0]);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  std::ifstream in(stderr_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_THAT(text.str(), HasSubstr("checkpoint of step 6 was not stored"));
+}
+
+TEST_F(TrainCommandTest, SupervisorGoneEndsTheWaitForAnAcknowledgement) {
+  const std::string spec = WriteSpec(kTinySpec);
+  const std::string out = (dir_ / "out").string();
+  int events[2], acks[2];
+  ASSERT_EQ(pipe(events), 0);
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, acks), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(events[0]);
+    close(acks[0]);
+    dup2(events[1], 3);
+    dup2(acks[1], 4);
+    execl(HALFTIME_TRAIN_BINARY, HALFTIME_TRAIN_BINARY, spec.c_str(), "--out",
+          out.c_str(), "--threads", "1", "--quiet", "--events-fd", "3",
+          "--acks-fd", "4", nullptr);
+    _exit(127);
+  }
+  close(events[1]);
+  close(acks[1]);
+  std::string buffer;
+  std::vector<nlohmann::json> seen;
+  ASSERT_FALSE(NextEvent(events[0], "checkpoint",
+                         std::chrono::milliseconds(60000), &buffer, &seen)
+                   .is_null());
+  close(acks[0]);  // the supervisor's end closes: no answer will come
+  nlohmann::json done = NextEvent(
+      events[0], "done", std::chrono::milliseconds(60000), &buffer, &seen);
+  ASSERT_FALSE(done.is_null());
+  EXPECT_EQ(done["status"], "OK");
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(events[0]);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 TEST_F(TrainCommandTest, SigtermCheckpointsAndResumeFinishesTheJob) {

@@ -58,6 +58,7 @@ class TrainerProcessTest : public ::testing::Test {
     options.stderr_log = (dir_ / "stderr.log").string();
     options.stderr_tail_lines = 3;
     options.stall_timeout = stall_timeout;
+    options.acknowledgements = acknowledgements_;
     TrainerProcess::Callbacks callbacks;
     callbacks.on_event = [&](const std::string& line) {
       if (on_event) on_event(line);
@@ -83,6 +84,7 @@ class TrainerProcessTest : public ::testing::Test {
 
   fs::path dir_;
   std::vector<std::string> tail_;
+  bool acknowledgements_ = false;
 };
 
 TEST(ToValidUtf8Test, ReplacesBadBytesAndNeverSplitsACharacter) {
@@ -113,6 +115,32 @@ TEST_F(TrainerProcessTest, DeliversEventsInOrderThenTheExit) {
                                     "{\"event\":\"done\"}"));
   EXPECT_EQ(o.exit.exit_code, 0);
   EXPECT_EQ(o.exit.signal, 0);
+}
+
+TEST_F(TrainerProcessTest, AcknowledgementsReachTheChildOnFd4) {
+  acknowledgements_ = true;
+  absl::Status after_exit;
+  Outcome o =
+      RunToEnd(Script("[ \"$4\" = --acks-fd ] && [ \"$5\" = 4 ] || exit 9\n"
+                      "read first <&4; read second <&4\n"
+                      "echo \"{\\\"got\\\":\\\"$first,$second\\\"}\" >&3\n"
+                      "exit 0\n"),
+               [&](TrainerProcess* p) {
+                 EXPECT_TRUE(p->Acknowledge("stored 10").ok());
+                 EXPECT_TRUE(p->Acknowledge("failed 20").ok());
+                 p->Wait();
+                 after_exit = p->Acknowledge("stored 30");
+               });
+  EXPECT_EQ(o.exit.exit_code, 0);
+  EXPECT_THAT(o.events, ElementsAre("{\"got\":\"stored 10,failed 20\"}"));
+  EXPECT_EQ(after_exit.code(), absl::StatusCode::kUnavailable) << after_exit;
+}
+
+TEST_F(TrainerProcessTest, AcknowledgeWithoutTheSocketIsRefused) {
+  absl::Status status;
+  RunToEnd(Script("exit 0\n"),
+           [&](TrainerProcess* p) { status = p->Acknowledge("stored 1"); });
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(TrainerProcessTest, KeepsTheLastStderrLinesAndTheExitCode) {
