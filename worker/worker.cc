@@ -15,6 +15,7 @@
 #include "common/sha256.h"
 #include "common/spec.h"
 #include "common/status.h"
+#include "worker/transfer_watchdog.h"
 
 namespace halftime {
 namespace {
@@ -24,6 +25,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kChunkBytes = 1 << 20;
 constexpr auto kRpcDeadline = std::chrono::seconds(60);
+// Checkpoint transfers have no fixed deadline (their size is open-ended):
+// they fail once no chunk has moved for kRpcDeadline, within this cap.
+constexpr auto kTransferCap = std::chrono::hours(6);
 
 void Log(const std::string& line) { std::cerr << "worker: " << line << "\n"; }
 
@@ -966,7 +970,7 @@ absl::Status Worker::UploadCheckpoint(Job* job, const std::string& path,
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
   const Clock::time_point began = Clock::now();
   grpc::ClientContext context;
-  PrepareContext(&context, kRpcDeadline);
+  PrepareContext(&context, kTransferCap);
   {
     std::lock_guard<std::mutex> lock(job->mu);
     if (stopping_) return absl::CancelledError("worker is stopping");
@@ -980,6 +984,7 @@ absl::Status Worker::UploadCheckpoint(Job* job, const std::string& path,
     }
   } unregister{job};
   v1::UploadCheckpointResponse response;
+  TransferWatchdog watchdog(&context, kRpcDeadline);
   auto writer = stub_->UploadCheckpoint(&context, &response);
   Sha256 sha;
   std::string buffer(kChunkBytes, '\0');
@@ -1006,10 +1011,16 @@ absl::Status Worker::UploadCheckpoint(Job* job, const std::string& path,
       chunk.set_total_bytes(total);
     }
     if (!writer->Write(chunk)) break;
+    watchdog.Progress();
     if (last) break;
   }
   writer->WritesDone();
   absl::Status status = FromGrpcStatus(writer->Finish());
+  if (watchdog.stalled()) {
+    status = absl::DeadlineExceededError(
+        absl::StrCat("checkpoint upload made no progress for ",
+                     kRpcDeadline.count(), " s after ", total, " bytes"));
+  }
   if (status.ok()) {
     const std::chrono::duration<double> took = Clock::now() - began;
     Log(absl::StrCat(job->id, ": uploaded checkpoint of step ", step, " (",
@@ -1024,7 +1035,8 @@ absl::Status Worker::DownloadCheckpoint(const std::string& job_id,
                                         bool* corrupt_at_source) {
   *corrupt_at_source = false;
   grpc::ClientContext context;
-  PrepareContext(&context, kRpcDeadline);
+  PrepareContext(&context, kTransferCap);
+  TransferWatchdog watchdog(&context, kRpcDeadline);
   v1::DownloadCheckpointRequest request;
   request.set_job_id(job_id);
   auto reader = stub_->DownloadCheckpoint(&context, request);
@@ -1036,6 +1048,7 @@ absl::Status Worker::DownloadCheckpoint(const std::string& job_id,
   int64_t expected_total = -1;
   v1::CheckpointChunk chunk;
   while (reader->Read(&chunk)) {
+    watchdog.Progress();
     if (chunk.step() > 0) *step = chunk.step();
     out.write(chunk.data().data(),
               static_cast<std::streamsize>(chunk.data().size()));
@@ -1047,6 +1060,11 @@ absl::Status Worker::DownloadCheckpoint(const std::string& job_id,
     }
   }
   absl::Status status = FromGrpcStatus(reader->Finish());
+  if (watchdog.stalled()) {
+    status = absl::DeadlineExceededError(
+        absl::StrCat("checkpoint download made no progress for ",
+                     kRpcDeadline.count(), " s after ", total, " bytes"));
+  }
   out.close();
   std::error_code ec;
   if (!status.ok()) {

@@ -1,0 +1,53 @@
+// TransferWatchdog: cancels a streaming gRPC call that stops making progress.
+//
+// A checkpoint transfer's size is open-ended, so a fixed deadline either
+// fails big checkpoints on healthy but slow links or lets a stuck transfer
+// hang for hours. Instead the call gets a long outer deadline and this
+// watchdog, which cancels it once no chunk has moved for `stall`.
+//
+// Thread-safety: Progress() and stalled() may be called from any thread.
+// The watchdog's own thread ends in the destructor, which must run before
+// the ClientContext it watches is destroyed.
+#ifndef HALFTIME_WORKER_TRANSFER_WATCHDOG_H_
+#define HALFTIME_WORKER_TRANSFER_WATCHDOG_H_
+
+#include <grpcpp/client_context.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace halftime {
+
+class TransferWatchdog {
+ public:
+  // Watches `context` (not owned) from now on.
+  TransferWatchdog(grpc::ClientContext* context,
+                   std::chrono::milliseconds stall);
+  ~TransferWatchdog();
+  TransferWatchdog(const TransferWatchdog&) = delete;
+  TransferWatchdog& operator=(const TransferWatchdog&) = delete;
+
+  // A chunk moved: the stall clock starts again.
+  void Progress();
+  // True once the watchdog has cancelled the call.
+  bool stalled() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  void Watch();
+
+  grpc::ClientContext* const context_;
+  const std::chrono::milliseconds stall_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Clock::time_point last_progress_;
+  bool done_ = false;
+  bool stalled_ = false;
+  std::thread thread_;
+};
+
+}  // namespace halftime
+
+#endif  // HALFTIME_WORKER_TRANSFER_WATCHDOG_H_
