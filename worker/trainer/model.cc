@@ -84,6 +84,37 @@ at::Tensor LayerNormOf(const at::Tensor& x, const torch::nn::LayerNorm& ln) {
   return LayerNormFp32(x, ln->weight, ln->bias);
 }
 
+// y = x W^T + b for 16-bit weights (master and pure modes), whose backward
+// computes the weight gradient before the input gradient. oneDNN's bf16
+// GEMM for the weight gradient takes a scratch buffer (1.5 MiB for
+// gpt-micro's MLP projection); computed second, as autograd's linear does,
+// it coincides with the input gradient, the largest tensor of the layer's
+// backward, at the step's memory peak. fp32 (no scratch) and autocast
+// (which casts inside at::linear) keep at::linear.
+struct WeightGradFirstLinearFn
+    : torch::autograd::Function<WeightGradFirstLinearFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx,
+                            const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& bias) {
+    ctx->save_for_backward({x, weight});
+    return at::linear(x, weight, bias);
+  }
+  static torch::autograd::variable_list backward(
+      torch::autograd::AutogradContext* ctx,
+      torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1];
+    const at::Tensor g = grad_out[0].reshape({-1, weight.size(0)});
+    at::Tensor grad_x, grad_weight, grad_bias;
+    if (ctx->needs_input_grad(1)) {
+      grad_weight = g.t().mm(x.reshape({-1, weight.size(1)}));
+    }
+    if (ctx->needs_input_grad(2)) grad_bias = g.sum(0);
+    if (ctx->needs_input_grad(0)) grad_x = g.mm(weight).view(x.sizes());
+    return {grad_x, grad_weight, grad_bias};
+  }
+};
+
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(int64_t n_embd, int64_t n_head)
       : n_head(n_head),
@@ -94,27 +125,30 @@ struct AttentionImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
     const int64_t D = C / n_head;
-    auto qkv = at::linear(x, c_attn->weight, c_attn->bias).split(C, 2);
+    auto qkv = Linear(x, c_attn->weight, c_attn->bias).split(C, 2);
     at::Tensor q = qkv[0].view({B, T, n_head, D}).transpose(1, 2);
     at::Tensor k = qkv[1].view({B, T, n_head, D}).transpose(1, 2);
     at::Tensor v = qkv[2].view({B, T, n_head, D}).transpose(1, 2);
     at::Tensor att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(D));
-    at::Tensor mask =
-        at::ones({T, T},
-                 at::TensorOptions().dtype(at::kBool).device(x.device()))
+    // The causal mask as an additive -inf bias: unlike masked_fill_, an
+    // in-place add saves nothing for backward (the softmax's zero outputs
+    // already zero the gradient there), so no mask per layer is held until
+    // backward. -inf + x is -inf and 0 + x is x: the scores are the same.
+    const at::Tensor causal_bias =
+        at::full({T, T}, -std::numeric_limits<float>::infinity(), att.options())
             .triu(1);
     // In place: the scaled scores are not saved for backward. The softmax
     // keeps the scores' dtype (bf16 under autocast, so the saved output is
     // half the size) but computes in fp32: libtorch's CPU and CUDA softmax
     // kernels accumulate reduced-precision inputs in fp32 (bit-identical to
     // softmax(x.float()).to(bf16)).
-    att.masked_fill_(mask, -std::numeric_limits<float>::infinity());
+    att.add_(causal_bias);
     // The explicit dtype also keeps CUDA autocast (which would return fp32
     // softmax) from saving an fp32 copy of the probabilities.
     att = at::softmax(att, -1, att.scalar_type());
     at::Tensor y =
         at::matmul(att, v).transpose(1, 2).contiguous().view({B, T, C});
-    return at::linear(y, c_proj->weight, c_proj->bias);
+    return Linear(y, c_proj->weight, c_proj->bias);
   }
 
   int64_t n_head;
@@ -129,8 +163,8 @@ struct MlpBlockImpl : torch::nn::Module {
         c_proj(
             register_module("c_proj", torch::nn::Linear(4 * n_embd, n_embd))) {}
   at::Tensor forward(const at::Tensor& x) {
-    return at::linear(at::gelu(at::linear(x, c_fc->weight, c_fc->bias)),
-                      c_proj->weight, c_proj->bias);
+    return Linear(at::gelu(Linear(x, c_fc->weight, c_fc->bias)), c_proj->weight,
+                  c_proj->bias);
   }
   torch::nn::Linear c_fc;
   torch::nn::Linear c_proj;
@@ -465,6 +499,17 @@ bool GptPreset(const std::string& name, const GptShape& shape,
 
 at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets) {
   return CrossEntropyFn::apply(logits, targets);
+}
+
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
+                  const at::Tensor& bias) {
+  // (libtorch 1.13's custom functions refuse undefined inputs: a layer
+  // without bias keeps at::linear.)
+  if (weight.scalar_type() == at::kFloat || !bias.defined() ||
+      !weight.requires_grad() || !at::GradMode::is_enabled()) {
+    return at::linear(x, weight, bias);
+  }
+  return WeightGradFirstLinearFn::apply(x, weight, bias);
 }
 
 at::Tensor LayerNormFp32(const at::Tensor& x, const at::Tensor& weight,

@@ -92,6 +92,15 @@ at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets);
 at::Tensor LayerNormFp32(const at::Tensor& x, const at::Tensor& weight,
                          const at::Tensor& bias);
 
+// x W^T + b, as at::linear. For 16-bit weights that need gradients (master
+// and pure modes) and a defined `bias`, backward computes the weight
+// gradient before the input gradient, so the scratch buffer of oneDNN's
+// weight-gradient GEMM is freed before the input gradient, the largest
+// tensor of a layer's backward, is allocated. Gradients equal at::linear's
+// up to the GEMMs' summation order.
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
+                  const at::Tensor& bias);
+
 // The built-in GPT on its own (the benchmark's bare loop uses it).
 std::unique_ptr<TrainModel> MakeGpt(const GptConfig& config);
 

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/function.h>
 
 #include <cmath>
 #include <limits>
@@ -335,6 +336,51 @@ TEST_F(GradOpsTest, LayerNormFp32OfBf16MatchesFp32LayerNorm) {
   // Weight and bias gradients stay fp32, summed over slices.
   EXPECT_LT(RelError(w.grad(), w32.grad()), 1e-5);
   EXPECT_LT(RelError(b.grad(), b32.grad()), 1e-5);
+}
+
+TEST_F(GradOpsTest, LinearOfBf16WeightsMatchesAtenLinearWithItsOwnBackward) {
+  at::Tensor x = at::randn({2, 33, 48}).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor w = (at::randn({40, 48}) * 0.1).to(at::kBFloat16);
+  at::Tensor b = at::randn({40}).to(at::kBFloat16);
+  w.requires_grad_(true);
+  b.requires_grad_(true);
+  at::Tensor x2 = x.detach().clone().requires_grad_(true);
+  at::Tensor w2 = w.detach().clone().requires_grad_(true);
+  at::Tensor b2 = b.detach().clone().requires_grad_(true);
+  at::Tensor ours = Linear(x, w, b);
+  at::Tensor ref = at::linear(x2, w2, b2);
+  ASSERT_NE(ours.grad_fn(), nullptr);
+  EXPECT_NE(ours.grad_fn()->name().find("WeightGradFirstLinearFn"),
+            std::string::npos)
+      << ours.grad_fn()->name();
+  EXPECT_TRUE(at::equal(ours, ref));
+  at::Tensor g = at::randn({2, 33, 40}).to(at::kBFloat16);
+  ours.backward(g);
+  ref.backward(g);
+  // The same products, summed in another order: bf16 rounding apart.
+  EXPECT_LT(RelError(x.grad().to(at::kFloat), x2.grad().to(at::kFloat)), 1e-2);
+  EXPECT_LT(RelError(w.grad().to(at::kFloat), w2.grad().to(at::kFloat)), 1e-2);
+  EXPECT_LT(RelError(b.grad().to(at::kFloat), b2.grad().to(at::kFloat)), 1e-2);
+  EXPECT_EQ(w.grad().sizes(), w.sizes());
+}
+
+TEST_F(GradOpsTest, LinearKeepsAtenLinearForFp32AndFrozenInputs) {
+  at::Tensor w32 = at::randn({4, 3}).requires_grad_(true);
+  at::Tensor b32 = at::randn({4}).requires_grad_(true);
+  at::Tensor x = at::randn({5, 3});
+  at::Tensor y = Linear(x, w32, b32);
+  EXPECT_EQ(y.grad_fn()->name().find("WeightGradFirstLinearFn"),
+            std::string::npos);
+  // A 16-bit layer whose input needs no gradient (the first layer's).
+  at::Tensor w16 = w32.detach().to(at::kBFloat16).requires_grad_(true);
+  at::Tensor b16 = b32.detach().to(at::kBFloat16).requires_grad_(true);
+  at::Tensor y16 = Linear(x.to(at::kBFloat16), w16, b16);
+  y16.sum().backward();
+  ASSERT_TRUE(w16.grad().defined());
+  // d sum / dW[i][j] = sum over rows of x[:, j].
+  at::Tensor expected = x.sum(0).expand({4, 3});
+  EXPECT_LT(RelError(w16.grad().to(at::kFloat), expected), 1e-2);
+  EXPECT_TRUE(at::equal(b16.grad().to(at::kFloat), at::full({4}, 5.0)));
 }
 
 }  // namespace
