@@ -20,18 +20,8 @@ SOURCE = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(SOURCE, "tests", "e2e"))
 import cluster  # noqa: E402
 from cluster import Cluster  # noqa: E402
+from worker_overhead import SPEC  # noqa: E402  (the same job, with checkpoints)
 
-SPEC = """name: {name}
-model: {{builtin: {model}}}
-data: {{kind: synthetic, seq_len: {seq_len}, vocab_size: 256}}
-precision: bf16-mixed
-batch_size: {batch}
-steps: {steps}
-eval: {{every_steps: 0, batches: 1}}
-checkpoint: {{every_steps: {every}}}
-savings: {{baseline: none}}
-max_restarts: 0
-"""
 
 UPLOADED = re.compile(r"uploaded checkpoint of step (\d+) \((\d+) bytes in ([0-9.]+) s\)")
 

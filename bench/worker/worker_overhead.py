@@ -32,7 +32,7 @@ precision: bf16-mixed
 batch_size: {batch}
 steps: {steps}
 eval: {{every_steps: 0, batches: 1}}
-checkpoint: {{every_steps: 0}}
+checkpoint: {{every_steps: {every}}}
 savings: {{baseline: none}}
 max_restarts: 0
 """
@@ -63,7 +63,7 @@ def cpu_seconds(pid):
 def by_hand(args, directory, name):
     spec_path = os.path.join(directory, f"{name}.yaml")
     with open(spec_path, "w") as f:
-        f.write(SPEC.format(name=name, **vars(args)))
+        f.write(SPEC.format(name=name, every=0, **vars(args)))
     jsonl = os.path.join(directory, f"{name}.jsonl")
     began = time.time()
     before = os.times()
@@ -82,7 +82,7 @@ def under_worker(args, c, name):
     worker_pid, scheduler_pid = c.workers["w1"].proc.pid, c.scheduler.proc.pid
     worker_before, scheduler_before = cpu_seconds(worker_pid), cpu_seconds(scheduler_pid)
     began = time.time()
-    job_id = c.submit(SPEC.format(name=name, **vars(args)))
+    job_id = c.submit(SPEC.format(name=name, every=0, **vars(args)))
     # Poll rarely: the benchmark's own calls should not cost the trainer CPU.
     from halftime.v1 import job_pb2 as states
     terminal = {states.JOB_STATE_SUCCEEDED, states.JOB_STATE_FAILED,

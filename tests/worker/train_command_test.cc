@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -57,6 +59,37 @@ class TrainCommandTest : public ::testing::Test {
       lines.push_back(nlohmann::json::parse(line));
     }
     return lines;
+  }
+
+  // A trainer as halftime-worker starts it: events on fd 3, acknowledgements
+  // read from fd 4, stderr to stderr.txt. Returns its pid; `*events` is the
+  // read end of its events, `*acks` our end of the acknowledgement socket.
+  pid_t StartSupervised(const std::string& spec, int* events, int* acks) {
+    int event_pipe[2], ack_socket[2];
+    if (pipe(event_pipe) != 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM, 0, ack_socket) != 0) {
+      ADD_FAILURE() << "pipe/socketpair: " << std::strerror(errno);
+      return -1;
+    }
+    const std::string out = (dir_ / "out").string();
+    const std::string stderr_path = (dir_ / "stderr.txt").string();
+    const pid_t pid = fork();
+    if (pid == 0) {
+      close(event_pipe[0]);
+      close(ack_socket[0]);
+      dup2(event_pipe[1], 3);
+      dup2(ack_socket[1], 4);
+      if (freopen(stderr_path.c_str(), "w", stderr) == nullptr) _exit(126);
+      execl(HALFTIME_TRAIN_BINARY, HALFTIME_TRAIN_BINARY, spec.c_str(), "--out",
+            out.c_str(), "--threads", "1", "--quiet", "--events-fd", "3",
+            "--acks-fd", "4", nullptr);
+      _exit(127);
+    }
+    close(event_pipe[1]);
+    close(ack_socket[1]);
+    *events = event_pipe[0];
+    *acks = ack_socket[0];
+    return pid;
   }
 
   fs::path dir_;
@@ -160,106 +193,74 @@ nlohmann::json NextEvent(int fd, const std::string& event,
 }
 
 TEST_F(TrainCommandTest, WaitsAfterEachCheckpointUntilItIsAcknowledged) {
-  const std::string spec = WriteSpec(kTinySpec);
-  const std::string out = (dir_ / "out").string();
-  int events[2], acks[2];
-  ASSERT_EQ(pipe(events), 0);
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, acks), 0);
-  const std::string stderr_path = (dir_ / "stderr.txt").string();
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(events[0]);
-    close(acks[0]);
-    dup2(events[1], 3);
-    dup2(acks[1], 4);
-    if (freopen(stderr_path.c_str(), "w", stderr) == nullptr) _exit(126);
-    execl(HALFTIME_TRAIN_BINARY, HALFTIME_TRAIN_BINARY, spec.c_str(), "--out",
-          out.c_str(), "--threads", "1", "--quiet", "--events-fd", "3",
-          "--acks-fd", "4", nullptr);
-    _exit(127);
-  }
-  close(events[1]);
-  close(acks[1]);
+  int events = -1, acks = -1;
+  const pid_t pid = StartSupervised(WriteSpec(kTinySpec), &events, &acks);
+  ASSERT_GT(pid, 0);
   std::string buffer;
   std::vector<nlohmann::json> seen;
   using std::chrono::milliseconds;
   nlohmann::json checkpoint =
-      NextEvent(events[0], "checkpoint", milliseconds(60000), &buffer, &seen);
+      NextEvent(events, "checkpoint", milliseconds(60000), &buffer, &seen);
   ASSERT_FALSE(checkpoint.is_null());
   EXPECT_EQ(checkpoint["step"], 3);
   // Unacknowledged, it trains no further; it says once a second that it waits.
   seen.clear();
   nlohmann::json waiting =
-      NextEvent(events[0], "waiting", milliseconds(5000), &buffer, &seen);
+      NextEvent(events, "waiting", milliseconds(5000), &buffer, &seen);
   ASSERT_FALSE(waiting.is_null());
   EXPECT_EQ(waiting["for"], "checkpoint_stored");
   EXPECT_EQ(waiting["step"], 3);
-  EXPECT_TRUE(NextEvent(events[0], "step", milliseconds(1500), &buffer, &seen)
-                  .is_null())
+  EXPECT_TRUE(
+      NextEvent(events, "step", milliseconds(1500), &buffer, &seen).is_null())
       << "trained past an unacknowledged checkpoint";
   // An acknowledgement of an earlier step does not release it.
-  ASSERT_EQ(write(acks[0], "stored 2\n", 9), 9);
-  EXPECT_TRUE(NextEvent(events[0], "step", milliseconds(1500), &buffer, &seen)
-                  .is_null());
-  ASSERT_EQ(write(acks[0], "stored 3\n", 9), 9);
+  ASSERT_EQ(write(acks, "stored 2\n", 9), 9);
+  EXPECT_TRUE(
+      NextEvent(events, "step", milliseconds(1500), &buffer, &seen).is_null());
+  ASSERT_EQ(write(acks, "stored 3\n", 9), 9);
   nlohmann::json next =
-      NextEvent(events[0], "step", milliseconds(60000), &buffer, &seen);
+      NextEvent(events, "step", milliseconds(60000), &buffer, &seen);
   ASSERT_FALSE(next.is_null());
   EXPECT_EQ(next["step"], 4);
   // A failed store is reported on stderr and training goes on.
   checkpoint =
-      NextEvent(events[0], "checkpoint", milliseconds(60000), &buffer, &seen);
+      NextEvent(events, "checkpoint", milliseconds(60000), &buffer, &seen);
   ASSERT_FALSE(checkpoint.is_null());
   EXPECT_EQ(checkpoint["step"], 6);
-  ASSERT_EQ(write(acks[0], "failed 6\n", 9), 9);
+  ASSERT_EQ(write(acks, "failed 6\n", 9), 9);
   nlohmann::json done =
-      NextEvent(events[0], "done", milliseconds(60000), &buffer, &seen);
+      NextEvent(events, "done", milliseconds(60000), &buffer, &seen);
   ASSERT_FALSE(done.is_null());
   EXPECT_EQ(done["status"], "OK");
   int status = 0;
   waitpid(pid, &status, 0);
-  close(events[0]);
-  close(acks[0]);
+  close(events);
+  close(acks);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
-  std::ifstream in(stderr_path);
+  std::ifstream in(dir_ / "stderr.txt");
   std::stringstream text;
   text << in.rdbuf();
   EXPECT_THAT(text.str(), HasSubstr("checkpoint of step 6 was not stored"));
 }
 
 TEST_F(TrainCommandTest, SupervisorGoneEndsTheWaitForAnAcknowledgement) {
-  const std::string spec = WriteSpec(kTinySpec);
-  const std::string out = (dir_ / "out").string();
-  int events[2], acks[2];
-  ASSERT_EQ(pipe(events), 0);
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, acks), 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(events[0]);
-    close(acks[0]);
-    dup2(events[1], 3);
-    dup2(acks[1], 4);
-    execl(HALFTIME_TRAIN_BINARY, HALFTIME_TRAIN_BINARY, spec.c_str(), "--out",
-          out.c_str(), "--threads", "1", "--quiet", "--events-fd", "3",
-          "--acks-fd", "4", nullptr);
-    _exit(127);
-  }
-  close(events[1]);
-  close(acks[1]);
+  int events = -1, acks = -1;
+  const pid_t pid = StartSupervised(WriteSpec(kTinySpec), &events, &acks);
+  ASSERT_GT(pid, 0);
   std::string buffer;
   std::vector<nlohmann::json> seen;
-  ASSERT_FALSE(NextEvent(events[0], "checkpoint",
-                         std::chrono::milliseconds(60000), &buffer, &seen)
+  ASSERT_FALSE(NextEvent(events, "checkpoint", std::chrono::milliseconds(60000),
+                         &buffer, &seen)
                    .is_null());
-  close(acks[0]);  // the supervisor's end closes: no answer will come
+  close(acks);  // the supervisor's end closes: no answer will come
   nlohmann::json done = NextEvent(
-      events[0], "done", std::chrono::milliseconds(60000), &buffer, &seen);
+      events, "done", std::chrono::milliseconds(60000), &buffer, &seen);
   ASSERT_FALSE(done.is_null());
   EXPECT_EQ(done["status"], "OK");
   int status = 0;
   waitpid(pid, &status, 0);
-  close(events[0]);
+  close(events);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
