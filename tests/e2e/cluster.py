@@ -61,18 +61,20 @@ def main_args(python_out):
 
 
 def nano_spec(name, steps, checkpoint_every=10, precision="bf16-mixed",
-              max_restarts=2, extra=""):
+              max_restarts=2, extra="", savings="{baseline: none}", seq_len=32,
+              batch_size=4):
     """A gpt-nano job on synthetic data: a few steps a second on one CPU
-    thread. `extra` is appended as more YAML lines."""
+    thread at the default size. `savings` is the YAML of the savings block;
+    `extra` is appended as more YAML lines."""
     return f"""name: {name}
 model: {{builtin: gpt-nano}}
-data: {{kind: synthetic, seq_len: 32, vocab_size: 64}}
+data: {{kind: synthetic, seq_len: {seq_len}, vocab_size: 64}}
 precision: {precision}
-batch_size: 4
+batch_size: {batch_size}
 steps: {steps}
 eval: {{every_steps: 0, batches: 1}}
 checkpoint: {{every_steps: {checkpoint_every}}}
-savings: {{baseline: none}}
+savings: {savings}
 max_restarts: {max_restarts}
 {extra}"""
 

@@ -284,8 +284,7 @@ class CliTest(unittest.TestCase):
         c.start_worker("w1")
         spec_path = os.path.join(c.data_root, "job.yaml")
         with open(spec_path, "w") as f:
-            f.write(spec("cli", steps=12, extra="savings: {baseline: probe, probe_steps: 3}\n")
-                    .replace("savings: {baseline: none}\n", ""))
+            f.write(spec("cli", steps=12, savings="{baseline: probe, probe_steps: 3}"))
         submitted = self.json("submit", spec_path)
         job_id = submitted["job"]["id"]
         self.assertEqual(submitted["job"]["spec"]["precision"], "bf16-mixed")
@@ -325,8 +324,7 @@ class CliTest(unittest.TestCase):
         # stored probe: no second fp32 run, the same fp32 figures.
         cached_path = os.path.join(c.data_root, "cached.yaml")
         with open(cached_path, "w") as f:
-            f.write(spec("cached", steps=12, extra="savings: {baseline: cached}\n")
-                    .replace("savings: {baseline: none}\n", ""))
+            f.write(spec("cached", steps=12, savings="{baseline: cached}"))
         cached_id = self.json("submit", cached_path)["job"]["id"]
         self.assertEqual(c.cli("watch", cached_id).returncode, 0)
         reused = self.json("savings", cached_id)["jobs"][0]

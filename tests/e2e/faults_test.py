@@ -21,6 +21,7 @@ Each test prints what it injected and the figures it measured.
 Run by CTest (label e2e); by hand:
   python3 tests/e2e/faults_test.py --build-dir build [FaultsTest.test_x] [--keep]
 """
+import functools
 import glob
 import hashlib
 import os
@@ -40,9 +41,8 @@ from cluster import Cluster, wait_for, trainer_pids
 ARGS = None
 
 
-def spec(name, steps, checkpoint_every=20, max_restarts=2, extra=""):
-    return cluster.nano_spec(name, steps, checkpoint_every=checkpoint_every,
-                             max_restarts=max_restarts, extra=extra)
+# The e2e job with a checkpoint every 20 steps unless a test says otherwise.
+spec = functools.partial(cluster.nano_spec, checkpoint_every=20)
 
 
 def injected(what):
@@ -407,8 +407,7 @@ class FaultsTest(unittest.TestCase):
         # not trip the watchdog; only the stopped trainer does.
         c.start_worker("w1", extra=["--stall-timeout", "10"])
         job_id = c.submit(spec("hung-trainer", steps=300, max_restarts=1,
-                               extra="savings: {baseline: probe, probe_steps: 5}\n")
-                          .replace("savings: {baseline: none}\n", ""))
+                               savings="{baseline: probe, probe_steps: 5}"))
         self.wait_checkpoint(job_id, 40)
         [pid] = trainer_pids(c, "w1")
         stopped_at = time.time()

@@ -41,21 +41,13 @@ KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_lef
             "group_right", "offset", "bool", "inf", "nan"}
 
 
-def spec(steps):
+def spec(steps, name="prometheus-e2e", precision=PRECISION):
     # Long enough that a 1 s scrape sees it running and that bf16-mixed saves
     # more device time than the fp32 probe costs (about 1.5x faster per step
     # on one CPU thread); small enough to keep the test short.
-    return f"""name: prometheus-e2e
-model: {{builtin: gpt-nano}}
-data: {{kind: synthetic, seq_len: 64, vocab_size: 64}}
-precision: {PRECISION}
-batch_size: 16
-steps: {steps}
-eval: {{every_steps: 0, batches: 1}}
-checkpoint: {{every_steps: 0}}
-savings: {{baseline: probe, probe_steps: 5}}
-max_restarts: 0
-"""
+    return cluster.nano_spec(name, steps, checkpoint_every=0, precision=precision,
+                             max_restarts=0, savings="{baseline: probe, probe_steps: 5}",
+                             seq_len=64, batch_size=16)
 
 
 def metric_names(expr):
@@ -213,9 +205,8 @@ class PrometheusE2ETest(unittest.TestCase):
         # A job no CPU worker can run (fp16 is not native on CPU) stays
         # queued for the whole run: the placement-reason panel and
         # halftime_jobs_unplaceable have something to show.
-        unplaceable_id = c.submit(spec(steps=5).replace(
-            f"precision: {PRECISION}", "precision: fp16-mixed").replace(
-            "name: prometheus-e2e", "name: prometheus-e2e-fp16"))
+        unplaceable_id = c.submit(spec(steps=5, name="prometheus-e2e-fp16",
+                                       precision="fp16-mixed"))
         # 1. While the job runs: its series, with labels job and precision.
         job_id = c.submit(spec(steps=300))
         labels = f'job="{job_id}",precision="{PRECISION}"'
