@@ -119,12 +119,14 @@ class Acknowledgements {
       }
       pollfd p = {fd_, POLLIN, 0};
       const int ready = poll(&p, 1, 1000);
-      if (ready < 0 && errno != EINTR) return "";
+      if (ready < 0) {
+        if (errno == EINTR) continue;  // a stop signal: the loop checks it
+        return "";
+      }
       if (ready == 0) {
         heartbeat();
         continue;
       }
-      if (ready < 0) continue;
       char buffer[256];
       const ssize_t n = read(fd_, buffer, sizeof(buffer));
       if (n < 0 && errno == EINTR) continue;

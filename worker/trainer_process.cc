@@ -107,7 +107,7 @@ absl::StatusOr<std::unique_ptr<TrainerProcess>> TrainerProcess::Start(
     dup2(devnull, STDOUT_FILENO);
     dup2(errors[1], STDERR_FILENO);
     // Via descriptors above 4 first: a pipe end may itself be fd 3 or 4.
-    // The F_DUPFD copies keep no O_CLOEXEC, the dup2 copies neither.
+    // Those copies close at exec; dup2 clears O_CLOEXEC on fds 3 and 4.
     const int events_out = fcntl(events[1], F_DUPFD_CLOEXEC, 10);
     const int acks_in = acks[0] >= 0 ? fcntl(acks[0], F_DUPFD_CLOEXEC, 10) : -1;
     dup2(events_out, 3);
