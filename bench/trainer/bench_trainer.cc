@@ -2,7 +2,7 @@
 // side, on gpt-micro (run by hand; not part of CI).
 //
 //   bench_trainer [--threads N] [--steps N] [--batch N] [--seq N]
-//                 [--rounds N] [--overhead-only]
+//                 [--rounds N] [--overhead-only] [--memory-only]
 //
 // Sets OPENBLAS_CORETYPE from /proc/cpuinfo when unset (see
 // EnsureOpenBlasCoreType). On a machine shared with other work, also set
@@ -45,6 +45,8 @@ struct Config {
   int rounds = 3;
   // Only (a).
   bool overhead_only = false;
+  // Only (c): peaks are deterministic, so one short run of each mode.
+  bool memory_only = false;
 };
 
 struct Result {
@@ -180,8 +182,9 @@ int main(int argc, char** argv) {
   Config c;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--overhead-only") c.overhead_only = true;
+    if (std::string(argv[i]) == "--memory-only") c.memory_only = true;
   }
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i + 1 < argc; ++i) {
     const std::string flag = argv[i];
     const int v = std::atoi(argv[i + 1]);
     if (flag == "--threads")
@@ -212,7 +215,13 @@ int main(int argc, char** argv) {
   // figure is the median of the per-round ratios.
   std::vector<double> ratio32, ratio16, bare32_s, bare16_s, fp32_s, mixed_s;
   Result fp32, mixed;
-  for (int round = 0; round < c.rounds; ++round) {
+  if (c.memory_only) {
+    fp32 = Engine(c, ht::Precision::kFp32);
+    mixed = Engine(c, ht::Precision::kBf16Mixed);
+    fp32_s.push_back(fp32.step_seconds);
+    mixed_s.push_back(mixed.step_seconds);
+  }
+  for (int round = 0; !c.memory_only && round < c.rounds; ++round) {
     const Result b32 = Bare(c, false);
     fp32 = Engine(c, ht::Precision::kFp32);
     const Result b16 = Bare(c, true);
@@ -255,14 +264,17 @@ int main(int argc, char** argv) {
                 fp32.step_seconds / r.step_seconds, r.peak_bytes / 1048576.0,
                 static_cast<double>(r.peak_bytes) / fp32.peak_bytes);
   }
-  std::printf(
-      "\n(a) engine vs bare libtorch loop, median of %d alternating rounds: "
-      "fp32 %.3fx, bf16-mixed %.3fx (target <= 1.03x)\n",
-      c.rounds, Median(ratio32), Median(ratio16));
-  std::printf("    median bare fp32 %.4f s/step, bare bf16-mixed %.4f s/step\n",
-              Median(bare32_s), Median(bare16_s));
-  std::printf("(b) bf16-mixed speedup over fp32: %.2fx (target >= 2.5x)\n",
-              fp32.step_seconds / mixed.step_seconds);
+  if (!c.memory_only) {
+    std::printf(
+        "\n(a) engine vs bare libtorch loop, median of %d alternating rounds: "
+        "fp32 %.3fx, bf16-mixed %.3fx (target <= 1.03x)\n",
+        c.rounds, Median(ratio32), Median(ratio16));
+    std::printf(
+        "    median bare fp32 %.4f s/step, bare bf16-mixed %.4f s/step\n",
+        Median(bare32_s), Median(bare16_s));
+    std::printf("(b) bf16-mixed speedup over fp32: %.2fx (target >= 2.5x)\n",
+                fp32.step_seconds / mixed.step_seconds);
+  }
   std::printf(
       "(c) peak memory vs fp32: bf16-mixed %.4f (<= 0.7), "
       "bf16-master %.4f (<= 0.65), bf16-pure %.4f Kahan / %.4f "

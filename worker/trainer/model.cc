@@ -25,10 +25,14 @@ TrainStatus Invalid(const std::string& msg) {
 // memory peak (measured on gpt-micro: ~6 MB of bf16-pure's peak).
 constexpr int64_t kLayerNormSliceRows = 512;
 
-// LayerNorm of a 16-bit input computed in fp32: saves the 16-bit input (not
-// an fp32 copy) for backward, which also runs in fp32. Rows are independent,
-// so both passes walk the rows in slices; the weight and bias gradients are
-// summed over the slices in fp32.
+// LayerNorm computed in fp32 that saves only its input (in its own dtype:
+// not an fp32 copy of a 16-bit input) for backward, which recomputes the row
+// statistics. Saving them (as at::layer_norm does) keeps two fp32 values per
+// row per layer until backward: the same bytes in every precision, so at
+// the step's peak they are the part a 16-bit mode cannot halve (0.38 MiB of
+// gpt-micro's). Recomputing them is one pass over a row. Rows are
+// independent, so backward, and forward for a 16-bit input, walk the rows in
+// slices; the weight and bias gradients are summed over the slices in fp32.
 struct LayerNormFp32Fn : torch::autograd::Function<LayerNormFp32Fn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx,
                             const at::Tensor& x, const at::Tensor& w,
@@ -37,18 +41,19 @@ struct LayerNormFp32Fn : torch::autograd::Function<LayerNormFp32Fn> {
     const at::Tensor rows = x.reshape({-1, width});
     const int64_t n = rows.size(0);
     const at::Tensor w32 = w.to(at::kFloat), b32 = b.to(at::kFloat);
+    ctx->save_for_backward({x, w, b});
+    if (x.scalar_type() == at::kFloat) {
+      return std::get<0>(at::native_layer_norm(rows, {width}, w32, b32, kEps))
+          .view(x.sizes());
+    }
     at::Tensor y = at::empty_like(rows);
-    at::Tensor mean = at::empty({n, 1}, rows.options().dtype(at::kFloat));
-    at::Tensor rstd = at::empty_like(mean);
     for (int64_t first = 0; first < n; first += kLayerNormSliceRows) {
       const int64_t len = std::min(kLayerNormSliceRows, n - first);
-      auto [y32, m, r] = at::native_layer_norm(
-          rows.narrow(0, first, len).to(at::kFloat), {width}, w32, b32, 1e-5);
-      y.narrow(0, first, len).copy_(y32);
-      mean.narrow(0, first, len).copy_(m);
-      rstd.narrow(0, first, len).copy_(r);
+      y.narrow(0, first, len)
+          .copy_(std::get<0>(
+              at::native_layer_norm(rows.narrow(0, first, len).to(at::kFloat),
+                                    {width}, w32, b32, kEps)));
     }
-    ctx->save_for_backward({x, w, b, mean, rstd});
     return y.view(x.sizes());
   }
   static torch::autograd::variable_list backward(
@@ -56,7 +61,6 @@ struct LayerNormFp32Fn : torch::autograd::Function<LayerNormFp32Fn> {
       torch::autograd::variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &w = saved[1], &b = saved[2];
-    const at::Tensor &mean = saved[3], &rstd = saved[4];
     const int64_t width = x.size(-1);
     const at::Tensor rows = x.reshape({-1, width});
     const at::Tensor grad_rows = grad_out[0].reshape({-1, width});
@@ -67,17 +71,20 @@ struct LayerNormFp32Fn : torch::autograd::Function<LayerNormFp32Fn> {
     at::Tensor db = at::zeros({width}, b32.options());
     for (int64_t first = 0; first < n; first += kLayerNormSliceRows) {
       const int64_t len = std::min(kLayerNormSliceRows, n - first);
+      const at::Tensor x32 = rows.narrow(0, first, len).to(at::kFloat);
+      // The same kernel on the same rows: bit-identical to forward's.
+      auto [unused_y, mean, rstd] =
+          at::native_layer_norm(x32, {width}, w32, b32, kEps);
       auto [dx32, dw_part, db_part] = at::native_layer_norm_backward(
-          grad_rows.narrow(0, first, len).to(at::kFloat),
-          rows.narrow(0, first, len).to(at::kFloat), {width},
-          mean.narrow(0, first, len), rstd.narrow(0, first, len), w32, b32,
-          {true, true, true});
+          grad_rows.narrow(0, first, len).to(at::kFloat), x32, {width}, mean,
+          rstd, w32, b32, {true, true, true});
       dx.narrow(0, first, len).copy_(dx32);
       dw.add_(dw_part);
       db.add_(db_part);
     }
     return {dx.view(x.sizes()), dw.to(w.scalar_type()), db.to(b.scalar_type())};
   }
+  static constexpr double kEps = 1e-5;
 };
 
 at::Tensor LayerNormOf(const at::Tensor& x, const torch::nn::LayerNorm& ln) {
@@ -85,32 +92,50 @@ at::Tensor LayerNormOf(const at::Tensor& x, const torch::nn::LayerNorm& ln) {
 }
 
 // y = x W^T + b for 16-bit weights (master and pure modes), whose backward
-// computes the weight gradient before the input gradient. oneDNN's bf16
-// GEMM for the weight gradient takes a scratch buffer (1.5 MiB for
-// gpt-micro's MLP projection); computed second, as autograd's linear does,
-// it coincides with the input gradient, the largest tensor of the layer's
-// backward, at the step's memory peak. fp32 (no scratch) and autocast
-// (which casts inside at::linear) keep at::linear.
+// computes the weight gradient first and then drops the layer's input before
+// allocating the input gradient. At the step's memory peak (the last MLP
+// projection's backward) that keeps two things off the largest tensor of
+// the layer's backward: oneDNN's scratch buffer for the bf16 weight-gradient
+// GEMM (1.5 MiB on gpt-micro) and the input itself, so the peak moves to
+// GELU's backward, which holds the same bytes and no scratch. fp32 (no
+// scratch; measured: the same fp32 peak either way) and autocast (which
+// casts inside at::linear) keep at::linear. The input is kept outside
+// save_for_backward, so an in-place change to it after forward would go
+// unnoticed: no caller makes one.
 struct WeightGradFirstLinearFn
     : torch::autograd::Function<WeightGradFirstLinearFn> {
+  static constexpr const char* kInput = "input";
   static at::Tensor forward(torch::autograd::AutogradContext* ctx,
                             const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& bias) {
-    ctx->save_for_backward({x, weight});
+    // The input goes in saved_data, not save_for_backward, so that backward
+    // can drop it once the weight gradient is done (a saved variable lives
+    // until the whole node has run).
+    ctx->saved_data[kInput] = x;
+    ctx->save_for_backward({weight});
     return at::linear(x, weight, bias);
   }
   static torch::autograd::variable_list backward(
       torch::autograd::AutogradContext* ctx,
       torch::autograd::variable_list grad_out) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &weight = saved[1];
+    auto input = ctx->saved_data.find(kInput);
+    TORCH_CHECK(input != ctx->saved_data.end(),
+                "Linear: backward a second time (its input is freed after the "
+                "first; pass retain_graph=false)");
+    at::Tensor x = input->second.toTensor();
+    ctx->saved_data.erase(input);
+    const at::Tensor weight = ctx->get_saved_variables()[0];
+    const std::vector<int64_t> x_sizes = x.sizes().vec();
     const at::Tensor g = grad_out[0].reshape({-1, weight.size(0)});
     at::Tensor grad_x, grad_weight, grad_bias;
     if (ctx->needs_input_grad(1)) {
       grad_weight = g.t().mm(x.reshape({-1, weight.size(1)}));
     }
+    // Nothing else holds a layer's input (GELU saves its own input), so this
+    // frees it before the input gradient, of the same size, is allocated.
+    x.reset();
     if (ctx->needs_input_grad(2)) grad_bias = g.sum(0);
-    if (ctx->needs_input_grad(0)) grad_x = g.mm(weight).view(x.sizes());
+    if (ctx->needs_input_grad(0)) grad_x = g.mm(weight).view(x_sizes);
     return {grad_x, grad_weight, grad_bias};
   }
 };
@@ -514,11 +539,7 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
 
 at::Tensor LayerNormFp32(const at::Tensor& x, const at::Tensor& weight,
                          const at::Tensor& bias) {
-  if (x.scalar_type() != at::kFloat) {
-    return LayerNormFp32Fn::apply(x, weight, bias);
-  }
-  return at::layer_norm(x, {x.size(-1)}, weight.to(at::kFloat),
-                        bias.to(at::kFloat), 1e-5);
+  return LayerNormFp32Fn::apply(x, weight, bias);
 }
 
 std::unique_ptr<TrainModel> MakeGpt(const GptConfig& config) {

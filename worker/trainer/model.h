@@ -87,17 +87,19 @@ TrainStatus BuildModel(const ModelOptions& options, const Dataset& data,
 at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets);
 
 // LayerNorm over the last dimension computed in fp32 and returned in `x`'s
-// dtype, with fp32 gradients rounded to the inputs' dtypes. For a 16-bit
-// `x` it saves only `x` and the fp32 row statistics for backward.
+// dtype, with fp32 gradients rounded to the inputs' dtypes. Saves only `x`
+// for backward, in its own dtype; backward recomputes the row statistics
+// (bit-identical to forward's), so no precision holds fp32 statistics per
+// row until backward. Forward equals at::layer_norm on fp32 `x`.
 at::Tensor LayerNormFp32(const at::Tensor& x, const at::Tensor& weight,
                          const at::Tensor& bias);
 
 // x W^T + b, as at::linear. For 16-bit weights that need gradients (master
 // and pure modes) and a defined `bias`, backward computes the weight
-// gradient before the input gradient, so the scratch buffer of oneDNN's
-// weight-gradient GEMM is freed before the input gradient, the largest
-// tensor of a layer's backward, is allocated. Gradients equal at::linear's
-// up to the GEMMs' summation order.
+// gradient first and frees `x` before it allocates the input gradient, so
+// neither `x` nor the weight-gradient GEMM's scratch coincides with it.
+// Such a graph can run backward once only (a second run throws c10::Error).
+// Gradients equal at::linear's up to the GEMMs' summation order.
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
                   const at::Tensor& bias);
 

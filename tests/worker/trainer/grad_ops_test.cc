@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "worker/trainer/device.h"
 #include "worker/trainer/loss_scaler.h"
 #include "worker/trainer/model.h"
 #include "worker/trainer/optimizer.h"
@@ -336,6 +337,112 @@ TEST_F(GradOpsTest, LayerNormFp32OfBf16MatchesFp32LayerNorm) {
   // Weight and bias gradients stay fp32, summed over slices.
   EXPECT_LT(RelError(w.grad(), w32.grad()), 1e-5);
   EXPECT_LT(RelError(b.grad(), b32.grad()), 1e-5);
+}
+
+TEST_F(GradOpsTest, LayerNormFp32OfFp32EqualsAtenLayerNorm) {
+  at::Tensor x = (at::randn({3, 400, 40}) * 2 - 1).requires_grad_(true);
+  at::Tensor w = (at::randn({40}) + 1).requires_grad_(true);
+  at::Tensor b = at::randn({40}).requires_grad_(true);
+  at::Tensor x2 = x.detach().clone().requires_grad_(true);
+  at::Tensor w2 = w.detach().clone().requires_grad_(true);
+  at::Tensor b2 = b.detach().clone().requires_grad_(true);
+  at::Tensor ours = LayerNormFp32(x, w, b);
+  at::Tensor ref = at::layer_norm(x2, {40}, w2, b2, 1e-5);
+  EXPECT_TRUE(at::equal(ours, ref));
+  at::Tensor g = at::randn({3, 400, 40});
+  ours.backward(g);
+  ref.backward(g);
+  // Recomputed statistics are forward's, bit for bit, and rows are
+  // independent: the input gradient is at::layer_norm's exactly.
+  EXPECT_TRUE(at::equal(x.grad(), x2.grad()));
+  // Summed over slices of rows instead of at once.
+  EXPECT_LT(RelError(w.grad(), w2.grad()), 1e-5);
+  EXPECT_LT(RelError(b.grad(), b2.grad()), 1e-5);
+}
+
+TEST_F(GradOpsTest, LayerNormFp32KeepsNoRowStatisticsForBackward) {
+  InstallMemoryCounter();
+  at::Tensor w = at::ones({64}).requires_grad_(true);
+  at::Tensor b = at::zeros({64}).requires_grad_(true);
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    at::Tensor x = at::randn({1000, 64}).to(dtype).requires_grad_(true);
+    const int64_t before = LiveMemoryBytes(false);
+    at::Tensor y = LayerNormFp32(x, w, b);
+    // The graph keeps x, w and b, which exist anyway: forward leaves the
+    // output behind (and a few bytes of bookkeeping), not a float per row.
+    const int64_t kept = LiveMemoryBytes(false) - before;
+    EXPECT_GE(kept, static_cast<int64_t>(y.nbytes()));
+    EXPECT_LT(kept, static_cast<int64_t>(y.nbytes() + 1000 * sizeof(float)));
+    y.sum().backward();
+    EXPECT_TRUE(at::isfinite(x.grad()).all().item<bool>());
+  }
+  // at::layer_norm also keeps an fp32 mean and rstd per row.
+  at::Tensor x = at::randn({1000, 64}).requires_grad_(true);
+  const int64_t before = LiveMemoryBytes(false);
+  at::Tensor y = at::layer_norm(x, {64}, w, b, 1e-5);
+  EXPECT_GE(LiveMemoryBytes(false) - before,
+            static_cast<int64_t>(y.nbytes() + 2 * 1000 * sizeof(float)));
+}
+
+// Extra bytes at the peak of the backward of `linear` applied to an input
+// that only the layer holds (a contiguous copy of a broadcast row, whose own
+// backward is a sum, so the layer's backward is the peak), over what was
+// live when backward started. Sets *input_bytes to the input's size.
+template <typename LinearFn>
+int64_t LinearBackwardExtraPeak(LinearFn linear, int64_t* input_bytes) {
+  InstallMemoryCounter();
+  const int64_t rows = 4096, in = 512, out = 32;
+  at::Tensor h = at::randn({1, in}).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor w =
+      (at::randn({out, in}) * 0.1).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor b = at::randn({out}).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor y;
+  {
+    at::Tensor x = h.expand({rows, in}).contiguous();
+    *input_bytes = x.nbytes();
+    y = linear(x, w, b);
+  }
+  at::Tensor g = at::randn({rows, out}).to(at::kBFloat16);
+  const int64_t before = LiveMemoryBytes(false);
+  ResetPeakMemory(false);
+  y.backward(g);
+  EXPECT_TRUE(h.grad().defined());
+  return PeakMemoryBytes(false) - before;
+}
+
+TEST_F(GradOpsTest, LinearFreesItsInputBeforeTheInputGradient) {
+  int64_t input_bytes = 0;
+  const int64_t ours = LinearBackwardExtraPeak(
+      [](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+        return Linear(x, w, b);
+      },
+      &input_bytes);
+  const int64_t aten = LinearBackwardExtraPeak(
+      [](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+        return at::linear(x, w, b);
+      },
+      &input_bytes);
+  // at::linear holds its input while it allocates the input gradient, of
+  // the same size; ours has freed it by then.
+  EXPECT_GE(aten, input_bytes);
+  EXPECT_LT(ours, input_bytes / 2) << "at::linear: " << aten;
+}
+
+TEST_F(GradOpsTest, LinearOfBf16WeightsRunsBackwardOnce) {
+  at::Tensor x = at::randn({8, 6}).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor w = at::randn({4, 6}).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor b = at::randn({4}).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor loss = Linear(x, w, b).sum();
+  loss.backward({}, /*retain_graph=*/true);
+  try {
+    loss.backward();
+    FAIL() << "a second backward ran";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("backward a second time"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST_F(GradOpsTest, LinearOfBf16WeightsMatchesAtenLinearWithItsOwnBackward) {
