@@ -5,12 +5,13 @@
 #include <ATen/autocast_mode.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
-#include <malloc.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -36,24 +37,41 @@ void CountAlloc(int64_t n) {
   }
 }
 
-void CountingDelete(void* ptr) {
-  if (ptr == nullptr) return;
-  g_live_bytes.fetch_sub(static_cast<int64_t>(malloc_usable_size(ptr)),
-                         std::memory_order_relaxed);
-  c10::free_cpu(ptr);
+// Each block starts with a header holding the bytes requested; the tensor's
+// data follows it, still aligned as c10::alloc_cpu aligns.
+constexpr size_t kCountHeaderBytes = 64;
+static_assert(kCountHeaderBytes % alignof(std::max_align_t) == 0);
+static_assert(kCountHeaderBytes >= sizeof(int64_t));
+
+void CountingDelete(void* data) {
+  if (data == nullptr) return;
+  char* block = static_cast<char*>(data) - kCountHeaderBytes;
+  int64_t nbytes = 0;
+  std::memcpy(&nbytes, block, sizeof(nbytes));
+  g_live_bytes.fetch_sub(nbytes, std::memory_order_relaxed);
+  c10::free_cpu(block);
 }
 
-// Wraps c10::alloc_cpu and counts each block's usable size (the same size on
-// allocation and free, so the live count is exact). Every DataPtr has
-// data == context, as libtorch's raw_allocate requires.
+// Wraps c10::alloc_cpu and counts the bytes each tensor asked for: what its
+// tensors hold, independent of malloc's rounding. (malloc_usable_size is
+// not: glibc serves a large block from mmap, rounded up to whole pages, until
+// its adaptive threshold rises after the first frees, so the same job
+// counted ~0.2 MiB more on gpt-micro when it ran first in a process.) Every
+// DataPtr has data == context, as libtorch's raw_allocate requires.
 class CountingCpuAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t nbytes) const override {
-    void* ptr = nbytes == 0 ? nullptr : c10::alloc_cpu(nbytes);
-    if (ptr != nullptr) {
-      CountAlloc(static_cast<int64_t>(malloc_usable_size(ptr)));
+    if (nbytes == 0) {
+      return {nullptr, nullptr, &CountingDelete,
+              c10::Device(c10::DeviceType::CPU)};
     }
-    return {ptr, ptr, &CountingDelete, c10::Device(c10::DeviceType::CPU)};
+    char* block =
+        static_cast<char*>(c10::alloc_cpu(nbytes + kCountHeaderBytes));
+    const int64_t requested = static_cast<int64_t>(nbytes);
+    std::memcpy(block, &requested, sizeof(requested));
+    CountAlloc(requested);
+    void* data = block + kCountHeaderBytes;
+    return {data, data, &CountingDelete, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return &CountingDelete; }
 };

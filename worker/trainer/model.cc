@@ -258,10 +258,11 @@ struct GptNet : torch::nn::Module {
   }
 
   at::Tensor Logits(const at::Tensor& idx) {
+    // Positions 0..T-1 are the first T rows of wpe: a slice, unlike an
+    // embedding lookup of arange(T), saves no index tensor for backward.
     const int64_t T = idx.size(1);
-    at::Tensor pos = at::arange(T, idx.options());
     at::Tensor x =
-        at::embedding(wte->weight, idx) + at::embedding(wpe->weight, pos);
+        at::embedding(wte->weight, idx) + wpe->weight.narrow(0, 0, T);
     for (auto& b : blocks) x = b->forward(x);
     x = LayerNormOf(x, ln_f);
     return at::linear(x, wte->weight);  // tied output embedding

@@ -417,6 +417,9 @@ TrainStatus Loop::Run(TrainSummary* summary) {
         AutocastGuard autocast(s_.autocast, s_.cuda, s_.autocast_bf16);
         loss = s_.model->Loss(b);
       }
+      // The graph keeps what backward needs; the batch's own references
+      // would keep the targets alive until the step's memory peak.
+      b = Batch();
       if (backward_factor == 1.0) {
         loss.backward();
       } else {

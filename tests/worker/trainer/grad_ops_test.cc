@@ -339,6 +339,26 @@ TEST_F(GradOpsTest, LayerNormFp32OfBf16MatchesFp32LayerNorm) {
   EXPECT_LT(RelError(b.grad(), b32.grad()), 1e-5);
 }
 
+TEST(MemoryCounterTest, CountsTheBytesTensorsAskFor) {
+  InstallMemoryCounter();
+  const int64_t before = LiveMemoryBytes(false);
+  ResetPeakMemory(false);
+  {
+    // A small block and one far above malloc's mmap threshold: malloc
+    // rounds both up, the count does not.
+    at::Tensor small = at::empty({1001}, at::kByte);
+    at::Tensor large = at::empty({300001}, at::kFloat);
+    EXPECT_EQ(LiveMemoryBytes(false) - before, 1001 + 300001 * 4);
+    EXPECT_EQ(PeakMemoryBytes(false) - before, 1001 + 300001 * 4);
+    large.fill_(1.0f);  // the memory is the tensor's to use
+    EXPECT_EQ(large.sum().item<float>(), 300001.0f);
+  }
+  EXPECT_EQ(LiveMemoryBytes(false), before);
+  // Tensor data stays aligned for vectorized kernels.
+  at::Tensor t = at::empty({7}, at::kDouble);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data_ptr()) % 64, 0u);
+}
+
 TEST_F(GradOpsTest, LayerNormFp32OfFp32EqualsAtenLayerNorm) {
   at::Tensor x = (at::randn({3, 400, 40}) * 2 - 1).requires_grad_(true);
   at::Tensor w = (at::randn({40}) + 1).requires_grad_(true);
