@@ -1086,6 +1086,11 @@ void ApplyJobSpecDefaults(v1::JobSpec* spec) {
 
 void ResolvePrecision(v1::JobSpec* spec, v1::Precision precision) {
   spec->set_precision(precision);
+  v1::OptimizerSpec* opt = spec->mutable_optimizer();
+  if (precision == v1::PRECISION_BF16_PURE &&
+      opt->pure_update() == v1::PURE_UPDATE_UNSPECIFIED) {
+    opt->set_pure_update(v1::PURE_UPDATE_KAHAN);
+  }
   v1::LossScalingSpec* ls = spec->mutable_loss_scaling();
   if (ls->mode() == v1::LOSS_SCALING_MODE_UNSPECIFIED) {
     const bool fp16 = precision == v1::PRECISION_FP16_MIXED ||

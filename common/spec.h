@@ -58,7 +58,7 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec);
 absl::Status ValidateDataRootPaths(const v1::JobSpec& spec);
 
 // Sets `spec.precision` to the concrete `precision` (never AUTO) and fills
-// loss-scaling defaults that depend on it.
+// the defaults that depend on it (loss-scaling mode; bf16-pure's update).
 void ResolvePrecision(v1::JobSpec* spec, v1::Precision precision);
 
 // Applies one "dotted.field.path=value" assignment, the value written as in

@@ -124,6 +124,10 @@ TrainOptions TrainOptionsFromSpec(const v1::JobSpec& spec) {
   if (opt.has_beta2()) o.optimizer.beta2 = opt.beta2();
   if (opt.has_eps()) o.optimizer.eps = opt.eps();
   if (opt.has_momentum()) o.optimizer.momentum = opt.momentum();
+  o.optimizer.pure_update =
+      opt.pure_update() == v1::PURE_UPDATE_STOCHASTIC_ROUNDING
+          ? trainer::PureUpdate::kStochasticRounding
+          : trainer::PureUpdate::kKahan;
 
   o.lr_schedule.warmup_steps = spec.lr_schedule().warmup_steps();
   o.lr_schedule.decay = ToEngine(spec.lr_schedule().decay());

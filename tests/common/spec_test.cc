@@ -70,6 +70,25 @@ TEST(SpecTest, LossScalingDefaultDependsOnPrecision) {
   EXPECT_EQ(automatic.loss_scaling().mode(), v1::LOSS_SCALING_MODE_DYNAMIC);
 }
 
+TEST(SpecTest, Bf16PureUpdatesWithKahanUnlessTold) {
+  v1::JobSpec pure =
+      MustParse(std::string(kMinimal) + "precision: bf16-pure\n");
+  EXPECT_EQ(pure.optimizer().pure_update(), v1::PURE_UPDATE_KAHAN);
+  v1::JobSpec rounding = MustParse(
+      std::string(kMinimal) +
+      "precision: bf16-pure\noptimizer: {pure_update: stochastic-rounding}\n");
+  EXPECT_EQ(rounding.optimizer().pure_update(),
+            v1::PURE_UPDATE_STOCHASTIC_ROUNDING);
+  // Other modes keep fp32 weights: no default, and a bf16-pure spec reruns
+  // in fp32 (its baseline probe) with the field left as it is.
+  v1::JobSpec mixed =
+      MustParse(std::string(kMinimal) + "precision: bf16-mixed\n");
+  EXPECT_EQ(mixed.optimizer().pure_update(), v1::PURE_UPDATE_UNSPECIFIED);
+  ASSERT_TRUE(ApplySpecOverride(&rounding, "precision=fp32").ok());
+  ApplyJobSpecDefaults(&rounding);
+  EXPECT_TRUE(ValidateJobSpec(rounding).ok());
+}
+
 TEST(SpecTest, SgdGetsSgdDefaults) {
   v1::JobSpec spec =
       MustParse(std::string(kMinimal) + "optimizer: {name: sgd, lr: 0.1}\n");

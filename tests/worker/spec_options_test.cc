@@ -5,6 +5,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "common/spec.h"
 
@@ -108,6 +111,23 @@ threads: 2
   EXPECT_EQ(o.checkpoint.every_steps, 25);
   EXPECT_EQ(o.device, trainer::DeviceRequest::kCpu);
   EXPECT_EQ(o.threads, 2);
+}
+
+TEST(TrainOptionsFromSpecTest, MapsTheBf16PureUpdate) {
+  for (const auto& [text, update] :
+       std::vector<std::pair<std::string, trainer::PureUpdate>>{
+           {"", trainer::PureUpdate::kKahan},
+           {"optimizer: {pure_update: kahan}\n", trainer::PureUpdate::kKahan},
+           {"optimizer: {pure_update: stochastic-rounding}\n",
+            trainer::PureUpdate::kStochasticRounding}}) {
+    absl::StatusOr<v1::JobSpec> spec = ParseJobSpec(
+        "name: m\nmodel: {builtin: gpt-nano}\ndata: {kind: synthetic}\n"
+        "precision: bf16-pure\nsteps: 5\n" +
+        text);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    EXPECT_EQ(TrainOptionsFromSpec(*spec).optimizer.pure_update, update)
+        << text;
+  }
 }
 
 }  // namespace

@@ -130,6 +130,32 @@ TEST_F(TrainCommandTest, WritesOneJsonObjectPerStepWithTheDesignFields) {
   EXPECT_THAT(err, HasSubstr("done: 6 steps"));
 }
 
+TEST_F(TrainCommandTest, Bf16PureTakesItsUpdateRuleFromTheSpec) {
+  // Kahan (the default) keeps a bf16 compensation buffer as large as the
+  // bf16 weights; stochastic rounding keeps none.
+  nlohmann::json last[2];
+  int i = 0;
+  for (const char* update : {"kahan", "stochastic-rounding"}) {
+    const std::string jsonl =
+        (dir_ / (std::string(update) + ".jsonl")).string();
+    std::string err;
+    ASSERT_EQ(Run({WriteSpec(kTinySpec), "--set", "precision=bf16-pure",
+                   "--set", std::string("optimizer.pure_update=") + update,
+                   "--out", (dir_ / update).string(), "--metrics-jsonl", jsonl,
+                   "--threads", "1", "--quiet"},
+                  &err),
+              0)
+        << err;
+    last[i++] = ReadJsonl(jsonl).back();
+  }
+  const int64_t weights = last[0]["weight_bytes"];
+  EXPECT_EQ(last[1]["weight_bytes"], weights);
+  EXPECT_EQ(last[0]["optimizer_state_bytes"].get<int64_t>() -
+                last[1]["optimizer_state_bytes"].get<int64_t>(),
+            weights);
+  EXPECT_NE(last[0]["loss"], last[1]["loss"]);
+}
+
 TEST_F(TrainCommandTest, BadSpecExitsTwoNamingTheField) {
   std::string err;
   EXPECT_EQ(Run({WriteSpec(std::string(kTinySpec) + "batch_size: 0\n")}, &err),
