@@ -30,7 +30,9 @@ constexpr int64_t kLayerNormSliceRows = 512;
 // statistics. Saving them (as at::layer_norm does) keeps two fp32 values per
 // row per layer until backward: the same bytes in every precision, so at
 // the step's peak they are the part a 16-bit mode cannot halve (0.38 MiB of
-// gpt-micro's). Recomputing them is one pass over a row. Rows are
+// gpt-micro's). Recomputing them costs a LayerNorm forward in backward:
+// measured 1.1 ms per gpt-micro LayerNorm ([4096, 384], 2 threads), 14 ms
+// a step, ~1.5% of a bf16-mixed step, in every precision alike. Rows are
 // independent, so backward, and forward for a 16-bit input, walk the rows in
 // slices; the weight and bias gradients are summed over the slices in fp32.
 struct LayerNormFp32Fn : torch::autograd::Function<LayerNormFp32Fn> {
