@@ -50,7 +50,7 @@ def main():
         [f"{b}/bench/trainer/bench_trainer", "--threads", str(args.threads),
          "--batch", str(args.batch), "--seq", str(args.seq), "--steps", "8"],
         capture_output=True, text=True, check=True).stdout
-    engine = float(re.search(r"\(b\) bf16-mixed speedup over fp32: ([0-9.]+)x", bench).group(1))
+    engine = float(re.search(r"\(b\) bf16-mixed speedup over fp32[^:]*: ([0-9.]+)x", bench).group(1))
     print(f"engine benchmark (bench_trainer): bf16-mixed is {engine:.2f}x fp32")
 
     cluster.configure_build(b, "bench/savings/python")
