@@ -1,5 +1,7 @@
 #include "worker/transfer_watchdog.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace halftime {
 
 TransferWatchdog::TransferWatchdog(grpc::ClientContext* context,
@@ -25,6 +27,16 @@ void TransferWatchdog::Progress() {
 bool TransferWatchdog::stalled() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stalled_;
+}
+
+absl::Status TransferWatchdog::Outcome(absl::Status finished,
+                                       absl::string_view transfer,
+                                       int64_t bytes) const {
+  if (!stalled()) return finished;
+  return absl::DeadlineExceededError(
+      absl::StrCat(transfer, " made no progress for ",
+                   std::chrono::duration<double>(stall_).count(), " s after ",
+                   bytes, " bytes"));
 }
 
 void TransferWatchdog::Watch() {

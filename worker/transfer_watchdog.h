@@ -15,8 +15,12 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
 #include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace halftime {
 
@@ -33,6 +37,11 @@ class TransferWatchdog {
   void Progress();
   // True once the watchdog has cancelled the call.
   bool stalled() const;
+  // `finished` (the call's own status) unless the watchdog cancelled it;
+  // then DEADLINE_EXCEEDED naming `transfer` (e.g. "checkpoint upload"),
+  // the stall and the `bytes` moved before it.
+  absl::Status Outcome(absl::Status finished, absl::string_view transfer,
+                       int64_t bytes) const;
 
  private:
   using Clock = std::chrono::steady_clock;

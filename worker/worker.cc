@@ -1015,12 +1015,8 @@ absl::Status Worker::UploadCheckpoint(Job* job, const std::string& path,
     if (last) break;
   }
   writer->WritesDone();
-  absl::Status status = FromGrpcStatus(writer->Finish());
-  if (watchdog.stalled()) {
-    status = absl::DeadlineExceededError(
-        absl::StrCat("checkpoint upload made no progress for ",
-                     kRpcDeadline.count(), " s after ", total, " bytes"));
-  }
+  absl::Status status = watchdog.Outcome(FromGrpcStatus(writer->Finish()),
+                                         "checkpoint upload", total);
   if (status.ok()) {
     const std::chrono::duration<double> took = Clock::now() - began;
     Log(absl::StrCat(job->id, ": uploaded checkpoint of step ", step, " (",
@@ -1059,12 +1055,8 @@ absl::Status Worker::DownloadCheckpoint(const std::string& job_id,
       expected_total = chunk.total_bytes();
     }
   }
-  absl::Status status = FromGrpcStatus(reader->Finish());
-  if (watchdog.stalled()) {
-    status = absl::DeadlineExceededError(
-        absl::StrCat("checkpoint download made no progress for ",
-                     kRpcDeadline.count(), " s after ", total, " bytes"));
-  }
+  absl::Status status = watchdog.Outcome(FromGrpcStatus(reader->Finish()),
+                                         "checkpoint download", total);
   out.close();
   std::error_code ec;
   if (!status.ok()) {

@@ -43,13 +43,16 @@ class TrainCommandTest : public ::testing::Test {
     for (const auto& a : args) command += " '" + a + "'";
     command += " 2>" + (dir_ / "stderr.txt").string();
     int status = std::system(command.c_str());
-    if (err != nullptr) {
-      std::ifstream in(dir_ / "stderr.txt");
-      std::stringstream buffer;
-      buffer << in.rdbuf();
-      *err = buffer.str();
-    }
+    if (err != nullptr) *err = Stderr();
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  // What the last halftime-train run here wrote to stderr.
+  std::string Stderr() {
+    std::ifstream in(dir_ / "stderr.txt");
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
   }
 
   std::vector<nlohmann::json> ReadJsonl(const fs::path& path) {
@@ -264,10 +267,7 @@ TEST_F(TrainCommandTest, WaitsAfterEachCheckpointUntilItIsAcknowledged) {
   close(acks);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
-  std::ifstream in(dir_ / "stderr.txt");
-  std::stringstream text;
-  text << in.rdbuf();
-  EXPECT_THAT(text.str(), HasSubstr("checkpoint of step 6 was not stored"));
+  EXPECT_THAT(Stderr(), HasSubstr("checkpoint of step 6 was not stored"));
 }
 
 TEST_F(TrainCommandTest, SupervisorGoneEndsTheWaitForAnAcknowledgement) {

@@ -23,6 +23,12 @@ TEST(TransferWatchdogTest, CancelsACallWithoutProgressAfterTheStall) {
   EXPECT_TRUE(watchdog.stalled());
   EXPECT_GE(Clock::now() - began, milliseconds(200));
   EXPECT_LT(Clock::now() - began, std::chrono::seconds(2));
+  // The call's own status (CANCELLED) gives way to the stall.
+  const absl::Status status = watchdog.Outcome(
+      absl::CancelledError("Cancelled"), "checkpoint upload", 1234);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(status.message(),
+            "checkpoint upload made no progress for 0.2 s after 1234 bytes");
 }
 
 TEST(TransferWatchdogTest, ProgressKeepsALongCallAlive) {
@@ -45,6 +51,8 @@ TEST(TransferWatchdogTest, EndsQuietlyWhenTheCallFinishesFirst) {
   {
     TransferWatchdog watchdog(&context, std::chrono::hours(1));
     EXPECT_FALSE(watchdog.stalled());
+    EXPECT_EQ(watchdog.Outcome(absl::NotFoundError("gone"), "x", 0).code(),
+              absl::StatusCode::kNotFound);
   }
   // The destructor wakes the watchdog's thread instead of waiting an hour.
   EXPECT_LT(Clock::now() - began, std::chrono::seconds(2));
