@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/enum_names.h"
 #include "common/spec.h"
 
@@ -489,6 +490,10 @@ std::string FormatSavingsSummary(const v1::Savings& savings,
   parts.push_back(absl::StrCat(saved, " saved"));
   std::string baseline =
       EnumShortName(v1::BaselineMode_descriptor(), savings.baseline());
+  if (savings.baseline_degraded()) {
+    absl::StrAppend(&baseline, baseline.empty() ? "" : ", ",
+                    "baseline: degraded: ", savings.baseline_degraded_reason());
+  }
   return absl::StrCat(
       absl::StrJoin(parts, ", "), " vs fp32",
       baseline.empty() ? "" : absl::StrCat(" (", baseline, ")"));
@@ -595,7 +600,8 @@ std::string FormatWorkerTable(const std::vector<v1::Worker>& workers,
                {"NATIVE PRECISIONS", true},
                {"JOBS", false, true},
                {"MEMORY", false, true},
-               {"SEEN", false, true}});
+               {"SEEN", false, true},
+               {"BASELINE", true}});
   for (const v1::Worker& worker : workers) {
     const v1::WorkerCapabilities& caps = worker.capabilities();
     std::vector<std::string> precisions;
@@ -613,7 +619,12 @@ std::string FormatWorkerTable(const std::vector<v1::Worker>& workers,
          absl::StrJoin(precisions, ","),
          absl::StrCat(worker.job_ids_size(), "/", caps.slots()),
          caps.memory_bytes() > 0 ? FormatBytes(caps.memory_bytes()) : "-",
-         FormatShortAge(worker.last_heartbeat(), now)});
+         FormatShortAge(worker.last_heartbeat(), now),
+         caps.baseline_degradations().empty()
+             ? "ok"
+             : absl::StrCat(
+                   "degraded: ",
+                   absl::StrJoin(caps.baseline_degradations(), "; "))});
   }
   return table.Render(width);
 }
@@ -630,6 +641,7 @@ std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
                 {"MEM SAVED", false, true},
                 {"TIME SAVED", false, true},
                 {absl::StrCat(currency, " SAVED"), false, true},
+                {"BASELINE"},
                 {"DEVICE", true}});
     for (int i = 0; i < response.jobs_size(); ++i) {
       const v1::Savings& savings = response.jobs(i);
@@ -639,6 +651,10 @@ std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
                    Percent(savings.memory_saved_ratio()),
                    HumanDuration(absl::Seconds(savings.device_seconds_saved())),
                    absl::StrFormat("%.4g", savings.cost_saved()),
+                   savings.baseline_degraded()
+                       ? "degraded"
+                       : EnumShortName(v1::BaselineMode_descriptor(),
+                                       savings.baseline()),
                    savings.device_name()});
     }
     out += jobs.Render(width);
@@ -651,7 +667,10 @@ std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
                   {"MEAN MEM SAVED", false, true},
                   {"TIME SAVED", false, true},
                   {absl::StrCat(currency, " SAVED"), false, true}});
+    int64_t degraded = 0;
     for (const v1::PrecisionSavings& total : response.totals()) {
+      degraded += total.degraded_jobs();
+      if (total.jobs() == 0) continue;
       totals.AddRow({PrecisionName(total.precision()),
                      absl::StrCat(total.jobs()),
                      absl::StrFormat("%.2fx", total.mean_speedup()),
@@ -660,6 +679,12 @@ std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
                      absl::StrFormat("%.4g", total.cost_saved())});
     }
     out += totals.Render(width);
+    if (degraded > 0) {
+      absl::StrAppend(&out, degraded, degraded == 1 ? " job" : " jobs",
+                      " measured against a degraded fp32 baseline ",
+                      degraded == 1 ? "is" : "are",
+                      " left out of these totals\n");
+    }
   }
   if (out.empty()) out = "no savings measured yet\n";
   return out;
@@ -709,14 +734,37 @@ std::string FormatSavingsDetail(const std::string& job_id,
     absl::StrAppend(&baseline_fact, ", fingerprint ", savings.fingerprint());
   }
   facts.emplace_back("baseline", baseline_fact);
+  if (savings.baseline_degraded()) {
+    facts.emplace_back(
+        "degraded",
+        absl::StrCat(savings.baseline_degraded_reason(),
+                     " (these savings are left out of fleet totals)"));
+  }
+  // A detail view wraps, never truncates: the reason a baseline is degraded
+  // is what the user needs to read whole.
+  constexpr int kLabelWidth = 13;
   std::string out;
   for (const auto& [key, value] : facts) {
     const std::string label = absl::StrCat(key, ":");
-    absl::StrAppend(
-        &out,
-        TruncateToWidth(absl::StrFormat("%-13s%s", label, OneLine(value)),
-                        width),
-        "\n");
+    std::string line = absl::StrFormat("%-13s", label);
+    int line_width = kLabelWidth;
+    const std::string text = OneLine(value);
+    for (absl::string_view word :
+         absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+      const int word_width = DisplayWidth(word);
+      if (line_width > kLabelWidth && line_width + 1 + word_width > width) {
+        absl::StrAppend(&out, TruncateToWidth(line, width), "\n");
+        line = std::string(kLabelWidth, ' ');
+        line_width = kLabelWidth;
+      }
+      if (line_width > kLabelWidth) {
+        line += ' ';
+        ++line_width;
+      }
+      absl::StrAppend(&line, word);
+      line_width += word_width;
+    }
+    absl::StrAppend(&out, TruncateToWidth(line, width), "\n");
   }
   return out;
 }

@@ -29,6 +29,7 @@ std::string BaselineFingerprint(const v1::JobSpec& spec,
   add("device.name", caps.device_name());
   add("threads", absl::StrCat(threads));
   add("torch_version", caps.torch_version());
+  add("blas", caps.blas());
   return Sha256::Of(text).substr(0, 16);
 }
 

@@ -6,9 +6,10 @@
 // loss), the batch shape (data kind and file, sequence length, vocabulary,
 // batch size, gradient accumulation), the optimizer, the device (name and
 // kind), the intra-op threads the trainer runs with and the libtorch
-// version. It deliberately leaves out what does not change an fp32 step's
-// time or memory: precision, learning rate, schedule, step count, seed.
-// Worker and scheduler compute it with this one function, so they agree.
+// version and the BLAS its fp32 GEMMs run on. It deliberately leaves out what
+// does not change an fp32 step's time or memory: precision, learning rate,
+// schedule, step count, seed. Worker and scheduler compute it with this one
+// function, so they agree.
 //
 // Thread-safety: pure function, thread-safe.
 #ifndef HALFTIME_COMMON_BASELINE_FINGERPRINT_H_

@@ -75,6 +75,15 @@ halftime submit examples/finetune-bf16-mixed.yaml --watch
 say "what bf16-mixed saved (measured against an fp32 probe on the same worker)"
 halftime savings
 
+say "check: the probe's savings against the demo's own fp32 and bf16 runs"
+bf16_job=$(halftime list -o json | /usr/bin/python3 -c '
+import json, sys
+jobs = json.load(sys.stdin).get("jobs", [])
+print(next(j["id"] for j in jobs if j["spec"]["name"] == "gpt-nano-finetune-bf16"))')
+halftime savings "$bf16_job" -o json |
+  scripts/check_savings.py out/gpt-nano-finetune-fp32/summary.json \
+    out/gpt-nano-finetune-bf16/summary.json -
+
 say "outputs"
 for job in gpt-nano-pretrain gpt-nano-finetune-fp32 gpt-nano-finetune-bf16; do
   echo "  out/$job/  (model.safetensors, summary.json, checkpoints/)"

@@ -14,9 +14,15 @@ packages=(
   protobuf-compiler prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev
   googletest libbenchmark-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
   nlohmann-json3-dev libssl-dev zlib1g-dev
-  # optimized BLAS: without it libtorch falls back to the reference BLAS and
-  # fp32 baselines run ~30x slower, which would inflate every savings figure.
-  libopenblas0-pthread libopenblas-pthread-dev
+  # The fastest fp32 this machine runs, measured (bench/blas/compare.py):
+  # OpenBLAS's OpenMP build shares libtorch's OpenMP threads. The reference
+  # BLAS runs fp32 ~30x slower, and the pthread OpenBLAS's threads spin
+  # against libtorch's OpenMP threads (1.3-3x slower); either would inflate
+  # every savings figure.
+  libopenblas0-openmp libopenblas-openmp-dev
+  # ...the slow arrangements too, only so that the tests can start a worker
+  # on each (through LD_LIBRARY_PATH) and see it marked `baseline: degraded`
+  libopenblas0-pthread libblas3
   # reference peers used by tests (PyTorch parity, generated Python gRPC
   # client, certificates for the TLS end-to-end tests)
   python3 python3-torch python3-grpcio python3-protobuf python3-yaml
@@ -45,14 +51,23 @@ else
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Make sure libblas.so.3 resolves to OpenBLAS, not the reference BLAS.
+# libblas.so.3, liblapack.so.3 and libopenblas.so.0 (libtorch links all
+# three) must resolve to the OpenMP OpenBLAS. With the pthread build
+# installed too, Debian's automatic choice would be the pthread one
+# (priority 100 against 95), so the choice is set explicitly.
 if command -v update-alternatives >/dev/null; then
-  blas=$(update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null |
-         awk '/^Value:/{print $2}')
-  case "$blas" in
-    *openblas*) ;;
-    *) echo "setup: warning: libblas.so.3 points at '${blas:-nothing}', not OpenBLAS" ;;
-  esac
+  arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+  for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+    want=/usr/lib/$arch/openblas-openmp/$lib
+    have=$(update-alternatives --query "$lib-$arch" 2>/dev/null |
+           awk '/^Value:/{print $2}')
+    if [ "$have" != "$want" ] && [ -e "$want" ]; then
+      echo "setup: pointing $lib at the OpenMP OpenBLAS (was '${have:-nothing}')"
+      SUDO=""
+      if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+      $SUDO update-alternatives --quiet --set "$lib-$arch" "$want"
+    fi
+  done
 fi
 
 # >>> deploy tooling (tests/deploy; owner: issue #8) >>>

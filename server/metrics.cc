@@ -78,10 +78,19 @@ SchedulerMetrics::SchedulerMetrics()
                          "Peak memory saved against the fp32 baseline, "
                          "summed over measured jobs, bytes.")
                      .Register(*registry_);
+  auto& degraded =
+      prometheus::BuildCounter()
+          .Name("halftime_savings_degraded_jobs_total")
+          .Help(
+              "Jobs whose savings were measured against a degraded fp32 "
+              "baseline (crippled BLAS or threads) and so left out of the "
+              "savings metrics.")
+          .Register(*registry_);
   for (int p = v1::PRECISION_FP32; p <= v1::PRECISION_BF16_PURE; ++p) {
     std::string name = PrecisionName(static_cast<v1::Precision>(p));
     savings_seconds_[p] = &seconds.Add({{"precision", name}});
     savings_memory_[p] = &memory.Add({{"precision", name}});
+    savings_degraded_[p] = &degraded.Add({{"precision", name}});
   }
   savings_cost_ = &prometheus::BuildCounter()
                        .Name("halftime_savings_cost_total")
@@ -168,6 +177,14 @@ void SchedulerMetrics::StaleMessage(const std::string& kind) {
 }
 
 void SchedulerMetrics::AddSavings(const v1::Savings& savings) {
+  // Savings against a crippled fp32 would overstate what precision saved.
+  if (savings.baseline_degraded()) {
+    if (auto it = savings_degraded_.find(savings.precision());
+        it != savings_degraded_.end()) {
+      it->second->Increment();
+    }
+    return;
+  }
   // An infinite (or NaN) amount would stick to a counter for good.
   auto usable = [](double amount) { return std::isfinite(amount); };
   if (auto it = savings_seconds_.find(savings.precision());

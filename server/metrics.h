@@ -12,6 +12,10 @@
 //   halftime_savings_memory_bytes{precision}     gauge, sum over measured
 //                                                jobs of memory_saved_bytes
 //   halftime_savings_cost_total                  counter, currency units
+//   halftime_savings_degraded_jobs_total{precision}  counter, jobs measured
+//                                                against a degraded fp32
+//                                                baseline: in none of the
+//                                                savings figures above
 // and the scheduler's own:
 //   halftime_stale_messages_total{kind}          counter, messages of a
 //                                                superseded attempt rejected
@@ -110,9 +114,10 @@ class SchedulerMetrics {
   prometheus::Counter* jobs_submitted_;
   prometheus::Histogram* queue_wait_;
   prometheus::Counter* job_restarts_;
-  std::map<std::string, prometheus::Counter*> stale_;    // by kind
-  std::map<int, prometheus::Counter*> savings_seconds_;  // by v1::Precision
-  std::map<int, prometheus::Gauge*> savings_memory_;     // by v1::Precision
+  std::map<std::string, prometheus::Counter*> stale_;     // by kind
+  std::map<int, prometheus::Counter*> savings_seconds_;   // by v1::Precision
+  std::map<int, prometheus::Gauge*> savings_memory_;      // by v1::Precision
+  std::map<int, prometheus::Counter*> savings_degraded_;  // by v1::Precision
   prometheus::Counter* savings_cost_;
   prometheus::Histogram* store_commit_seconds_;
   prometheus::Histogram* store_batch_mutations_;

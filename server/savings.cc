@@ -95,9 +95,10 @@ void SavingsLedger::Record(const std::string& job_id,
     std::lock_guard<std::mutex> lock(mu_);
     auto [it, inserted] = by_job_.insert_or_assign(job_id, savings);
     if (inserted) order_.push_back(job_id);
-    // Only measured baselines seed the cache; a cached one is a copy.
+    // Only measured, fair baselines seed the cache; a cached one is a copy.
     if (savings.baseline() == v1::BASELINE_MODE_PROBE &&
-        !savings.fingerprint().empty() && savings.baseline_step_seconds() > 0) {
+        !savings.baseline_degraded() && !savings.fingerprint().empty() &&
+        savings.baseline_step_seconds() > 0) {
       v1::Savings& b = baselines_[savings.fingerprint()];
       b.Clear();
       b.set_fingerprint(savings.fingerprint());
@@ -136,6 +137,11 @@ std::vector<v1::PrecisionSavings> SavingsLedger::Totals() const {
   for (const auto& [job_id, s] : by_job_) {
     v1::PrecisionSavings& t = totals[s.precision()];
     t.set_precision(s.precision());
+    // Measured against a crippled fp32: counted, kept out of every figure.
+    if (s.baseline_degraded()) {
+      t.set_degraded_jobs(t.degraded_jobs() + 1);
+      continue;
+    }
     t.set_jobs(t.jobs() + 1);
     t.set_device_seconds_saved(t.device_seconds_saved() +
                                s.device_seconds_saved());
@@ -147,9 +153,11 @@ std::vector<v1::PrecisionSavings> SavingsLedger::Totals() const {
   }
   std::vector<v1::PrecisionSavings> out;
   for (auto& [precision, t] : totals) {
-    double n = static_cast<double>(t.jobs());
-    t.set_mean_speedup(t.mean_speedup() / n);
-    t.set_mean_memory_saved_ratio(t.mean_memory_saved_ratio() / n);
+    if (t.jobs() > 0) {
+      const double n = static_cast<double>(t.jobs());
+      t.set_mean_speedup(t.mean_speedup() / n);
+      t.set_mean_memory_saved_ratio(t.mean_memory_saved_ratio() / n);
+    }
     out.push_back(std::move(t));
   }
   return out;

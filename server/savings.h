@@ -81,7 +81,8 @@ class SavingsLedger {
   // Every measured job (in recording order) and totals by precision.
   v1::GetSavingsResponse Fleet() const;
 
-  // Totals by precision only.
+  // Totals by precision only; jobs with a degraded baseline are counted in
+  // degraded_jobs and left out of every other figure.
   std::vector<v1::PrecisionSavings> Totals() const;
 
   const std::string& currency() const { return prices_.currency; }

@@ -1,6 +1,8 @@
 // OpenBLAS picks its kernels from the CPU model. Inside VMs it often fails to
 // identify the CPU ("Prescott") and runs fp32 matmuls with generic kernels,
-// ~10x slower: every fp32 baseline, and so every savings figure, would be
+// ~10x slower, and machine images often pin OPENBLAS_CORETYPE to an older
+// core (seen here: "Haswell" on an AVX-512 CPU, 25% slower fp32 GEMMs than
+// SKYLAKEX): every fp32 baseline, and so every savings figure, would be
 // inflated. These helpers choose the core type from the CPU's feature flags
 // instead, before OpenBLAS is loaded.
 //
@@ -17,10 +19,20 @@ namespace halftime {
 // AVX2 and FMA, else "" (let OpenBLAS decide).
 std::string OpenBlasCoreTypeForFlags(const std::string& flags);
 
-// When OPENBLAS_CORETYPE is unset and this CPU's type is known, sets it and
-// re-executes /proc/self/exe with the same `argv`, since OpenBLAS reads it
-// only when it is loaded. Returns when nothing needed doing (or exec failed:
-// the program then runs with OpenBLAS's own choice).
+// The core type to run with when OPENBLAS_CORETYPE is `preset` (nullptr:
+// unset) on a CPU whose flags call for `best` (OpenBlasCoreTypeForFlags):
+// `best` when unset or when `preset` names an older x86 core whose kernels
+// use narrower vectors than `best`'s (Prescott ... Haswell, Zen under
+// SKYLAKEX), else "" (nothing to change, or a choice of the user's that is
+// not an older x86 core: it stands). Case-insensitive.
+std::string OpenBlasCoreTypeToSet(const char* preset, const std::string& best);
+
+// Sets OPENBLAS_CORETYPE per OpenBlasCoreTypeToSet and re-executes
+// /proc/self/exe with the same `argv`, since OpenBLAS reads it only when it
+// is loaded (the BLAS description in the device probe names the core in
+// use). Returns when nothing
+// needed doing (or exec failed: the program then runs with OpenBLAS's own
+// choice).
 void EnsureOpenBlasCoreType(char** argv);
 
 }  // namespace halftime

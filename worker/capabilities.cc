@@ -59,6 +59,14 @@ absl::StatusOr<v1::WorkerCapabilities> CapabilitiesFromProbeJson(
   caps.set_slots(slots);
   caps.set_threads_per_job(threads_per_job);
   caps.set_torch_version(j.value("torch_version", ""));
+  caps.set_blas(j.value("blas", ""));
+  if (j.contains("baseline_degraded") && j["baseline_degraded"].is_array()) {
+    for (const auto& reason : j["baseline_degraded"]) {
+      if (reason.is_string()) {
+        caps.add_baseline_degradations(reason.get<std::string>());
+      }
+    }
+  }
   return caps;
 }
 

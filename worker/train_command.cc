@@ -185,6 +185,8 @@ int ProbeDeviceCommand(int threads, int events_fd, std::ostream& out) {
                       {"tf32_flops", caps.tf32_flops},
                       {"fp16_flops", caps.fp16_flops},
                       {"bf16_flops", caps.bf16_flops},
+                      {"blas", caps.blas},
+                      {"baseline_degraded", caps.baseline_degradations},
                       {"torch_version", TORCH_VERSION}};
   if (events_fd >= 0) {
     std::string error;

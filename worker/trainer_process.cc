@@ -18,13 +18,15 @@ namespace halftime {
 namespace {
 
 // The only environment a trainer sees: enough for libtorch and OpenBLAS,
-// nothing of the worker's (tokens, credentials, proxies).
+// nothing of the worker's (tokens, credentials, proxies). LD_LIBRARY_PATH
+// passes on because it is how an operator chooses the trainers' BLAS; the
+// probe then measures and reports whatever that choice gives.
 std::vector<std::string> ScrubbedEnvironment(
     const std::vector<std::string>& extra, const std::string& home) {
   std::vector<std::string> env = {"PATH=/usr/local/bin:/usr/bin:/bin",
                                   "LANG=C.UTF-8", absl::StrCat("HOME=", home)};
   for (const char* keep : {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                           "CUDA_VISIBLE_DEVICES", "TZ"}) {
+                           "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "TZ"}) {
     if (const char* value = std::getenv(keep)) {
       env.push_back(absl::StrCat(keep, "=", value));
     }

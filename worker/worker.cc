@@ -9,12 +9,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/baseline_fingerprint.h"
 #include "common/enum_names.h"
 #include "common/sha256.h"
 #include "common/spec.h"
 #include "common/status.h"
+#include "worker/trainer/step_stats.h"
 #include "worker/transfer_watchdog.h"
 
 namespace halftime {
@@ -30,14 +32,6 @@ constexpr auto kRpcDeadline = std::chrono::seconds(60);
 constexpr auto kTransferCap = std::chrono::hours(6);
 
 void Log(const std::string& line) { std::cerr << "worker: " << line << "\n"; }
-
-double Median(std::vector<double> values) {
-  if (values.empty()) return 0.0;
-  std::sort(values.begin(), values.end());
-  const std::size_t mid = values.size() / 2;
-  return values.size() % 2 ? values[mid]
-                           : 0.5 * (values[mid - 1] + values[mid]);
-}
 
 double Number(const nlohmann::json& j, const char* key, double fallback = 0.0) {
   auto it = j.find(key);
@@ -173,6 +167,11 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
       new Worker(std::move(options), std::move(channel), metrics));
   if (metrics != nullptr) {
     metrics->SetDeviceMemory(worker->options_.capabilities.memory_bytes());
+    metrics->SetBaselineDegraded(
+        !worker->options_.capabilities.baseline_degradations().empty());
+    for (const v1::DtypeRate& rate : worker->options_.capabilities.rates()) {
+      metrics->SetGemmRate(rate.dtype(), rate.flops_per_second());
+    }
     worker->UpdateSlotMetrics();
   }
   return worker;
@@ -619,8 +618,9 @@ void Worker::StartJob(const v1::Assignment& assignment) {
 
 void Worker::MeasureBaseline(Job* job) {
   // The same spec in fp32 for probe_steps steps: same model, batch, data,
-  // device and threads; nothing written. Its median step time is the
-  // baseline (the first steps are warm-up and would flatter the savings).
+  // device and threads; nothing written. Its steady median step time
+  // (trainer::SteadyMedian: warm-up excluded, as for the job's own steps) is
+  // the baseline.
   const std::string spec_path = (fs::path(job->dir) / "spec.json").string();
   const int probe_steps = std::max(3, job->spec.savings().probe_steps());
   std::vector<std::string> args = {
@@ -701,8 +701,8 @@ void Worker::MeasureBaseline(Job* job) {
   }
   std::lock_guard<std::mutex> lock(job->mu);
   job->has_baseline = true;
-  job->baseline.step_seconds = Median(steps);
-  job->baseline.tokens_per_second = Median(tokens);
+  job->baseline.step_seconds = trainer::SteadyMedian(steps);
+  job->baseline.tokens_per_second = trainer::SteadyMedian(tokens);
   job->baseline.peak_memory_bytes = peak;
   job->baseline.probe_seconds = probe_seconds;
   Log(absl::StrCat(job->id, ": fp32 baseline ", job->baseline.step_seconds,
@@ -815,12 +815,18 @@ void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
         s->set_fingerprint(job->baseline.fingerprint);
         s->set_device_name(options_.capabilities.device_name());
         s->set_baseline_step_seconds(job->baseline.step_seconds);
-        s->set_step_seconds(Median(job->step_seconds));
+        s->set_step_seconds(trainer::SteadyMedian(job->step_seconds));
         s->set_baseline_tokens_per_second(job->baseline.tokens_per_second);
-        s->set_tokens_per_second(Median(job->tokens_per_second));
+        s->set_tokens_per_second(trainer::SteadyMedian(job->tokens_per_second));
         s->set_baseline_peak_memory_bytes(job->baseline.peak_memory_bytes);
         s->set_peak_memory_bytes(job->peak_memory_bytes);
         s->set_probe_seconds(job->baseline.probe_seconds);
+        const auto& degradations =
+            options_.capabilities.baseline_degradations();
+        if (!degradations.empty()) {
+          s->set_baseline_degraded(true);
+          s->set_baseline_degraded_reason(absl::StrJoin(degradations, "; "));
+        }
       }
     } else if (job->release_requested && !job->cancel_requested) {
       result.set_outcome(v1::JOB_OUTCOME_RELEASED);

@@ -140,6 +140,14 @@ int main(int argc, char** argv) {
   std::cerr << "worker: " << options.capabilities.device_name() << ": runs "
             << natives << " natively; fp32 " << fp32 / 1e9 << " GFLOP/s, bf16 "
             << bf16 / 1e9 << " GFLOP/s\n";
+  if (!options.capabilities.blas().empty()) {
+    std::cerr << "worker: fp32 GEMMs run on " << options.capabilities.blas()
+              << "\n";
+  }
+  for (const std::string& why : options.capabilities.baseline_degradations()) {
+    // Still trains; its savings are marked degraded and left out of totals.
+    std::cerr << "worker: warning: fp32 baseline degraded: " << why << "\n";
+  }
 
   channel_options.target = scheduler;
   options.security = channel_options.Security();

@@ -69,6 +69,18 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(
                            .Help("Memory of the worker's device")
                            .Register(r)
                            .Add({});
+  m->baseline_degraded_ =
+      &BuildGauge()
+           .Name("halftime_worker_baseline_degraded")
+           .Help(
+               "1 when this worker's fp32 baseline is degraded (crippled "
+               "BLAS or threads), so its savings are left out of totals")
+           .Register(r)
+           .Add({});
+  m->gemm_rate_ = &BuildGauge()
+                       .Name("halftime_worker_gemm_flops")
+                       .Help("Probed matmul rate of the device, by dtype")
+                       .Register(r);
   m->exposer_->RegisterCollectable(m->registry_);
   return m;
 }
@@ -126,6 +138,16 @@ void WorkerMetrics::RemoveJob(const std::string& job) {
 void WorkerMetrics::SetSlots(int total, int busy) {
   slots_total_->Set(total);
   slots_busy_->Set(busy);
+}
+
+void WorkerMetrics::SetBaselineDegraded(bool degraded) {
+  baseline_degraded_->Set(degraded ? 1 : 0);
+}
+
+void WorkerMetrics::SetGemmRate(const std::string& dtype,
+                                double flops_per_second) {
+  std::lock_guard<std::mutex> lock(mu_);
+  gemm_rate_->Add({{"dtype", dtype}}).Set(flops_per_second);
 }
 
 void WorkerMetrics::SetDeviceMemory(int64_t bytes) {

@@ -42,6 +42,11 @@ class WorkerMetrics {
   // Worker-level gauges.
   void SetSlots(int total, int busy);
   void SetDeviceMemory(int64_t bytes);
+  // 1 when this worker's fp32 baseline is degraded (its savings are left
+  // out of fleet totals), else 0.
+  void SetBaselineDegraded(bool degraded);
+  // The probed matmul rate of `dtype` (fp32, tf32, fp16, bf16), FLOP/s.
+  void SetGemmRate(const std::string& dtype, double flops_per_second);
 
  private:
   WorkerMetrics() = default;
@@ -74,6 +79,8 @@ class WorkerMetrics {
   prometheus::Gauge* slots_total_;
   prometheus::Gauge* slots_busy_;
   prometheus::Gauge* device_memory_;
+  prometheus::Gauge* baseline_degraded_;
+  prometheus::Family<prometheus::Gauge>* gemm_rate_;
 
   std::mutex mu_;
   std::map<std::string, JobSeries> jobs_;

@@ -3,9 +3,10 @@
 //
 //   bench_trainer [--threads N] [--steps N] [--batch N] [--seq N]
 //                 [--rounds N] [--overhead-only] [--memory-only]
+//                 [--vs-pytorch-only]
 //
-// Sets OPENBLAS_CORETYPE from /proc/cpuinfo when unset (see
-// EnsureOpenBlasCoreType). On a machine shared with other work, also set
+// Chooses OPENBLAS_CORETYPE from /proc/cpuinfo as halftime-train does
+// (worker/blas_env.h). On a machine shared with other work, also set
 // OMP_WAIT_POLICY=passive: spinning OpenMP workers on busy cores slow every
 // mode by an order of magnitude.
 //
@@ -13,8 +14,12 @@
 // model and precision, alternated over --rounds (target <= 1.03x), (b)
 // bf16-mixed against fp32 step time (target >= 2.5x), (c) peak tensor memory of
 // each bf16 mode relative to fp32 (targets: bf16-mixed <= 0.7, bf16-master <=
-// 0.65, bf16-pure <= 0.5). Compare with bench/trainer/pytorch_autocast.py for
-// PyTorch itself.
+// 0.65, bf16-pure <= 0.5), and (d) our fp32 and bf16-mixed step times
+// against PyTorch's own (bench/trainer/pytorch_autocast.py, in its fastest
+// arrangement here) on three shapes: the demo's gpt-nano, gpt-micro and a
+// wide one (768 x 2 layers), alternating ours and PyTorch's run by run over
+// --rounds (target: ours <= PyTorch's), with MFU (model FLOP/s over the
+// probed GEMM rate of the mode's dtype) per mode.
 
 #include <torch/torch.h>
 
@@ -26,6 +31,8 @@
 #include <string>
 #include <vector>
 
+#include "worker/blas_env.h"
+#include "worker/trainer/baseline_check.h"
 #include "worker/trainer/data.h"
 #include "worker/trainer/device.h"
 #include "worker/trainer/model.h"
@@ -47,47 +54,35 @@ struct Config {
   bool overhead_only = false;
   // Only (c): peaks are deterministic, so one short run of each mode.
   bool memory_only = false;
+  // Only (d).
+  bool vs_pytorch_only = false;
+};
+
+// A model and batch shape of (d).
+struct Shape {
+  const char* name;
+  const char* builtin;
+  int n_layer, n_embd, n_head, batch, seq;
+};
+
+// The demo's fine-tune shape, gpt-micro, and a wide one whose GEMMs are
+// larger than gpt-micro's (k = 768, 3072).
+constexpr Shape kShapes[] = {
+    {"gpt-nano (demo)", "gpt-nano", 4, 128, 4, 16, 64},
+    {"gpt-micro", "gpt-micro", 6, 384, 6, 16, 256},
+    {"wide 768x2", "gpt-micro", 2, 768, 12, 8, 256},
 };
 
 struct Result {
   double step_seconds = 0;
   int64_t peak_bytes = 0;
   double loss = 0;
+  double flops_per_step = 0;  // model FLOPs of one step
 };
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
-}
-
-// OpenBLAS picks its kernels from CPUID; under some hypervisors it sees a
-// "Prescott" and runs fp32 GEMM ~15x slower, which would inflate every bf16
-// speedup. Unless the user chose a core type, re-run this binary with one
-// that matches the CPU's flags (the variable is read when OpenBLAS loads).
-void EnsureOpenBlasCoreType(char** argv) {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
-  std::FILE* f = std::fopen("/proc/cpuinfo", "r");
-  if (f == nullptr) return;
-  char line[8192];
-  std::string flags;
-  while (std::fgets(line, sizeof(line), f)) {
-    if (std::strncmp(line, "flags", 5) == 0) {
-      flags = line;
-      break;
-    }
-  }
-  std::fclose(f);
-  auto has = [&](const char* flag) {
-    return flags.find(std::string(" ") + flag + " ") != std::string::npos ||
-           flags.find(std::string(" ") + flag + "\n") != std::string::npos;
-  };
-  const char* core = has("avx512_bf16") ? "COOPERLAKE"
-                     : has("avx512f")   ? "SKYLAKEX"
-                     : has("avx2")      ? "HASWELL"
-                                        : nullptr;
-  if (core == nullptr) return;
-  setenv("OPENBLAS_CORETYPE", core, 1);
-  execv("/proc/self/exe", argv);  // returns only on failure
 }
 
 ht::TrainOptions Options(const Config& c, ht::Precision p) {
@@ -109,16 +104,26 @@ ht::TrainOptions Options(const Config& c, ht::Precision p) {
 }
 
 Result Engine(const Config& c, ht::Precision p,
-              ht::PureUpdate update = ht::PureUpdate::kKahan) {
+              ht::PureUpdate update = ht::PureUpdate::kKahan,
+              const Shape* shape = nullptr) {
   std::vector<double> times;
   ht::TrainCallbacks cb;
   Result r;
   cb.on_step = [&](const ht::StepReport& s) {
     if (s.step > c.warmup) times.push_back(s.step_seconds);
     r.loss = s.loss;
+    r.flops_per_step = s.model_flops_per_second * s.step_seconds;
   };
   ht::TrainSummary sum;
   ht::TrainOptions o = Options(c, p);
+  if (shape != nullptr) {
+    o.model.builtin = shape->builtin;
+    o.model.gpt.n_layer = shape->n_layer;
+    o.model.gpt.n_embd = shape->n_embd;
+    o.model.gpt.n_head = shape->n_head;
+    o.batch_size = shape->batch;
+    o.data.seq_len = shape->seq;
+  }
   o.optimizer.pure_update = update;
   ht::TrainStatus st = ht::Train(o, cb, &sum);
   if (!st.ok()) {
@@ -175,14 +180,74 @@ Result Bare(const Config& c, bool bf16) {
   return r;
 }
 
+// PyTorch's median step time for `shape` in fp32 or bf16-mixed, from
+// pytorch_autocast.py in a child process (its own libtorch, same BLAS and
+// OPENBLAS_CORETYPE); 0 when it fails.
+double PyTorch(const Config& c, const Shape& shape, bool bf16) {
+  char command[1024];
+  std::snprintf(command, sizeof(command),
+                "/usr/bin/python3 %s/bench/trainer/pytorch_autocast.py --json "
+                "--threads %d --steps %d --warmup %d --batch %d --seq %d "
+                "--layers %d --embd %d --heads %d --vocab 256 --mode %s",
+                HALFTIME_SOURCE_DIR, c.threads, c.steps, c.warmup, shape.batch,
+                shape.seq, shape.n_layer, shape.n_embd, shape.n_head,
+                bf16 ? "bf16-mixed" : "fp32");
+  std::FILE* pipe = popen(command, "r");
+  if (pipe == nullptr) return 0;
+  char line[4096];
+  double seconds = 0;
+  while (std::fgets(line, sizeof(line), pipe) != nullptr) {
+    const char* key = std::strstr(line, "\"step_seconds\": ");
+    if (key != nullptr)
+      seconds = std::atof(key + std::strlen("\"step_seconds\": "));
+  }
+  if (pclose(pipe) != 0) return 0;
+  return seconds;
+}
+
+// (d): ours against PyTorch on each shape, fp32 and bf16-mixed, alternating
+// run by run; the figure per mode is the median of the per-round ratios.
+void VsPyTorch(const Config& c, const ht::DeviceCapabilities& caps) {
+  std::printf(
+      "(d) ours vs PyTorch's best, median of %d alternating rounds (%d steps "
+      "after %d warm-up each; target: ours/PyTorch <= 1.00)\n",
+      c.rounds, c.steps, c.warmup);
+  std::printf("%-16s %-10s %10s %10s %8s %7s\n", "shape", "mode", "ours (s)",
+              "PyTorch", "ratio", "MFU");
+  for (const Shape& shape : kShapes) {
+    for (const bool bf16 : {false, true}) {
+      std::vector<double> ours, theirs, ratios;
+      double flops_per_step = 0;
+      for (int round = 0; round < c.rounds; ++round) {
+        const Result r =
+            Engine(c, bf16 ? ht::Precision::kBf16Mixed : ht::Precision::kFp32,
+                   ht::PureUpdate::kKahan, &shape);
+        const double pt = PyTorch(c, shape, bf16);
+        flops_per_step = r.flops_per_step;
+        ours.push_back(r.step_seconds);
+        theirs.push_back(pt);
+        if (pt > 0) ratios.push_back(r.step_seconds / pt);
+      }
+      const double ceiling = bf16 ? caps.bf16_flops : caps.fp32_flops;
+      const double mfu =
+          ceiling > 0 ? flops_per_step / Median(ours) / ceiling : 0;
+      std::printf("%-16s %-10s %10.4f %10.4f %7.3fx %6.1f%%\n", shape.name,
+                  bf16 ? "bf16-mixed" : "fp32", Median(ours), Median(theirs),
+                  ratios.empty() ? 0.0 : Median(ratios), 100 * mfu);
+      std::fflush(stdout);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  EnsureOpenBlasCoreType(argv);
+  halftime::EnsureOpenBlasCoreType(argv);  // as halftime-train does
   Config c;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--overhead-only") c.overhead_only = true;
     if (std::string(argv[i]) == "--memory-only") c.memory_only = true;
+    if (std::string(argv[i]) == "--vs-pytorch-only") c.vs_pytorch_only = true;
   }
   for (int i = 1; i + 1 < argc; ++i) {
     const std::string flag = argv[i];
@@ -205,6 +270,15 @@ int main(int argc, char** argv) {
       "core %s), bf16 %.0f GFLOP/s (oneDNN)\n",
       caps.name.c_str(), c.threads, caps.fp32_flops / 1e9, core ? core : "auto",
       caps.bf16_flops / 1e9);
+  const ht::BlasLibrary blas = ht::DetectBlas();
+  std::printf("BLAS: %s\n", blas.Describe().c_str());
+  for (const std::string& why : caps.baseline_degradations) {
+    std::printf("warning: fp32 baseline degraded: %s\n", why.c_str());
+  }
+  if (c.vs_pytorch_only) {
+    VsPyTorch(c, caps);
+    return 0;
+  }
   std::printf(
       "gpt-micro, batch %d x seq %d, median of %d steps after %d "
       "warm-up\n\n",
@@ -299,5 +373,9 @@ int main(int argc, char** argv) {
   std::printf(
       "    bf16-pure (stochastic rounding) over half of fp32: %+.3f MiB\n",
       (pure_sr.peak_bytes - fp32.peak_bytes / 2.0) / 1048576.0);
+  if (!c.memory_only) {
+    std::printf("\n");
+    VsPyTorch(c, caps);
+  }
   return 0;
 }

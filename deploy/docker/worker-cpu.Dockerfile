@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # halftime-worker + halftime-train on CPU: Debian 12's libtorch (1.13) with
-# OpenBLAS, so fp32 baselines are fair (the reference BLAS is ~30x slower and
-# would inflate every savings figure).
+# OpenBLAS's OpenMP build, so fp32 baselines are fair: the reference BLAS is
+# ~30x slower, and the pthread OpenBLAS's threads compete with libtorch's
+# OpenMP threads (fp32 1.3-3x slower); either would inflate every saving.
 # Build from the repository root:
 #   docker build -f deploy/docker/worker-cpu.Dockerfile -t halftime-worker-cpu:0.1.0 .
 # Run against a scheduler:
@@ -21,7 +22,7 @@ RUN apt-get update \
       protobuf-compiler prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev \
       googletest libbenchmark-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev \
       nlohmann-json3-dev libssl-dev zlib1g-dev \
-      libopenblas0-pthread libopenblas-pthread-dev \
+      libopenblas0-openmp libopenblas-openmp-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -36,18 +37,19 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
 
 # ---------------------------------------------------------------- runtime
 FROM ${DEBIAN_SLIM_IMAGE} AS runtime
-# Runtime libraries only. libtorch1.13 pulls its own dependencies; OpenBLAS
-# is installed explicitly and must be what libblas.so.3 resolves to.
+# Runtime libraries only. libtorch1.13 pulls its own dependencies; the OpenMP
+# OpenBLAS is installed explicitly and must be what libblas.so.3 resolves to
+# (the worker marks its savings `baseline: degraded` otherwise).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates \
-      libtorch1.13 libopenblas0-pthread \
+      libtorch1.13 libopenblas0-openmp \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libre2-9 libc-ares2 \
       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 \
       libsqlite3-0 libyaml-cpp0.7 libssl3 zlib1g \
  && rm -rf /var/lib/apt/lists/* \
  && blas=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3) \
- && case "$blas" in *openblas*) ;; *) echo "libblas.so.3 is $blas, not OpenBLAS" >&2; exit 1 ;; esac \
+ && case "$blas" in *openblas-openmp*) ;; *) echo "libblas.so.3 is $blas, not the OpenMP OpenBLAS" >&2; exit 1 ;; esac \
  && groupadd --system --gid 10001 halftime \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/halftime-worker \
       --no-create-home --shell /usr/sbin/nologin halftime \

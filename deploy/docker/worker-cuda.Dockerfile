@@ -93,10 +93,11 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
 FROM ${DEBIAN_SLIM_IMAGE} AS runtime
 # Runtime libraries only. libtorch brings its CUDA libraries (wheel: the
 # nvidia-* packages; zip: bundled); the driver (libcuda.so) is mounted by the
-# NVIDIA container toolkit. OpenBLAS serves the CPU-side fp32 work.
+# NVIDIA container toolkit. The OpenMP OpenBLAS serves the CPU-side fp32 work
+# (its threads share libtorch's OpenMP pool instead of competing with it).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates libgomp1 libopenblas0-pthread \
+      ca-certificates libgomp1 libopenblas0-openmp \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libre2-9 libc-ares2 \
       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 \
       libsqlite3-0 libyaml-cpp0.7 libssl3 zlib1g \

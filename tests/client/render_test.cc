@@ -7,6 +7,9 @@
 
 #include <sstream>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/spec.h"
 #include "tests/client/fake_scheduler.h"
 
@@ -15,6 +18,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing::MakeJob;
+using ::testing::Not;
 
 const std::string kExamples = HALFTIME_EXAMPLES;
 
@@ -162,6 +166,31 @@ TEST(FormatTest, SavingsDetail) {
   EXPECT_THAT(out, HasSubstr("peak memory: 800.0 MiB -> 500.0 MiB (300.0 MiB, "
                              "38% saved)\n"));
   EXPECT_THAT(out, HasSubstr("cost saved:  0.0123 USD\n"));
+}
+
+TEST(FormatTest, SavingsDetailWrapsADegradedBaselineReasonWhole) {
+  v1::Savings savings = testing::MakeSavings();
+  savings.set_baseline_degraded(true);
+  savings.set_baseline_degraded_reason(
+      "fp32 GEMMs run on the reference BLAS (/usr/lib/x86_64-linux-gnu/blas/"
+      "libblas.so.3), many times slower than an optimized BLAS");
+  const std::string out = FormatSavingsDetail("j-1", savings, "USD", 60);
+  std::istringstream lines(out);
+  std::string line;
+  std::string degraded;
+  while (std::getline(lines, line)) {
+    EXPECT_LE(DisplayWidth(line), 60) << line;
+    if (absl::StartsWith(line, "degraded:") ||
+        (!degraded.empty() && absl::StartsWith(line, "             "))) {
+      absl::StrAppend(&degraded, degraded.empty() ? "" : " ",
+                      absl::StripLeadingAsciiWhitespace(line.substr(9)));
+    }
+  }
+  EXPECT_EQ(degraded,
+            "fp32 GEMMs run on the reference BLAS (/usr/lib/x86_64-linux-gnu/"
+            "blas/libblas.so.3), many times slower than an optimized BLAS "
+            "(these savings are left out of fleet totals)");
+  EXPECT_THAT(out, Not(HasSubstr("…")));
 }
 
 TEST(FormatTest, SavingsSummary) {

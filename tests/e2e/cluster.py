@@ -79,6 +79,26 @@ max_restarts: {max_restarts}
 {extra}"""
 
 
+def test_failed(test):
+    """Whether unittest recorded an error or a failure for `test` (a
+    TestCase, asked from its tearDown)."""
+    result = test._outcome.result
+    return any(t is test for t, _ in result.errors + result.failures)
+
+
+def finish(test, clusters, keep):
+    """Closes `clusters` at the end of `test`; keeps their logs, and says
+    where, when the test failed or `keep` is set. Returns whether it kept."""
+    keep = keep or test_failed(test)
+    for c in clusters:
+        c.close()
+    for c in clusters:
+        if keep:
+            print(f"\nlogs kept in {c.dir}", file=sys.stderr)
+        c.cleanup(keep=keep)
+    return keep
+
+
 def wait_for(predicate, timeout, what, interval=0.1):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -185,9 +205,11 @@ class Cluster:
         self.channel.close()
         self.start_scheduler(listen=self.address)
 
-    def start_worker(self, name, slots=1, threads=1, extra=(), scheduler=None):
+    def start_worker(self, name, slots=1, threads=1, extra=(), scheduler=None,
+                     env=None):
         """scheduler: the address the worker dials (default: the scheduler's
-        own; a test puts a proxy in between)."""
+        own; a test puts a proxy in between). env: variables added to the
+        worker's environment (its trainers inherit them)."""
         p = Process(
             [BIN["worker"], "--scheduler", scheduler or self.address,
              "--metrics", "127.0.0.1:0",
@@ -195,7 +217,8 @@ class Cluster:
              "--data-root", self.data_root, "--work-dir", os.path.join(self.dir, name),
              "--out-root", os.path.join(self.dir, "out"), "--trainer", BIN["train"],
              "--stop-grace", "5", *extra],
-            os.path.join(self.dir, f"{name}.log"))
+            os.path.join(self.dir, f"{name}.log"),
+            env=dict(os.environ, **env) if env else None)
         self.workers[name] = p  # close() kills it even if it never comes up
         p.metrics_address = p.address("metrics", timeout=120)
         wait_for(lambda: any(w.name == name for w in self.list_workers()), 60,

@@ -32,13 +32,7 @@ class E2ETest(unittest.TestCase):
         self.cluster = Cluster(self._testMethodName)
 
     def tearDown(self):
-        self.cluster.close()
-        failed = any(e for _, e in (self._outcome.result.errors +
-                                     self._outcome.result.failures)
-                     if _ is self)
-        if failed or ARGS.keep:
-            print(f"\nlogs kept in {self.cluster.dir}", file=sys.stderr)
-        self.cluster.cleanup(keep=failed or ARGS.keep)
+        cluster.finish(self, [self.cluster], ARGS.keep)
 
     def reports(self, events):
         from halftime.v1 import job_pb2

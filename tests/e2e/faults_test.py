@@ -258,13 +258,7 @@ class FaultsTest(unittest.TestCase):
             c.scheduler.signal(signal.SIGCONT)
         for p in self.proxies:
             p.close()
-        c.close()
-        failed = any(e for _, e in (self._outcome.result.errors +
-                                     self._outcome.result.failures)
-                     if _ is self)
-        if failed or ARGS.keep:
-            print(f"\nlogs kept in {c.dir}", file=sys.stderr)
-        c.cleanup(keep=failed or ARGS.keep)
+        cluster.finish(self, [c], ARGS.keep)
 
     # ---- helpers ----
 

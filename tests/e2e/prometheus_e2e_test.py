@@ -182,12 +182,7 @@ class PrometheusE2ETest(unittest.TestCase):
     def tearDown(self):
         if self.prometheus:
             self.prometheus.close()
-        self.cluster.close()
-        failed = any(e for t, e in (self._outcome.result.errors +
-                                    self._outcome.result.failures) if t is self)
-        if failed or ARGS.keep:
-            print(f"\nlogs kept in {self.cluster.dir}", file=sys.stderr)
-        self.cluster.cleanup(keep=failed or ARGS.keep)
+        cluster.finish(self, [self.cluster], ARGS.keep)
 
     def test_dashboards_and_rules_against_a_real_prometheus(self):
         c = self.cluster

@@ -186,15 +186,7 @@ class SecurityTestCase(unittest.TestCase):
         self.clusters = []
 
     def tearDown(self):
-        for c in self.clusters:
-            c.close()
-        failed = any(e for t, e in (self._outcome.result.errors +
-                                     self._outcome.result.failures) if t is self)
-        keep = failed or ARGS.keep
-        for c in self.clusters:
-            if keep:
-                print(f"\nlogs kept in {c.dir}", file=sys.stderr)
-            c.cleanup(keep=keep)
+        keep = cluster.finish(self, self.clusters, ARGS.keep)
         if keep:
             print(f"certificates kept in {self.secrets_dir}", file=sys.stderr)
         else:

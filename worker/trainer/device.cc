@@ -16,6 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "worker/trainer/baseline_check.h"
+
 #ifdef HALFTIME_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -214,6 +216,10 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
     caps.bf16_flops = TimeMatmul(at::kBFloat16, dev, 512);
     if (caps.bf16_flops <= 0.0) bf16 = false;
   }
+  const BlasLibrary blas = DetectBlas();
+  caps.blas = blas.Describe();
+  caps.baseline_degradations =
+      BaselineDegradations(blas, ReadCpuFacts(), threads, caps.fp32_flops);
   if (bf16) {
     caps.native_precisions.insert(
         caps.native_precisions.end(),
@@ -222,6 +228,44 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
     caps.bf16_emulated = true;
   }
   return caps;
+}
+
+double GemmCeilingFlops(Precision precision, bool cuda) {
+#ifdef HALFTIME_WITH_CUDA
+  if (cuda) {
+    const at::Device dev(at::kCUDA, 0);
+    switch (precision) {
+      case Precision::kTf32: {
+        const bool before = at::globalContext().allowTF32CuBLAS();
+        at::globalContext().setAllowTF32CuBLAS(true);
+        const double flops = TimeMatmul(at::kFloat, dev, 4096);
+        at::globalContext().setAllowTF32CuBLAS(before);
+        return flops;
+      }
+      case Precision::kFp16Mixed:
+      case Precision::kFp16Master:
+        return TimeMatmul(at::kHalf, dev, 4096);
+      case Precision::kBf16Mixed:
+      case Precision::kBf16Master:
+      case Precision::kBf16Pure:
+        return TimeMatmul(at::kBFloat16, dev, 4096);
+      default:
+        return TimeMatmul(at::kFloat, dev, 4096);
+    }
+  }
+#endif
+  (void)cuda;
+  const at::Device dev(at::kCPU);
+  switch (precision) {
+    case Precision::kBf16Mixed:
+    case Precision::kBf16Master:
+    case Precision::kBf16Pure:
+      return TimeMatmul(at::kBFloat16, dev, 512);
+    case Precision::kFp32:
+      return TimeMatmul(at::kFloat, dev, 512);
+    default:
+      return 0;  // fp16 and tf32 do not run on a CPU
+  }
 }
 
 TrainStatus ResolvePrecision(Precision requested,

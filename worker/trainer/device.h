@@ -29,6 +29,13 @@ namespace halftime::trainer {
 DeviceCapabilities ProbeDevice(int threads, bool want_cuda = true,
                                bool measure = true);
 
+// The probed GEMM ceiling a job in `precision` computes against, FLOP/s:
+// the matmul rate of its compute dtype (fp32; tf32 on CUDA; bf16 for the
+// bf16 modes; fp16 for the fp16 modes), timed as ProbeDevice times it (a
+// fraction of a second). MFU is a job's model FLOP/s over this. 0 when the
+// dtype does not run here.
+double GemmCeilingFlops(Precision precision, bool cuda);
+
 // Resolves kAuto (bf16-mixed, else fp16-mixed, else fp32) and checks that
 // `caps` runs `requested` natively. Errors (kUnsupported) name the mode and
 // the missing capability, e.g. "precision fp16-mixed needs a CUDA device;

@@ -65,9 +65,15 @@ struct TrainSummary {
   double final_loss_scale = 1.0;
   double seconds = 0.0;  // wall time of the step loop
   double mean_step_seconds = 0.0;
+  // Median step time after warm-up (SteadyMedian): the figure savings use.
+  double median_step_seconds = 0.0;
   double samples_per_second = 0.0;
   double tokens_per_second = 0.0;
   double model_flops_per_second = 0.0;
+  // The probed GEMM rate of the job's compute dtype (GemmCeilingFlops) and
+  // model FLOP/s at the median step over it (0 when not measured).
+  double gemm_ceiling_flops = 0.0;
+  double mfu = 0.0;
   int64_t peak_memory_bytes = 0;
   int64_t parameters = 0;
   int64_t weight_bytes = 0;
@@ -98,6 +104,11 @@ struct DeviceCapabilities {
   double tf32_flops = 0.0;
   double fp16_flops = 0.0;
   double bf16_flops = 0.0;
+  // CPU only: the BLAS libtorch's fp32 GEMMs run on (BlasLibrary::Describe),
+  // and why an fp32 baseline measured here would not be the fastest fp32
+  // this machine runs (BaselineDegradations; empty: a fair baseline).
+  std::string blas;
+  std::vector<std::string> baseline_degradations;
 
   bool Supports(Precision p) const;
 };

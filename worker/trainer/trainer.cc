@@ -25,6 +25,7 @@
 #include "worker/trainer/loss_scaler.h"
 #include "worker/trainer/model.h"
 #include "worker/trainer/optimizer.h"
+#include "worker/trainer/step_stats.h"
 
 #ifdef HALFTIME_WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
@@ -384,6 +385,7 @@ TrainStatus Loop::Run(TrainSummary* summary) {
   StepReport r;
   double step_seconds_total = 0.0;
   int64_t steps_run = 0;
+  std::vector<double> step_times;
   bool have_eval = false;
   double last_eval = 0.0;
 
@@ -455,6 +457,7 @@ TrainStatus Loop::Run(TrainSummary* summary) {
     }
     r.step_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     step_seconds_total += r.step_seconds;
+    step_times.push_back(r.step_seconds);
     ++steps_run;
     r.samples_per_second = samples_per_step / r.step_seconds;
     r.tokens_per_second = tokens_per_step / r.step_seconds;
@@ -523,6 +526,15 @@ TrainStatus Loop::Run(TrainSummary* summary) {
     sum.samples_per_second = samples_per_step / sum.mean_step_seconds;
     sum.tokens_per_second = tokens_per_step / sum.mean_step_seconds;
     sum.model_flops_per_second = flops_per_token * sum.tokens_per_second;
+    sum.median_step_seconds = SteadyMedian(step_times);
+    // Timed only for a run that writes its summary (a third of a second).
+    if (!o_.out_dir.empty()) {
+      sum.gemm_ceiling_flops = GemmCeilingFlops(s_.precision, s_.cuda);
+    }
+    if (sum.gemm_ceiling_flops > 0 && sum.median_step_seconds > 0) {
+      sum.mfu = flops_per_token * tokens_per_step / sum.median_step_seconds /
+                sum.gemm_ceiling_flops;
+    }
   }
   sum.peak_memory_bytes = PeakMemoryBytes(s_.cuda) - s_.baseline_bytes;
   sum.weight_bytes = Bytes(params_, false);
@@ -657,6 +669,9 @@ std::string SummaryJson(const TrainSummary& s) {
       .Add("samples_per_second", s.samples_per_second)
       .Add("tokens_per_second", s.tokens_per_second)
       .Add("model_flops_per_second", s.model_flops_per_second)
+      .Add("median_step_seconds", s.median_step_seconds)
+      .Add("gemm_ceiling_flops", s.gemm_ceiling_flops)
+      .Add("mfu", s.mfu)
       .Add("peak_memory_bytes", s.peak_memory_bytes)
       .Add("parameters", s.parameters)
       .Add("weight_bytes", s.weight_bytes)
