@@ -43,7 +43,7 @@ def main(argv):
         fp32, job = load(a.fp32_summary), load(a.job_summary)
         savings = load(a.savings_json)["jobs"][0]
         ledger = float(savings["speedup"])
-        baseline = float(savings["baselineStepSeconds"])
+        baseline = float(savings["baseline_step_seconds"])
         real, diff = agreement(ledger, float(fp32["mean_step_seconds"]),
                                float(job["mean_step_seconds"]))
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
@@ -57,9 +57,9 @@ def main(argv):
           f"(mean step times) -> {real:.2f}x")
     print(f"{'agree' if ok else 'DISAGREE'}: the ledger is {diff * 100:.1f}% from the "
           f"real runs' ratio (limit {a.limit * 100:.0f}%)")
-    if savings.get("baselineDegraded"):
+    if savings.get("baseline_degraded"):
         print(f"note: this worker's baseline is degraded: "
-              f"{savings.get('baselineDegradedReason', '')}")
+              f"{savings.get('baseline_degraded_reason', '')}")
     return 0 if ok else 1
 
 

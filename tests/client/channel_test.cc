@@ -102,9 +102,13 @@ std::string ReadAll(const std::string& path) {
 }
 
 bool MakeCertificate(TestCertificate* out) {
-  const std::string dir = ::testing::TempDir();
-  out->cert_path = dir + "/halftime-test-cert.pem";
-  out->key_path = dir + "/halftime-test-key.pem";
+  // A fresh directory per certificate: ctest runs these tests as parallel
+  // processes sharing TempDir, and one overwriting another's files made the
+  // handshake fail at random.
+  std::string dir = ::testing::TempDir() + "/halftime-cert-XXXXXX";
+  if (mkdtemp(dir.data()) == nullptr) return false;
+  out->cert_path = dir + "/cert.pem";
+  out->key_path = dir + "/key.pem";
   const std::string command = absl::StrCat(
       "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
       "-addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout ",

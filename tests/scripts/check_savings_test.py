@@ -38,7 +38,7 @@ class ScriptTest(unittest.TestCase):
         savings = os.path.join(d, "savings.json")
         with open(savings, "w") as f:
             f.write(savings_text if savings_text is not None else json.dumps(
-                {"jobs": [{"speedup": speedup, "baselineStepSeconds": 0.25}]}))
+                {"jobs": [{"speedup": speedup, "baseline_step_seconds": 0.25}]}))
         return subprocess.run([sys.executable, SCRIPT, *paths, savings],
                               capture_output=True, text=True)
 

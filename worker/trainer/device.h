@@ -70,6 +70,15 @@ class AutocastGuard {
 // InstallMemoryCounter, idempotent, process-wide) tracks live bytes and the
 // peak; on CUDA the caching allocator's statistics are used.
 void InstallMemoryCounter();
+// Makes glibc malloc keep freed tensor memory for reuse instead of handing
+// it back to the kernel (process-wide; idempotent; a no-op elsewhere than
+// glibc). A training step frees and reallocates the same large activations
+// every step; by default glibc returns them (munmap, heap trimming) and
+// every step faults them in again, page by page: measured 1.9M page faults
+// and 2.6 s/step on gpt-micro fp32 (2 threads) against 0.4M and 1.2 s with
+// this. The resident set stays at the step's high-water mark, which a
+// training process reaches every step anyway.
+void KeepFreedHostMemory();
 // Sets the peak to the bytes live now.
 void ResetPeakMemory(bool cuda);
 int64_t PeakMemoryBytes(bool cuda);

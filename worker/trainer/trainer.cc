@@ -164,7 +164,10 @@ TrainStatus Prepare(const TrainOptions& o, Setup* s) {
     at::globalContext().setAllowTF32CuBLAS(s->precision == Precision::kTf32);
     at::globalContext().setAllowTF32CuDNN(s->precision == Precision::kTf32);
   }
-  if (!s->cuda) InstallMemoryCounter();
+  if (!s->cuda) {
+    InstallMemoryCounter();
+    KeepFreedHostMemory();
+  }
   s->baseline_bytes = LiveMemoryBytes(s->cuda);
   torch::manual_seed(static_cast<uint64_t>(o.seed));
   st = Dataset::Open(o.data, static_cast<uint64_t>(o.seed), o.batch_size,
