@@ -1,25 +1,33 @@
 // precision_checks: the engine's precision checks on one device, for a
-// CUDA machine (run by hand; the CPU run is a CTest smoke test).
+// CUDA machine (bench/cuda/run.sh; the CPU run is a CTest smoke test).
 //
 //   precision_checks [--device cuda|cpu] [--speed] [--python PATH]
-//                    [--fixtures DIR] [--work DIR]
+//                    [--fixtures DIR] [--work DIR] [--json PATH]
 //
-// 1. The probe: what the device is and which precisions it runs natively.
+// 1. The probe: what the device is, which precisions it runs natively and
+//    its measured GEMM rate per dtype.
 // 2. Gating: every precision the device does not run natively fails at
 //    start with kUnsupported and a message naming the precision.
-// 3. Quality: a GPT pre-trained in fp32 on one text is fine-tuned on
-//    another in every native precision; each final eval loss must be within
-//    2% of fp32's.
+// 3. Quality: a GPT (gpt-small on CUDA, a tiny one on the CPU) pre-trained
+//    in fp32 on one text is fine-tuned on another in every native
+//    precision; each final eval loss must be within 2% of fp32's.
 // 4. Overflow: a 16-bit mixed run from init_scale 2^120, growing after
 //    every clean step (2^24 cap lifted), overflows at the ceiling, skips
 //    those steps, backs off and trains between them.
 // 5. Parity with PyTorch (when --python has torch for this device): fp32
-//    losses within 1e-4 relative over 20 steps, bf16-mixed and fp16-mixed
-//    (CUDA) within 1e-2 of torch.autocast.
-// 6. With --speed: step time and peak memory of gpt-micro (CPU) or
-//    gpt-small (CUDA) per native precision, against fp32.
+//    losses within 1e-4 relative over 20 steps; bf16-mixed and fp16-mixed
+//    (CUDA) step-1 and every later loss within 1e-2 of torch.autocast; and
+//    for fp16-mixed, the loss scale of every step identical to GradScaler's
+//    when both start at 2^40 and grow every 3 clean steps (overflows,
+//    back-offs and regrowth).
+// 6. With --speed: step time, tokens/s, MFU against the probed bf16 GEMM
+//    ceiling and peak memory of gpt-micro (CPU) or gpt-small (CUDA) per
+//    native precision, with PyTorch's step time for the same model beside
+//    ours (bench/cuda/pytorch_speed.py, CUDA only).
 // Exits 0 when every check passes, 1 when one fails, 2 when the device is
-// missing; prints one line per check.
+// missing; prints one line per check. With --json, also writes every result
+// to PATH (rewritten after each section, so a run cut short keeps what it
+// measured).
 
 #include <algorithm>
 #include <cmath>
@@ -27,11 +35,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "tests/worker/trainer/test_util.h"
 #include "worker/trainer/device.h"
+#include "worker/trainer/json_writer.h"
+#include "worker/trainer/step_stats.h"
 #include "worker/trainer/trainer.h"
 
 namespace ht = halftime::trainer;
@@ -46,23 +58,68 @@ struct Args {
   std::string python = "/usr/bin/python3";
   std::string fixtures;  // tests/worker/trainer/python
   std::string work = "/tmp/halftime-precision-checks";
+  std::string json;  // results file; empty: none
   ht::DeviceRequest device() const {
     return cuda ? ht::DeviceRequest::kCuda : ht::DeviceRequest::kCpu;
   }
 };
 
-int failures = 0;
+// Every result, as JSON text per section, written out after each section.
+struct Results {
+  std::string path;
+  std::string device;                  // an object
+  std::vector<std::string> checks;     // objects: name, pass, detail
+  std::vector<std::string> quality;    // objects per precision
+  std::vector<std::string> parity;     // objects per precision
+  std::vector<std::string> speed;      // objects per precision
+  int failures = 0;
+
+  static std::string Array(const std::vector<std::string>& items) {
+    std::string out = "[";
+    for (size_t i = 0; i < items.size(); ++i) {
+      out += (i ? ",\n  " : "\n  ") + items[i];
+    }
+    return out + (items.empty() ? "]" : "\n]");
+  }
+  void Write() const {
+    if (path.empty()) return;
+    ht::JsonObject o;
+    o.AddRaw("device", device.empty() ? "null" : device);
+    o.AddRaw("checks", Array(checks));
+    o.AddRaw("quality", Array(quality));
+    o.AddRaw("parity", Array(parity));
+    o.AddRaw("speed", Array(speed));
+    o.Add("failures", failures);
+    const std::string tmp = path + ".tmp";
+    std::ofstream(tmp) << o.str() << "\n";
+    fs::rename(tmp, path);
+  }
+};
+
+Results results;
 
 void Check(bool ok, const std::string& what) {
   std::printf("%s  %s\n", ok ? "PASS" : "FAIL", what.c_str());
   std::fflush(stdout);
-  if (!ok) ++failures;
+  if (!ok) ++results.failures;
+  results.checks.push_back(ht::JsonObject()
+                               .Add("name", what.substr(0, what.find(':')))
+                               .Add("pass", ok)
+                               .Add("detail", what)
+                               .str());
 }
 
-// The trainer tests' tiny text job (gpt-nano over a byte-level corpus) on
-// the device under test, with the quality test's eval size.
+// The text job of the quality and overflow checks on the device under
+// test: gpt-small on CUDA, the trainer tests' tiny GPT on the CPU, over a
+// byte-level corpus.
 ht::TrainOptions TextJob(const Args& a, const std::string& path) {
   ht::TrainOptions o = testing::TinyTextJob(path);
+  if (a.cuda) {
+    o.model.gpt = {};  // the gpt-small preset as it is
+    o.model.builtin = "gpt-small";
+    o.data.seq_len = 256;
+    o.optimizer.lr = 3e-4;
+  }
   o.steps = 60;
   o.threads = 2;
   o.eval.batches = 16;
@@ -74,7 +131,9 @@ struct Run {
   ht::TrainStatus status;
   ht::TrainSummary summary;
   std::vector<double> losses;
+  std::vector<double> scales;
   std::vector<double> step_seconds;
+  std::vector<double> model_flops;
 };
 
 Run DoTrain(const ht::TrainOptions& o) {
@@ -82,7 +141,9 @@ Run DoTrain(const ht::TrainOptions& o) {
   ht::TrainCallbacks cb;
   cb.on_step = [&r](const ht::StepReport& s) {
     r.losses.push_back(s.loss);
+    r.scales.push_back(s.loss_scale);
     r.step_seconds.push_back(s.step_seconds);
+    r.model_flops.push_back(s.model_flops_per_second);
   };
   r.status = ht::Train(o, cb, &r.summary);
   return r;
@@ -94,21 +155,30 @@ const std::vector<ht::Precision> kAllModes = {
     ht::Precision::kFp16Master, ht::Precision::kBf16Master,
     ht::Precision::kBf16Pure};
 
+// Final eval loss per precision, for the speed table.
+std::map<std::string, double> final_eval_loss;
+
 void GatingAndQuality(const Args& a, const ht::DeviceCapabilities& caps) {
   const std::string pre_text = a.work + "/pre.txt";
   const std::string tune_text = a.work + "/tune.txt";
   testing::WriteBytes(pre_text, testing::MakeCorpus(40000));
   testing::WriteBytes(tune_text, testing::MakeCorpus(40000, /*seed=*/99));
+  int refused = 0;
   for (ht::Precision p : kAllModes) {
     if (caps.Supports(p)) continue;
     ht::TrainOptions o = TextJob(a, tune_text);
     o.precision = p;
     o.steps = 2;
     const Run r = DoTrain(o);
+    ++refused;
     Check(r.status.code == ht::TrainStatus::kUnsupported &&
               r.status.message.find(ht::PrecisionName(p)) != std::string::npos,
           std::string("gating: ") + ht::PrecisionName(p) +
               " refused at start: " + r.status.message);
+  }
+  if (refused == 0) {
+    std::printf("INFO  gating: the device runs every precision natively; "
+                "nothing to refuse\n");
   }
   ht::TrainOptions pre = TextJob(a, pre_text);
   pre.out_dir = a.work + "/pre";
@@ -132,7 +202,8 @@ void GatingAndQuality(const Args& a, const ht::DeviceCapabilities& caps) {
     }
     if (p == ht::Precision::kFp32) fp32_eval = r.summary.eval_loss;
     const double rel = std::abs(r.summary.eval_loss - fp32_eval) / fp32_eval;
-    char line[200];
+    final_eval_loss[ht::PrecisionName(p)] = r.summary.eval_loss;
+    char line[240];
     std::snprintf(line, sizeof(line),
                   "quality: %-11s eval loss %.4f (fp32 %.4f, %+.2f%%), %lld "
                   "skipped steps, final scale %g",
@@ -141,6 +212,18 @@ void GatingAndQuality(const Args& a, const ht::DeviceCapabilities& caps) {
                   static_cast<long long>(r.summary.skipped_steps),
                   r.summary.final_loss_scale);
     Check(rel <= 0.02, line);
+    results.quality.push_back(
+        ht::JsonObject()
+            .Add("precision", ht::PrecisionName(p))
+            .Add("model", o.model.builtin)
+            .Add("steps", static_cast<int64_t>(o.steps))
+            .Add("eval_loss", r.summary.eval_loss)
+            .Add("fp32_eval_loss", fp32_eval)
+            .Add("relative_to_fp32", rel)
+            .Add("final_train_loss", r.summary.final_loss)
+            .Add("skipped_steps", r.summary.skipped_steps)
+            .Add("final_loss_scale", r.summary.final_loss_scale)
+            .str());
   }
 }
 
@@ -157,7 +240,7 @@ void Overflow(const Args& a, const ht::DeviceCapabilities& caps) {
   // Grow after every clean step, so the scale keeps probing the ceiling.
   o.loss_scaling.growth_interval = 1;
   const Run r = DoTrain(o);
-  char line[200];
+  char line[240];
   std::snprintf(line, sizeof(line),
                 "overflow: %s from scale 2^120, growing every step: %lld of "
                 "%lld steps skipped, final scale 2^%.0f, loss %.3f -> %.3f",
@@ -185,12 +268,21 @@ std::vector<double> ReadNumbers(const std::string& path) {
   return v;
 }
 
+bool PythonHasTorchFor(const Args& a) {
+  return Shell(a.python + " -c 'import torch,sys; sys.exit(0 if " +
+               (a.cuda ? "torch.cuda.is_available()" : "True") +
+               " else 1)' 2>/dev/null") == 0;
+}
+
+std::string Series(const std::vector<double>& v) {
+  std::string out;
+  for (double x : v) out += (out.empty() ? "" : " ") + ht::JsonNumber(x);
+  return out;
+}
+
 void Parity(const Args& a, const ht::DeviceCapabilities& caps) {
   const std::string device = a.cuda ? "cuda" : "cpu";
-  if (a.fixtures.empty() ||
-      Shell(a.python + " -c 'import torch,sys; sys.exit(0 if \"" + device +
-            "\" == \"cpu\" or torch.cuda.is_available() else 1)' "
-            "2>/dev/null") != 0) {
+  if (a.fixtures.empty() || !PythonHasTorchFor(a)) {
     std::printf("SKIP  parity: %s has no torch for %s\n", a.python.c_str(),
                 device.c_str());
     return;
@@ -202,56 +294,145 @@ void Parity(const Args& a, const ht::DeviceCapabilities& caps) {
   struct Mode {
     ht::Precision precision;
     double tolerance;
+    bool provoke_overflows;  // start at 2^40, grow every 3 clean steps
   };
-  for (const Mode& m :
-       {Mode{ht::Precision::kFp32, 1e-4}, Mode{ht::Precision::kBf16Mixed, 1e-2},
-        Mode{ht::Precision::kFp16Mixed, 1e-2}}) {
+  std::vector<Mode> modes = {{ht::Precision::kFp32, 1e-4, false},
+                             {ht::Precision::kBf16Mixed, 1e-2, false},
+                             {ht::Precision::kFp16Mixed, 1e-2, false}};
+  if (a.cuda) modes.push_back({ht::Precision::kFp16Mixed, 1e-2, true});
+  for (const Mode& m : modes) {
     if (!caps.Supports(m.precision)) continue;
     ht::TrainOptions o =
         testing::GptParityJob(m.precision, a.work + "/tokens.pt");
     o.device = a.device();
+    std::string extra;
+    if (m.provoke_overflows) {
+      o.loss_scaling.mode = ht::LossScalingMode::kDynamic;
+      o.loss_scaling.init_scale = std::ldexp(1.0, 40);
+      o.loss_scaling.max_scale = std::ldexp(1.0, 127);  // GradScaler has none
+      o.loss_scaling.growth_interval = 3;
+      extra = " --init-scale 1099511627776 --growth-interval 3";
+    }
     const std::string name = ht::PrecisionName(m.precision);
-    const std::string init = a.work + "/init-" + name + ".safetensors";
-    const std::string out = a.work + "/pytorch-" + name + ".txt";
+    const std::string tag = name + (m.provoke_overflows ? "-overflows" : "");
+    const std::string init = a.work + "/init-" + tag + ".safetensors";
+    const std::string out = a.work + "/pytorch-" + tag + ".txt";
+    const std::string scales_out = a.work + "/pytorch-" + tag + "-scales.txt";
     if (!ht::ExportInitialWeights(o, init).ok()) {
       Check(false, "parity: exporting initial weights");
       continue;
     }
     const Run ours = DoTrain(o);
-    const int rc =
-        Shell(a.python + " " + a.fixtures + "/gpt_parity.py " + init + " " +
-              o.data.path + " " + out + " --precision " + name + " --device " +
-              device + " " + testing::kGptParityArgs);
+    const int rc = Shell(a.python + " " + a.fixtures + "/gpt_parity.py " +
+                         init + " " + o.data.path + " " + out +
+                         " --precision " + name + " --device " + device +
+                         " --scales " + scales_out + " " +
+                         testing::kGptParityArgs + extra);
     const std::vector<double> theirs = ReadNumbers(out);
-    double worst = 0;
+    const std::vector<double> their_scales = ReadNumbers(scales_out);
+    double worst = 0, first = 0;
     const bool complete = rc == 0 && ours.status.ok() &&
                           ours.losses.size() == 20 && theirs.size() == 20;
     for (size_t i = 0; complete && i < 20; ++i) {
-      worst = std::max(
-          worst, std::abs(ours.losses[i] - theirs[i]) / std::abs(theirs[i]));
+      const double rel =
+          std::abs(ours.losses[i] - theirs[i]) / std::abs(theirs[i]);
+      worst = std::max(worst, rel);
+      if (i == 0) first = rel;
     }
-    char line[200];
-    std::snprintf(line, sizeof(line),
-                  "parity: %s against PyTorch on %s, worst relative loss "
-                  "difference over 20 steps %.2e (<= %.0e)",
-                  name.c_str(), device.c_str(), worst, m.tolerance);
-    Check(complete && worst <= m.tolerance, line);
+    char line[300];
+    if (m.provoke_overflows) {
+      int overflows = 0;
+      for (size_t i = 1; i < ours.scales.size(); ++i) {
+        overflows += ours.scales[i] < ours.scales[i - 1];
+      }
+      const bool same = complete && ours.scales == their_scales;
+      std::snprintf(line, sizeof(line),
+                    "parity: %s loss scale per step against GradScaler from "
+                    "2^40, growth every 3 steps: %s (%d back-offs); worst "
+                    "relative loss difference %.2e",
+                    name.c_str(), same ? "identical" : "DIFFERENT", overflows,
+                    worst);
+      Check(same && overflows > 0, line);
+      if (!same) {
+        std::printf("      ours:    %s\n      PyTorch: %s\n",
+                    Series(ours.scales).c_str(), Series(their_scales).c_str());
+      }
+    } else {
+      std::snprintf(line, sizeof(line),
+                    "parity: %s against PyTorch on %s, step-1 relative loss "
+                    "difference %.2e, worst over 20 steps %.2e (<= %.0e)",
+                    name.c_str(), device.c_str(), first, worst, m.tolerance);
+      Check(complete && worst <= m.tolerance, line);
+    }
+    results.parity.push_back(ht::JsonObject()
+                                 .Add("precision", tag)
+                                 .Add("complete", complete)
+                                 .Add("step1_relative_difference", first)
+                                 .Add("worst_relative_difference", worst)
+                                 .Add("tolerance", m.tolerance)
+                                 .Add("ours_losses", Series(ours.losses))
+                                 .Add("pytorch_losses", Series(theirs))
+                                 .Add("ours_scales", Series(ours.scales))
+                                 .Add("pytorch_scales", Series(their_scales))
+                                 .str());
   }
 }
 
+// PyTorch's median step seconds per mode (bench/cuda/pytorch_speed.py), or
+// none when it cannot run here.
+std::map<std::string, double> PyTorchStepSeconds(const Args& a,
+                                                 const std::string& modes) {
+  std::map<std::string, double> out;
+  if (!a.cuda || a.fixtures.empty() || !PythonHasTorchFor(a)) return out;
+  const std::string script =
+      (fs::path(a.fixtures) / "../../../../bench/cuda/pytorch_speed.py")
+          .lexically_normal()
+          .string();
+  const std::string file = a.work + "/pytorch-speed.jsonl";
+  if (Shell(a.python + " " + script + " --modes " + modes + " > " + file) !=
+      0) {
+    Check(false, "speed: pytorch_speed.py failed (see the log)");
+  }
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    // {"mode": "fp32", "step_seconds": 0.25, ...}: the two first fields.
+    const auto m = line.find("\"mode\": \"");
+    const auto t = line.find("\"step_seconds\": ");
+    if (m == std::string::npos || t == std::string::npos) continue;
+    const auto m_end = line.find('"', m + 9);
+    out[line.substr(m + 9, m_end - m - 9)] = std::atof(line.c_str() + t + 16);
+  }
+  return out;
+}
+
 void Speed(const Args& a, const ht::DeviceCapabilities& caps) {
-  std::printf("\n%-12s %12s %10s %12s %10s\n", "precision", "step (s)",
-              "speedup", "peak (MiB)", "peak/fp32");
-  double fp32_step = 0, fp32_peak = 0;
+  const double ceiling = caps.bf16_flops > 0 ? caps.bf16_flops : caps.fp32_flops;
+  const int64_t batch = 16, seq = a.cuda ? 1024 : 256;
+  std::string modes;
+  for (ht::Precision p : kAllModes) {
+    if (caps.Supports(p)) {
+      modes += (modes.empty() ? "" : ",") + std::string(ht::PrecisionName(p));
+    }
+  }
+  const std::map<std::string, double> theirs = PyTorchStepSeconds(a, modes);
+  std::printf(
+      "\n%s, batch %lld x seq %lld; MFU against the probed bf16 GEMM rate "
+      "(%.1f TFLOP/s)\n%-12s %10s %8s %12s %7s %11s %10s %11s %10s\n",
+      a.cuda ? "gpt-small" : "gpt-micro", static_cast<long long>(batch),
+      static_cast<long long>(seq), ceiling / 1e12, "precision", "step (s)",
+      "vs fp32", "tokens/s", "MFU", "peak (MiB)", "final loss", "PyTorch (s)",
+      "ours/PT");
+  double fp32_step = 0;
   for (ht::Precision p : kAllModes) {
     if (!caps.Supports(p)) continue;
     ht::TrainOptions o;
     o.model.builtin = a.cuda ? "gpt-small" : "gpt-micro";
     o.data.kind = ht::DataKind::kSynthetic;
-    o.data.seq_len = a.cuda ? 1024 : 256;
+    o.data.seq_len = seq;
     o.data.synthetic_tokens = 1 << 20;
     o.data.eval_fraction = 0;
-    o.batch_size = 16;
+    o.batch_size = batch;
     o.steps = 12;
     o.threads = 2;
     o.eval.every_steps = 0;
@@ -260,18 +441,49 @@ void Speed(const Args& a, const ht::DeviceCapabilities& caps) {
     o.precision = p;
     o.device = a.device();
     Run r = DoTrain(o);
+    const std::string name = ht::PrecisionName(p);
     if (!r.status.ok()) {
-      Check(false, std::string("speed: ") + ht::PrecisionName(p) + ": " +
-                       r.status.message);
+      Check(false, "speed: " + name + ": " + r.status.message);
       continue;
     }
-    std::vector<double> t(r.step_seconds.begin() + 2, r.step_seconds.end());
-    std::sort(t.begin(), t.end());
-    const double step = t[t.size() / 2];
+    const double step = ht::SteadyMedian(r.step_seconds);
+    const double tokens = batch * seq / step;
+    const double flops = ht::SteadyMedian(r.model_flops);
+    const double mfu = ceiling > 0 ? flops / ceiling : 0;
     const double peak = static_cast<double>(r.summary.peak_memory_bytes);
-    if (p == ht::Precision::kFp32) fp32_step = step, fp32_peak = peak;
-    std::printf("%-12s %12.4f %9.2fx %12.1f %10.3f\n", ht::PrecisionName(p),
-                step, fp32_step / step, peak / 1048576.0, peak / fp32_peak);
+    if (p == ht::Precision::kFp32) fp32_step = step;
+    const auto it = theirs.find(name);
+    const double pt = it == theirs.end() ? 0 : it->second;
+    const auto loss = final_eval_loss.find(name);
+    std::printf("%-12s %10.4f %7.2fx %12.0f %6.1f%% %11.1f %10s %11s %10s\n",
+                name.c_str(), step, fp32_step / step, tokens, 100 * mfu,
+                peak / 1048576.0,
+                loss == final_eval_loss.end()
+                    ? "-"
+                    : ht::JsonNumber(std::round(loss->second * 1e4) / 1e4)
+                          .c_str(),
+                pt > 0 ? ht::JsonNumber(std::round(pt * 1e4) / 1e4).c_str()
+                       : "-",
+                pt > 0 ? ht::JsonNumber(std::round(step / pt * 1e3) / 1e3)
+                             .c_str()
+                       : "-");
+    std::fflush(stdout);
+    ht::JsonObject row;
+    row.Add("precision", name)
+        .Add("model", o.model.builtin)
+        .Add("batch", batch)
+        .Add("seq", seq)
+        .Add("step_seconds", step)
+        .Add("speedup_vs_fp32", fp32_step / step)
+        .Add("tokens_per_second", tokens)
+        .Add("model_flops_per_second", flops)
+        .Add("mfu_vs_bf16_ceiling", mfu)
+        .Add("peak_memory_bytes", r.summary.peak_memory_bytes)
+        .Add("step_seconds_all", Series(r.step_seconds));
+    if (loss != final_eval_loss.end()) row.Add("final_eval_loss", loss->second);
+    if (pt > 0) row.Add("pytorch_step_seconds", pt).Add("ours_over_pytorch", step / pt);
+    results.speed.push_back(row.str());
+    results.Write();
   }
 }
 
@@ -292,15 +504,18 @@ int main(int argc, char** argv) {
       a.fixtures = argv[++i];
     } else if (flag == "--work" && has_value) {
       a.work = argv[++i];
+    } else if (flag == "--json" && has_value) {
+      a.json = argv[++i];
     } else {
       std::fprintf(stderr,
                    "usage: %s [--device cuda|cpu] [--speed] [--python PATH] "
-                   "[--fixtures DIR] [--work DIR]\n",
+                   "[--fixtures DIR] [--work DIR] [--json PATH]\n",
                    argv[0]);
       return 2;
     }
   }
   fs::create_directories(a.work);
+  results.path = a.json;
   if (a.cuda && !ht::CudaAvailable()) {
     std::fprintf(stderr,
                  "--device cuda: no CUDA device (a CPU-only libtorch, or no "
@@ -316,16 +531,35 @@ int main(int argc, char** argv) {
   std::printf("matmul TFLOP/s: fp32 %.1f, tf32 %.1f, fp16 %.1f, bf16 %.1f\n",
               caps.fp32_flops / 1e12, caps.tf32_flops / 1e12,
               caps.fp16_flops / 1e12, caps.bf16_flops / 1e12);
+  std::string native;
   std::printf("native:");
   for (ht::Precision p : caps.native_precisions) {
     std::printf(" %s", ht::PrecisionName(p));
+    native += std::string(native.empty() ? "" : ",") + "\"" +
+              ht::PrecisionName(p) + "\"";
   }
   std::printf("\n\n");
+  results.device = ht::JsonObject()
+                       .Add("kind", caps.kind)
+                       .Add("name", caps.name)
+                       .Add("compute_capability", caps.compute_capability)
+                       .Add("memory_bytes", caps.memory_bytes)
+                       .Add("fp32_flops", caps.fp32_flops)
+                       .Add("tf32_flops", caps.tf32_flops)
+                       .Add("fp16_flops", caps.fp16_flops)
+                       .Add("bf16_flops", caps.bf16_flops)
+                       .AddRaw("native_precisions", "[" + native + "]")
+                       .str();
+  results.Write();
   GatingAndQuality(a, caps);
+  results.Write();
   Overflow(a, caps);
+  results.Write();
   Parity(a, caps);
+  results.Write();
   if (a.speed) Speed(a, caps);
-  std::printf("\n%s: %d check(s) failed\n", failures ? "FAILED" : "OK",
-              failures);
-  return failures ? 1 : 0;
+  results.Write();
+  std::printf("\n%s: %d check(s) failed\n", results.failures ? "FAILED" : "OK",
+              results.failures);
+  return results.failures ? 1 : 0;
 }

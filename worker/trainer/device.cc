@@ -6,6 +6,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <torch/cuda.h>
+#include <torch/version.h>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -316,35 +318,63 @@ TrainStatus ResolvePrecision(Precision requested,
                             "precision " + name + " " + why);
 }
 
+// libtorch 2.4 replaced the per-backend autocast calls with ones taking the
+// device type (the old ones are deprecated, then dropped); 1.13 has only
+// the old ones.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define HALFTIME_AUTOCAST_BY_DEVICE 1
+#endif
+
+namespace {
+
+bool AutocastEnabled(bool cuda) {
+#ifdef HALFTIME_AUTOCAST_BY_DEVICE
+  return at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
+#else
+  return cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+#endif
+}
+
+at::ScalarType AutocastDtype(bool cuda) {
+#ifdef HALFTIME_AUTOCAST_BY_DEVICE
+  return at::autocast::get_autocast_dtype(cuda ? at::kCUDA : at::kCPU);
+#else
+  return cuda ? at::autocast::get_autocast_gpu_dtype()
+              : at::autocast::get_autocast_cpu_dtype();
+#endif
+}
+
+void SetAutocast(bool cuda, bool enabled, at::ScalarType dtype) {
+#ifdef HALFTIME_AUTOCAST_BY_DEVICE
+  const at::DeviceType type = cuda ? at::kCUDA : at::kCPU;
+  at::autocast::set_autocast_enabled(type, enabled);
+  at::autocast::set_autocast_dtype(type, dtype);
+#else
+  if (cuda) {
+    at::autocast::set_enabled(enabled);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+  } else {
+    at::autocast::set_cpu_enabled(enabled);
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  }
+#endif
+}
+
+}  // namespace
+
 AutocastGuard::AutocastGuard(bool enabled, bool cuda, bool bf16)
     : enabled_(enabled), cuda_(cuda) {
   if (!enabled_) return;
-  const at::ScalarType dtype = bf16 ? at::kBFloat16 : at::kHalf;
-  if (cuda_) {
-    prev_enabled_ = at::autocast::is_enabled();
-    prev_dtype_ = static_cast<int>(at::autocast::get_autocast_gpu_dtype());
-    at::autocast::set_enabled(true);
-    at::autocast::set_autocast_gpu_dtype(dtype);
-  } else {
-    prev_enabled_ = at::autocast::is_cpu_enabled();
-    prev_dtype_ = static_cast<int>(at::autocast::get_autocast_cpu_dtype());
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(dtype);
-  }
+  prev_enabled_ = AutocastEnabled(cuda_);
+  prev_dtype_ = static_cast<int>(AutocastDtype(cuda_));
+  SetAutocast(cuda_, true, bf16 ? at::kBFloat16 : at::kHalf);
   at::autocast::increment_nesting();
 }
 
 AutocastGuard::~AutocastGuard() {
   if (!enabled_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  const auto prev = static_cast<at::ScalarType>(prev_dtype_);
-  if (cuda_) {
-    at::autocast::set_enabled(prev_enabled_);
-    at::autocast::set_autocast_gpu_dtype(prev);
-  } else {
-    at::autocast::set_cpu_enabled(prev_enabled_);
-    at::autocast::set_autocast_cpu_dtype(prev);
-  }
+  SetAutocast(cuda_, prev_enabled_, static_cast<at::ScalarType>(prev_dtype_));
 }
 
 void InstallMemoryCounter() {
@@ -372,12 +402,32 @@ void KeepFreedHostMemory() {
 #endif
 }
 
+#ifdef HALFTIME_WITH_CUDA
+namespace {
+
+// StatType::AGGREGATE, the index of the all-pools statistic: 0 in every
+// libtorch, while the enum moved namespaces in 2.x.
+constexpr size_t kAggregateStat = 0;
+
+// The caching allocator exists only after CUDA's lazy init; before the
+// first CUDA tensor its statistics calls fail "Invalid device argument".
+// One tiny tensor initializes it in every libtorch (1.13's
+// Context::lazyInitCUDA became lazyInitDevice in 2.x); it is freed at once,
+// so no later peak counts it.
+void EnsureCudaInitialized() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    (void)at::empty({1}, at::TensorOptions().device(at::kCUDA, 0));
+  });
+}
+
+}  // namespace
+#endif
+
 void ResetPeakMemory(bool cuda) {
 #ifdef HALFTIME_WITH_CUDA
   if (cuda) {
-    // The caching allocator exists only after CUDA's lazy init; before the
-    // first CUDA tensor its statistics calls fail "Invalid device argument".
-    at::globalContext().lazyInitCUDA();
+    EnsureCudaInitialized();
     c10::cuda::CUDACachingAllocator::resetPeakStats(at::cuda::current_device());
     return;
   }
@@ -389,12 +439,11 @@ void ResetPeakMemory(bool cuda) {
 int64_t PeakMemoryBytes(bool cuda) {
 #ifdef HALFTIME_WITH_CUDA
   if (cuda) {
-    at::globalContext().lazyInitCUDA();
+    EnsureCudaInitialized();
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
         at::cuda::current_device());
     return stats
-        .allocated_bytes[static_cast<size_t>(
-            c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
+        .allocated_bytes[kAggregateStat]
         .peak;
   }
 #endif
@@ -405,12 +454,11 @@ int64_t PeakMemoryBytes(bool cuda) {
 int64_t LiveMemoryBytes(bool cuda) {
 #ifdef HALFTIME_WITH_CUDA
   if (cuda) {
-    at::globalContext().lazyInitCUDA();
+    EnsureCudaInitialized();
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
         at::cuda::current_device());
     return stats
-        .allocated_bytes[static_cast<size_t>(
-            c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)]
+        .allocated_bytes[kAggregateStat]
         .current;
   }
 #endif

@@ -7,6 +7,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/script.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
@@ -24,6 +25,14 @@ TrainStatus Invalid(const std::string& msg) {
 // three fp32 activations at the start of backward, which is the step's
 // memory peak (measured on gpt-micro: ~6 MB of bf16-pure's peak).
 constexpr int64_t kLayerNormSliceRows = 512;
+
+// On a GPU a slice is one kernel launch per op, and launches, not bytes,
+// bound a small slice: a gpt-small LayerNorm ([16384, 768]) in 512-row
+// slices is 32 launches per op. CUDA LayerNorms run whole, and the loss in
+// slices of 4096 rows (an fp32 [4096, 50257] slice is 0.8 GiB).
+int64_t LayerNormSliceRows(const at::Tensor& x, int64_t rows) {
+  return x.is_cuda() ? std::max<int64_t>(rows, 1) : kLayerNormSliceRows;
+}
 
 // LayerNorm computed in fp32 that saves only its input (in its own dtype:
 // not an fp32 copy of a 16-bit input) for backward, which recomputes the row
@@ -49,8 +58,9 @@ struct LayerNormFp32Fn : torch::autograd::Function<LayerNormFp32Fn> {
           .view(x.sizes());
     }
     at::Tensor y = at::empty_like(rows);
-    for (int64_t first = 0; first < n; first += kLayerNormSliceRows) {
-      const int64_t len = std::min(kLayerNormSliceRows, n - first);
+    const int64_t slice = LayerNormSliceRows(x, n);
+    for (int64_t first = 0; first < n; first += slice) {
+      const int64_t len = std::min(slice, n - first);
       y.narrow(0, first, len)
           .copy_(std::get<0>(
               at::native_layer_norm(rows.narrow(0, first, len).to(at::kFloat),
@@ -71,8 +81,9 @@ struct LayerNormFp32Fn : torch::autograd::Function<LayerNormFp32Fn> {
     at::Tensor dx = at::empty_like(rows);
     at::Tensor dw = at::zeros({width}, w32.options());
     at::Tensor db = at::zeros({width}, b32.options());
-    for (int64_t first = 0; first < n; first += kLayerNormSliceRows) {
-      const int64_t len = std::min(kLayerNormSliceRows, n - first);
+    const int64_t slice = LayerNormSliceRows(x, n);
+    for (int64_t first = 0; first < n; first += slice) {
+      const int64_t len = std::min(slice, n - first);
       const at::Tensor x32 = rows.narrow(0, first, len).to(at::kFloat);
       // The same kernel on the same rows: bit-identical to forward's.
       auto [unused_y, mean, rstd] =
@@ -156,6 +167,18 @@ struct AttentionImpl : torch::nn::Module {
     at::Tensor q = qkv[0].view({B, T, n_head, D}).transpose(1, 2);
     at::Tensor k = qkv[1].view({B, T, n_head, D}).transpose(1, 2);
     at::Tensor v = qkv[2].view({B, T, n_head, D}).transpose(1, 2);
+#if TORCH_VERSION_MAJOR >= 2
+    if (x.is_cuda()) {
+      // libtorch 2's fused attention (flash for 16-bit, memory-efficient
+      // for fp32): the same causal softmax(q k^T / sqrt(D)) v with fp32
+      // accumulation, without the [T, T] scores in memory. What PyTorch's
+      // own GPT uses on a GPU, so the step times compare like for like.
+      at::Tensor y = at::scaled_dot_product_attention(q, k, v, {}, 0.0,
+                                                      /*is_causal=*/true);
+      return Linear(y.transpose(1, 2).contiguous().view({B, T, C}),
+                    c_proj->weight, c_proj->bias);
+    }
+#endif
     at::Tensor att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(D));
     // The causal mask as an additive -inf bias: unlike masked_fill_, an
     // in-place add saves nothing for backward (the softmax's zero outputs
@@ -287,6 +310,12 @@ std::vector<std::pair<std::string, at::Tensor>> ModuleParams(
 
 // Rows per fp32 slice in CrossEntropyFn.
 constexpr int64_t kCrossEntropySliceRows = 1024;
+constexpr int64_t kCudaCrossEntropySliceRows = 4096;
+
+int64_t CrossEntropySliceRows(const at::Tensor& logits) {
+  return logits.is_cuda() ? kCudaCrossEntropySliceRows
+                          : kCrossEntropySliceRows;
+}
 // at::cross_entropy_loss's default: targets equal to it count for nothing.
 constexpr int64_t kIgnoreIndex = -100;
 
@@ -316,8 +345,9 @@ struct CrossEntropyFn : torch::autograd::Function<CrossEntropyFn> {
     const auto fp32 = logits.options().dtype(at::kFloat);
     at::Tensor lse = at::empty({n}, fp32);
     at::Tensor picked = at::empty({n}, fp32);
-    for (int64_t first = 0; first < n; first += kCrossEntropySliceRows) {
-      const int64_t len = std::min(kCrossEntropySliceRows, n - first);
+    const int64_t slice = CrossEntropySliceRows(logits);
+    for (int64_t first = 0; first < n; first += slice) {
+      const int64_t len = std::min(slice, n - first);
       const at::Tensor slice = logits.narrow(0, first, len).to(at::kFloat);
       lse.narrow(0, first, len).copy_(at::logsumexp(slice, {1}));
       // gather checks every target against the class count.
@@ -340,8 +370,9 @@ struct CrossEntropyFn : torch::autograd::Function<CrossEntropyFn> {
     const at::Tensor row_scale =
         valid.to(at::kFloat).mul_(grad_out[0].to(at::kFloat).div(count));
     at::Tensor dlogits = at::empty_like(logits);
-    for (int64_t first = 0; first < n; first += kCrossEntropySliceRows) {
-      const int64_t len = std::min(kCrossEntropySliceRows, n - first);
+    const int64_t slice = CrossEntropySliceRows(logits);
+    for (int64_t first = 0; first < n; first += slice) {
+      const int64_t len = std::min(slice, n - first);
       at::Tensor d = logits.narrow(0, first, len)
                          .to(at::kFloat)
                          .sub_(lse.narrow(0, first, len).unsqueeze(1))

@@ -12,6 +12,7 @@ torch.optim.AdamW(foreach=False) with weight decay on >=2-D tensors,
 clip_grad_norm_(1.0), zero_grad(set_to_none=True).
 """
 import argparse
+import functools
 import math
 
 import torch
@@ -41,7 +42,7 @@ class Attention(nn.Module):
         k = k.view(B, T, self.n_head, D).transpose(1, 2)
         v = v.view(B, T, self.n_head, D).transpose(1, 2)
         att = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
-        mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
         att = torch.softmax(att.masked_fill(mask, float("-inf")), -1)
         y = torch.matmul(att, v).transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
@@ -80,7 +81,7 @@ class Gpt(nn.Module):
 
     def forward(self, idx, targets):
         T = idx.size(1)
-        x = self.wte(idx) + self.wpe(torch.arange(T, dtype=torch.long))
+        x = self.wte(idx) + self.wpe(torch.arange(T, dtype=torch.long, device=idx.device))
         for b in self.h:
             x = b(x)
         logits = F.linear(ln32(x, self.ln_f), self.wte.weight)
@@ -104,6 +105,11 @@ def main():
     p.add_argument("--eval-fraction", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    # GradScaler's init_scale and growth_interval (fp16-mixed), and a file
+    # for the scale each step ran at (GradScaler.get_scale() before update).
+    p.add_argument("--init-scale", type=float, default=2.0 ** 16)
+    p.add_argument("--growth-interval", type=int, default=2000)
+    p.add_argument("--scales", default="")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     weights, _ = safetensors_io.read(a.weights)
@@ -131,7 +137,13 @@ def main():
     # fp16-mixed (CUDA) is torch.autocast plus GradScaler's defaults, which
     # the engine's dynamic scaler reproduces.
     autocast = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(a.precision)
-    scaler = torch.cuda.amp.GradScaler(enabled=a.precision == "fp16-mixed")
+    # torch.amp.GradScaler from PyTorch 2.3 (torch.cuda.amp's is deprecated).
+    make_scaler = (functools.partial(torch.amp.GradScaler, "cuda")
+                   if hasattr(torch.amp, "GradScaler") else torch.cuda.amp.GradScaler)
+    scaler = make_scaler(init_scale=a.init_scale,
+                         growth_interval=a.growth_interval,
+                         enabled=a.precision == "fp16-mixed")
+    scales = []
     losses = []
     for step in range(a.steps):
         rows = [(step * a.batch + r) % n_train for r in range(a.batch)]
@@ -141,6 +153,7 @@ def main():
                 loss = model(xb, yb)
         else:
             loss = model(xb, yb)
+        scales.append(scaler.get_scale() if scaler.is_enabled() else 1.0)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -150,6 +163,9 @@ def main():
         losses.append(loss.item())
     with open(a.out, "w") as f:
         f.write("\n".join(repr(l) for l in losses) + "\n")
+    if a.scales:
+        with open(a.scales, "w") as f:
+            f.write("\n".join(repr(s) for s in scales) + "\n")
 
 
 if __name__ == "__main__":
