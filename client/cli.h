@@ -20,7 +20,7 @@
 
 namespace halftime {
 
-// Exit codes of the CLI (documented in DESIGN.md).
+// Exit codes of the CLI (documented in docs/design.md).
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitBadInput = 2;

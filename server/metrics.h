@@ -3,7 +3,7 @@
 // are created once; labels take bounded values only (states, precisions,
 // message kinds). Base units: seconds, bytes.
 //
-// Names (DESIGN.md):
+// Names (docs/design.md):
 //   halftime_jobs{state}                         gauge, jobs per state
 //   halftime_jobs_submitted_total                counter
 //   halftime_job_queue_wait_seconds              histogram, QUEUED->ASSIGNED

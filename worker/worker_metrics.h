@@ -1,6 +1,6 @@
 // WorkerMetrics: the Prometheus series a halftime-worker exports on its own
-// port: the per-job training metrics of DESIGN.md (labels job, precision;
-// removed when the job ends) and worker-level gauges.
+// port: the per-job training metrics of docs/design.md (labels job,
+// precision; removed when the job ends) and worker-level gauges.
 //
 // Built once at start-up and passed to whoever records (no singletons).
 // Thread-safety: all methods are thread-safe.

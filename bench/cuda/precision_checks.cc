@@ -67,11 +67,11 @@ struct Args {
 // Every result, as JSON text per section, written out after each section.
 struct Results {
   std::string path;
-  std::string device;                  // an object
-  std::vector<std::string> checks;     // objects: name, pass, detail
-  std::vector<std::string> quality;    // objects per precision
-  std::vector<std::string> parity;     // objects per precision
-  std::vector<std::string> speed;      // objects per precision
+  std::string device;                // an object
+  std::vector<std::string> checks;   // objects: name, pass, detail
+  std::vector<std::string> quality;  // objects per precision
+  std::vector<std::string> parity;   // objects per precision
+  std::vector<std::string> speed;    // objects per precision
   int failures = 0;
 
   static std::string Array(const std::vector<std::string>& items) {
@@ -177,8 +177,9 @@ void GatingAndQuality(const Args& a, const ht::DeviceCapabilities& caps) {
               " refused at start: " + r.status.message);
   }
   if (refused == 0) {
-    std::printf("INFO  gating: the device runs every precision natively; "
-                "nothing to refuse\n");
+    std::printf(
+        "INFO  gating: the device runs every precision natively; "
+        "nothing to refuse\n");
   }
   ht::TrainOptions pre = TextJob(a, pre_text);
   pre.out_dir = a.work + "/pre";
@@ -323,11 +324,11 @@ void Parity(const Args& a, const ht::DeviceCapabilities& caps) {
       continue;
     }
     const Run ours = DoTrain(o);
-    const int rc = Shell(a.python + " " + a.fixtures + "/gpt_parity.py " +
-                         init + " " + o.data.path + " " + out +
-                         " --precision " + name + " --device " + device +
-                         " --scales " + scales_out + " " +
-                         testing::kGptParityArgs + extra);
+    const int rc =
+        Shell(a.python + " " + a.fixtures + "/gpt_parity.py " + init + " " +
+              o.data.path + " " + out + " --precision " + name + " --device " +
+              device + " --scales " + scales_out + " " +
+              testing::kGptParityArgs + extra);
     const std::vector<double> theirs = ReadNumbers(out);
     const std::vector<double> their_scales = ReadNumbers(scales_out);
     double worst = 0, first = 0;
@@ -407,7 +408,8 @@ std::map<std::string, double> PyTorchStepSeconds(const Args& a,
 }
 
 void Speed(const Args& a, const ht::DeviceCapabilities& caps) {
-  const double ceiling = caps.bf16_flops > 0 ? caps.bf16_flops : caps.fp32_flops;
+  const double ceiling =
+      caps.bf16_flops > 0 ? caps.bf16_flops : caps.fp32_flops;
   const int64_t batch = 16, seq = a.cuda ? 1024 : 256;
   std::string modes;
   for (ht::Precision p : kAllModes) {
@@ -455,18 +457,16 @@ void Speed(const Args& a, const ht::DeviceCapabilities& caps) {
     const auto it = theirs.find(name);
     const double pt = it == theirs.end() ? 0 : it->second;
     const auto loss = final_eval_loss.find(name);
-    std::printf("%-12s %10.4f %7.2fx %12.0f %6.1f%% %11.1f %10s %11s %10s\n",
-                name.c_str(), step, fp32_step / step, tokens, 100 * mfu,
-                peak / 1048576.0,
-                loss == final_eval_loss.end()
-                    ? "-"
-                    : ht::JsonNumber(std::round(loss->second * 1e4) / 1e4)
-                          .c_str(),
-                pt > 0 ? ht::JsonNumber(std::round(pt * 1e4) / 1e4).c_str()
-                       : "-",
-                pt > 0 ? ht::JsonNumber(std::round(step / pt * 1e3) / 1e3)
-                             .c_str()
-                       : "-");
+    std::printf(
+        "%-12s %10.4f %7.2fx %12.0f %6.1f%% %11.1f %10s %11s %10s\n",
+        name.c_str(), step, fp32_step / step, tokens, 100 * mfu,
+        peak / 1048576.0,
+        loss == final_eval_loss.end()
+            ? "-"
+            : ht::JsonNumber(std::round(loss->second * 1e4) / 1e4).c_str(),
+        pt > 0 ? ht::JsonNumber(std::round(pt * 1e4) / 1e4).c_str() : "-",
+        pt > 0 ? ht::JsonNumber(std::round(step / pt * 1e3) / 1e3).c_str()
+               : "-");
     std::fflush(stdout);
     ht::JsonObject row;
     row.Add("precision", name)
@@ -481,7 +481,8 @@ void Speed(const Args& a, const ht::DeviceCapabilities& caps) {
         .Add("peak_memory_bytes", r.summary.peak_memory_bytes)
         .Add("step_seconds_all", Series(r.step_seconds));
     if (loss != final_eval_loss.end()) row.Add("final_eval_loss", loss->second);
-    if (pt > 0) row.Add("pytorch_step_seconds", pt).Add("ours_over_pytorch", step / pt);
+    if (pt > 0)
+      row.Add("pytorch_step_seconds", pt).Add("ours_over_pytorch", step / pt);
     results.speed.push_back(row.str());
     results.Write();
   }

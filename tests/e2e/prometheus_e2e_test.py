@@ -229,7 +229,7 @@ class PrometheusE2ETest(unittest.TestCase):
         savings = {
             "halftime_savings_device_seconds_total": f'{{precision="{PRECISION}"}}',
             "halftime_savings_memory_bytes": f'{{precision="{PRECISION}"}}',
-            # No precision label by design (DESIGN.md); accept one if added.
+            # No precision label by design (docs/design.md); accept one if added.
             "halftime_savings_cost_total": f'{{precision=~"{PRECISION}|"}}',
         }
 

@@ -321,7 +321,8 @@ TrainStatus ResolvePrecision(Precision requested,
 // libtorch 2.4 replaced the per-backend autocast calls with ones taking the
 // device type (the old ones are deprecated, then dropped); 1.13 has only
 // the old ones.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#if TORCH_VERSION_MAJOR > 2 || \
+    (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
 #define HALFTIME_AUTOCAST_BY_DEVICE 1
 #endif
 
@@ -442,9 +443,7 @@ int64_t PeakMemoryBytes(bool cuda) {
     EnsureCudaInitialized();
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
         at::cuda::current_device());
-    return stats
-        .allocated_bytes[kAggregateStat]
-        .peak;
+    return stats.allocated_bytes[kAggregateStat].peak;
   }
 #endif
   (void)cuda;
@@ -457,9 +456,7 @@ int64_t LiveMemoryBytes(bool cuda) {
     EnsureCudaInitialized();
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
         at::cuda::current_device());
-    return stats
-        .allocated_bytes[kAggregateStat]
-        .current;
+    return stats.allocated_bytes[kAggregateStat].current;
   }
 #endif
   (void)cuda;

@@ -1,8 +1,8 @@
 // LossScaler decides the loss scale from step to step; it holds no tensors.
 //
 // The caller multiplies the loss by scale() before backward, checks the
-// gradients for inf/NaN in one fused pass (grad_ops.h), skips the optimizer
-// step on overflow, and then calls Update(found_inf).
+// gradients for inf/NaN in one fused pass (CheckGradients, optimizer.h),
+// skips the optimizer step on overflow, and then calls Update(found_inf).
 //
 // Rules for mode kDynamic:
 //  * hysteresis == 1 reproduces torch.cuda.amp.GradScaler exactly: on an

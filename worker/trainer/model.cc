@@ -313,8 +313,7 @@ constexpr int64_t kCrossEntropySliceRows = 1024;
 constexpr int64_t kCudaCrossEntropySliceRows = 4096;
 
 int64_t CrossEntropySliceRows(const at::Tensor& logits) {
-  return logits.is_cuda() ? kCudaCrossEntropySliceRows
-                          : kCrossEntropySliceRows;
+  return logits.is_cuda() ? kCudaCrossEntropySliceRows : kCrossEntropySliceRows;
 }
 // at::cross_entropy_loss's default: targets equal to it count for nothing.
 constexpr int64_t kIgnoreIndex = -100;

@@ -104,8 +104,7 @@ GradCheck CheckGradients(const std::vector<at::Tensor>& grads, double scale,
   at::Tensor coef;
   if (max_grad_norm > 0.0) {
     // Exactly torch.nn.utils.clip_grad_norm_'s arithmetic.
-    coef = at::clamp_max((total + 1e-6).reciprocal() * max_grad_norm,
-                     1.0);
+    coef = at::clamp_max((total + 1e-6).reciprocal() * max_grad_norm, 1.0);
   }
   if (unscale && !unscaled_in_place) {
     at::Tensor inv = at::full({}, 1.0 / scale, total.options());

@@ -15,7 +15,8 @@
 
 namespace halftime::trainer {
 
-// How forward/backward and the weights are held (DESIGN.md, precision modes).
+// How forward/backward and the weights are held (docs/design.md, precision
+// modes).
 enum class Precision {
   kFp32,
   kTf32,
