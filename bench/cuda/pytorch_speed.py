@@ -44,12 +44,7 @@ ALL_MODES = ["fp32", "tf32", "fp16-mixed", "bf16-mixed", "fp16-master",
 
 def sdpa_forward(self, x):
     B, T, C = x.shape
-    D = C // self.n_head
-    q, k, v = self.c_attn(x).split(C, dim=2)
-    q = q.view(B, T, self.n_head, D).transpose(1, 2)
-    k = k.view(B, T, self.n_head, D).transpose(1, 2)
-    v = v.view(B, T, self.n_head, D).transpose(1, 2)
-    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    y = F.scaled_dot_product_attention(*self.heads(x), is_causal=True)
     return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 

@@ -34,13 +34,17 @@ class Attention(nn.Module):
         self.c_attn = nn.Linear(c, 3 * c)
         self.c_proj = nn.Linear(c, c)
 
+    def heads(self, x):
+        """q, k, v of `x` [B, T, C], each [B, heads, T, C / heads]."""
+        B, T, C = x.shape
+        D = C // self.n_head
+        return [t.view(B, T, self.n_head, D).transpose(1, 2)
+                for t in self.c_attn(x).split(C, dim=2)]
+
     def forward(self, x):
         B, T, C = x.shape
         D = C // self.n_head
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, D).transpose(1, 2)
-        k = k.view(B, T, self.n_head, D).transpose(1, 2)
-        v = v.view(B, T, self.n_head, D).transpose(1, 2)
+        q, k, v = self.heads(x)
         att = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
         mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
         att = torch.softmax(att.masked_fill(mask, float("-inf")), -1)
