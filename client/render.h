@@ -17,6 +17,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/proto_json.h"
 #include "halftime/v1/job.pb.h"
 #include "halftime/v1/scheduler.pb.h"
 #include "halftime/v1/worker.pb.h"
@@ -25,20 +26,6 @@ namespace halftime {
 
 // The `-o` choices.
 enum class OutputFormat { kTable, kJson, kYaml };
-
-// Converts `message` to JSON keyed by proto field names, in declaration
-// order. Every field
-// appears: scalars always (zero values included), `optional` scalars and
-// sub-messages when set, repeated fields as arrays. Enums are short names
-// ("running", "bf16-mixed"; "unspecified" for 0), 64-bit integers are
-// numbers, Timestamps are RFC 3339 strings, and a JobSpec is rendered as
-// `halftime validate -o json` renders it.
-nlohmann::ordered_json ProtoToJson(const google::protobuf::Message& message);
-
-// Renders a JSON tree as a block-style YAML document (strings quoted only
-// where YAML needs it, floats that read as floats in YAML 1.1 and 1.2).
-// Ends with a newline.
-std::string JsonToYaml(const nlohmann::ordered_json& value);
 
 // Renders `message` in `format` (kJson: indented JSON; kYaml: YAML; kTable
 // is not handled here and renders as YAML). Ends with a newline.
@@ -94,9 +81,6 @@ bool IsSet(const google::protobuf::Timestamp& time);
 
 // "running", "queued (no worker runs bf16-mixed natively)", ...
 std::string DescribeJobState(const v1::Job& job);
-
-// True for SUCCEEDED, FAILED and CANCELLED.
-bool IsTerminal(v1::JobState state);
 
 // One line: "1.80x faster, 42% less memory (512.0 MiB), 95 device-s and
 // 0.01 USD saved vs fp32 (probe)". The cost is left out when `currency` is

@@ -15,6 +15,7 @@
 #include "client/commands.h"
 #include "client/rpc_error.h"
 #include "client/watch_renderer.h"
+#include "common/enum_names.h"
 
 namespace halftime {
 namespace {

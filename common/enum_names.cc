@@ -92,4 +92,26 @@ absl::StatusOr<v1::JobState> ParseJobState(absl::string_view name) {
   return ParseEnum<v1::JobState>(v1::JobState_descriptor(), name, "job state");
 }
 
+bool IsTerminal(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+precision::Mode ToMode(v1::Precision precision) {
+  precision::Mode mode = precision::Mode::kAuto;
+  precision::ParseMode(PrecisionName(precision), &mode);
+  return mode;
+}
+
+v1::Precision ToProto(precision::Mode mode) {
+  const auto* value = FindEnumByShortName(v1::Precision_descriptor(),
+                                          precision::ModeName(mode));
+  return value != nullptr ? static_cast<v1::Precision>(value->number())
+                          : v1::PRECISION_UNSPECIFIED;
+}
+
+const precision::Rules* RulesOf(v1::Precision precision) {
+  return precision::RulesOf(ToMode(precision));
+}
+
 }  // namespace halftime

@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "halftime/v1/job.pb.h"
 #include "halftime/v1/job_spec.pb.h"
+#include "rules/precision.h"
 
 namespace halftime {
 
@@ -39,6 +40,17 @@ std::string JobStateName(v1::JobState state);
 // Parses "bf16-mixed" etc. INVALID_ARGUMENT lists the valid names.
 absl::StatusOr<v1::Precision> ParsePrecision(absl::string_view name);
 absl::StatusOr<v1::JobState> ParseJobState(absl::string_view name);
+// True for the states a job never leaves: SUCCEEDED, FAILED and CANCELLED.
+bool IsTerminal(v1::JobState state);
+
+// The precision rules' mode of a proto precision, matched by name: kAuto for
+// PRECISION_AUTO and PRECISION_UNSPECIFIED (and any number the rules do not
+// name). ToProto is its inverse; PRECISION_UNSPECIFIED for a mode the proto
+// lacks (tests/rules/precision_rules_test.cc forbids one).
+precision::Mode ToMode(v1::Precision precision);
+v1::Precision ToProto(precision::Mode mode);
+// The rules of a proto precision; nullptr for auto and unspecified.
+const precision::Rules* RulesOf(v1::Precision precision);
 
 }  // namespace halftime
 

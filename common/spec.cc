@@ -23,7 +23,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/utf8.h"
 #include "common/enum_names.h"
+#include "common/proto_json.h"
+#include "rules/models.h"
+#include "rules/precision.h"
 
 namespace halftime {
 namespace {
@@ -204,43 +208,6 @@ std::vector<std::string> FieldNames(const Descriptor* type) {
     names.push_back(type->field(i)->name());
   }
   return names;
-}
-
-// Returns the position of the first invalid UTF-8 byte, or npos.
-std::size_t FindInvalidUtf8(absl::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    int extra;
-    uint32_t min;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      extra = 1;
-      min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2;
-      min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3;
-      min = 0x10000;
-    } else {
-      return i;
-    }
-    if (i + extra >= s.size()) return i;
-    uint32_t code = c & (0x3F >> extra);
-    for (int k = 1; k <= extra; ++k) {
-      unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return i;
-      code = (code << 6) | (cc & 0x3F);
-    }
-    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) {
-      return i;
-    }
-    i += extra + 1;
-  }
-  return absl::string_view::npos;
 }
 
 // Parses a whole string as an integer; nullopt when it is not one.
@@ -668,7 +635,7 @@ class Validator {
   void ValidatePath(const std::string& path, const std::string& value) {
     if (value.find('\0') != std::string::npos) {
       sink_(path, "must not contain NUL bytes");
-    } else if (FindInvalidUtf8(value) != absl::string_view::npos) {
+    } else if (utf8::FindInvalid(value) != std::string_view::npos) {
       sink_(path, "must be valid UTF-8");
     }
   }
@@ -695,14 +662,19 @@ class Validator {
   }
 
   void ValidateModel(const v1::ModelSpec& model) {
-    static const std::vector<std::string> kBuiltins = {"gpt-nano", "gpt-micro",
-                                                       "gpt-small", "mlp"};
+    static const std::vector<std::string> kBuiltins = [] {
+      std::vector<std::string> names;
+      for (const models::Builtin& b : models::Builtins()) {
+        names.push_back(b.name);
+      }
+      return names;
+    }();
     static const std::vector<std::string> kLosses = {"cross_entropy", "mse"};
     if (model.builtin().empty() == model.torchscript().empty()) {
       sink_("model",
             model.builtin().empty()
-                ? "required: set builtin (gpt-nano, gpt-micro, "
-                  "gpt-small, mlp) or torchscript"
+                ? absl::StrCat("required: set builtin (",
+                               models::BuiltinNames(), ") or torchscript")
                 : "set exactly one of builtin and torchscript, not both");
     }
     if (!model.builtin().empty() &&
@@ -720,7 +692,8 @@ class Validator {
                          "; expected one of ", absl::StrJoin(kLosses, ", "),
                          DidYouMean(model.loss(), kLosses)));
     }
-    if (!model.builtin().empty() && model.builtin() != "mlp" &&
+    const models::Builtin* builtin = models::FindBuiltin(model.builtin());
+    if (builtin != nullptr && builtin->language_model &&
         model.loss() != "cross_entropy") {
       sink_("model.loss", absl::StrCat(model.builtin(),
                                        " is a language model; its loss is "
@@ -768,24 +741,15 @@ class Validator {
       sink_("loss_scaling.init_scale",
             "required with mode: static (the fixed scale to use)");
     }
-    if (spec.precision() == v1::PRECISION_BF16_PURE &&
-        ls.mode() != v1::LOSS_SCALING_MODE_NONE &&
-        ls.mode() != v1::LOSS_SCALING_MODE_UNSPECIFIED) {
+    const precision::Rules* rules = RulesOf(spec.precision());
+    if (rules != nullptr && *rules->no_loss_scaling_reason != '\0' &&
+        (ls.mode() == v1::LOSS_SCALING_MODE_DYNAMIC ||
+         ls.mode() == v1::LOSS_SCALING_MODE_STATIC)) {
       sink_("loss_scaling.mode",
             absl::StrCat(
-                "bf16-pure keeps no fp32 copy to unscale into; use "
-                "mode: none, got ",
+                precision, " ", rules->no_loss_scaling_reason,
+                "; use mode: none, got ",
                 EnumShortName(v1::LossScalingMode_descriptor(), ls.mode())));
-    }
-    if (spec.precision() == v1::PRECISION_FP32 ||
-        spec.precision() == v1::PRECISION_TF32) {
-      if (ls.mode() == v1::LOSS_SCALING_MODE_DYNAMIC ||
-          ls.mode() == v1::LOSS_SCALING_MODE_STATIC) {
-        sink_("loss_scaling.mode",
-              absl::StrCat(precision,
-                           " gradients do not underflow; use mode: "
-                           "none"));
-      }
     }
     if (ls.has_init_scale()) {
       PositiveUpTo("loss_scaling.init_scale", ls.init_scale(), 0x1p127);
@@ -822,10 +786,17 @@ class Validator {
     }
     IntRange("loss_scaling.min_scale_patience", ls.min_scale_patience(), 1,
              1'000'000);
-    if (ls.fallback_precision() != v1::PRECISION_BF16_MIXED &&
-        ls.fallback_precision() != v1::PRECISION_FP32) {
+    const precision::Rules* fallback = RulesOf(ls.fallback_precision());
+    if (fallback == nullptr || !fallback->fallback_target) {
+      // The default first.
+      std::vector<std::string> targets = {
+          precision::ModeName(precision::loss_scaling::kFallbackPrecision)};
+      for (const precision::Rules& r : precision::AllModes()) {
+        if (r.fallback_target && r.name != targets[0])
+          targets.push_back(r.name);
+      }
       sink_("loss_scaling.fallback_precision",
-            absl::StrCat("must be bf16-mixed or fp32, got ",
+            absl::StrCat("must be ", absl::StrJoin(targets, " or "), ", got ",
                          PrecisionName(ls.fallback_precision())));
     }
   }
@@ -877,7 +848,7 @@ class Validator {
             absl::StrCat("must be 0 or more, got ", res.memory_bytes()));
     }
     if (res.device() == v1::DEVICE_KIND_CPU &&
-        PrecisionNeedsCuda(spec.precision())) {
+        precision::NeedsCuda(ToMode(spec.precision()))) {
       sink_("precision", absl::StrCat(PrecisionName(spec.precision()),
                                       " needs a CUDA device, but "
                                       "resources.device is cpu"));
@@ -887,116 +858,7 @@ class Validator {
   const Sink& sink_;
 };
 
-// --- rendering -------------------------------------------------------------
-
-bool LooksLikeNonString(const std::string& s) {
-  bool overflow;
-  return s.empty() || ParseInteger(s, &overflow) || overflow ||
-         ParseNumber(s).has_value() || s == "true" || s == "false" ||
-         s == "null" || s == "~" || s == "yes" || s == "no";
-}
-
-// Visits the set fields of `message` in declaration order.
-template <typename Visit>
-void ForEachSetField(const Message& message, Visit visit) {
-  const Descriptor* type = message.GetDescriptor();
-  const Reflection* reflection = message.GetReflection();
-  for (int i = 0; i < type->field_count(); ++i) {
-    const FieldDescriptor* field = type->field(i);
-    if (field->is_repeated()) continue;
-    if (!reflection->HasField(message, field)) continue;
-    visit(field);
-  }
-}
-
-nlohmann::ordered_json ToJson(const Message& message) {
-  nlohmann::ordered_json out = nlohmann::ordered_json::object();
-  const Reflection* r = message.GetReflection();
-  ForEachSetField(message, [&](const FieldDescriptor* f) {
-    switch (f->cpp_type()) {
-      case FieldDescriptor::CPPTYPE_MESSAGE: {
-        nlohmann::ordered_json sub = ToJson(r->GetMessage(message, f));
-        if (!sub.empty()) out[f->name()] = std::move(sub);
-        break;
-      }
-      case FieldDescriptor::CPPTYPE_STRING:
-        out[f->name()] = r->GetString(message, f);
-        break;
-      case FieldDescriptor::CPPTYPE_INT32:
-        out[f->name()] = r->GetInt32(message, f);
-        break;
-      case FieldDescriptor::CPPTYPE_INT64:
-        out[f->name()] = r->GetInt64(message, f);
-        break;
-      case FieldDescriptor::CPPTYPE_DOUBLE:
-        out[f->name()] = r->GetDouble(message, f);
-        break;
-      case FieldDescriptor::CPPTYPE_BOOL:
-        out[f->name()] = r->GetBool(message, f);
-        break;
-      case FieldDescriptor::CPPTYPE_ENUM:
-        out[f->name()] = EnumShortName(r->GetEnum(message, f));
-        break;
-      default:
-        break;
-    }
-  });
-  return out;
-}
-
-void EmitYaml(const Message& message, YAML::Emitter* out) {
-  const Reflection* r = message.GetReflection();
-  *out << YAML::BeginMap;
-  ForEachSetField(message, [&](const FieldDescriptor* f) {
-    switch (f->cpp_type()) {
-      case FieldDescriptor::CPPTYPE_MESSAGE: {
-        const Message& sub = r->GetMessage(message, f);
-        if (ToJson(sub).empty()) return;
-        *out << YAML::Key << f->name() << YAML::Value;
-        EmitYaml(sub, out);
-        return;
-      }
-      case FieldDescriptor::CPPTYPE_STRING: {
-        const std::string& s = r->GetString(message, f);
-        *out << YAML::Key << f->name() << YAML::Value;
-        if (LooksLikeNonString(s)) *out << YAML::DoubleQuoted;
-        *out << s;
-        return;
-      }
-      case FieldDescriptor::CPPTYPE_INT32:
-        *out << YAML::Key << f->name() << YAML::Value
-             << r->GetInt32(message, f);
-        return;
-      case FieldDescriptor::CPPTYPE_INT64:
-        *out << YAML::Key << f->name() << YAML::Value
-             << r->GetInt64(message, f);
-        return;
-      case FieldDescriptor::CPPTYPE_DOUBLE:
-        *out << YAML::Key << f->name() << YAML::Value
-             << Num(r->GetDouble(message, f));
-        return;
-      case FieldDescriptor::CPPTYPE_BOOL:
-        *out << YAML::Key << f->name() << YAML::Value
-             << (r->GetBool(message, f) ? "true" : "false");
-        return;
-      case FieldDescriptor::CPPTYPE_ENUM:
-        *out << YAML::Key << f->name() << YAML::Value
-             << EnumShortName(r->GetEnum(message, f));
-        return;
-      default:
-        return;
-    }
-  });
-  *out << YAML::EndMap;
-}
-
 }  // namespace
-
-bool PrecisionNeedsCuda(v1::Precision precision) {
-  return precision == v1::PRECISION_FP16_MIXED ||
-         precision == v1::PRECISION_FP16_MASTER ||
-         precision == v1::PRECISION_TF32;
-}
 
 void ApplyJobSpecDefaults(v1::JobSpec* spec) {
   if (spec->precision() == v1::PRECISION_UNSPECIFIED) {
@@ -1014,21 +876,28 @@ void ApplyJobSpecDefaults(v1::JobSpec* spec) {
 
   v1::LossScalingSpec* ls = spec->mutable_loss_scaling();
   // A static scale has no default: the user must choose it.
+  namespace defaults = precision::loss_scaling;
   if (!ls->has_init_scale() && ls->mode() != v1::LOSS_SCALING_MODE_STATIC) {
-    ls->set_init_scale(65536.0);
+    ls->set_init_scale(defaults::kInitScale);
   }
-  if (!ls->has_growth_factor()) ls->set_growth_factor(2.0);
-  if (!ls->has_backoff_factor()) ls->set_backoff_factor(0.5);
-  if (!ls->has_growth_interval()) ls->set_growth_interval(2000);
-  if (!ls->has_hysteresis()) ls->set_hysteresis(1);
-  if (!ls->has_min_scale()) ls->set_min_scale(1.0);
-  if (!ls->has_max_scale()) ls->set_max_scale(16777216.0);
+  if (!ls->has_growth_factor()) ls->set_growth_factor(defaults::kGrowthFactor);
+  if (!ls->has_backoff_factor()) {
+    ls->set_backoff_factor(defaults::kBackoffFactor);
+  }
+  if (!ls->has_growth_interval()) {
+    ls->set_growth_interval(defaults::kGrowthInterval);
+  }
+  if (!ls->has_hysteresis()) ls->set_hysteresis(defaults::kHysteresis);
+  if (!ls->has_min_scale()) ls->set_min_scale(defaults::kMinScale);
+  if (!ls->has_max_scale()) ls->set_max_scale(defaults::kMaxScale);
   if (ls->on_min_scale() == v1::ON_MIN_SCALE_UNSPECIFIED) {
     ls->set_on_min_scale(v1::ON_MIN_SCALE_FAIL);
   }
-  if (!ls->has_min_scale_patience()) ls->set_min_scale_patience(10);
+  if (!ls->has_min_scale_patience()) {
+    ls->set_min_scale_patience(defaults::kMinScalePatience);
+  }
   if (ls->fallback_precision() == v1::PRECISION_UNSPECIFIED) {
-    ls->set_fallback_precision(v1::PRECISION_BF16_MIXED);
+    ls->set_fallback_precision(ToProto(defaults::kFallbackPrecision));
   }
   if (spec->precision() != v1::PRECISION_AUTO) {
     ResolvePrecision(spec, spec->precision());
@@ -1087,16 +956,16 @@ void ApplyJobSpecDefaults(v1::JobSpec* spec) {
 void ResolvePrecision(v1::JobSpec* spec, v1::Precision precision) {
   spec->set_precision(precision);
   v1::OptimizerSpec* opt = spec->mutable_optimizer();
-  if (precision == v1::PRECISION_BF16_PURE &&
+  const precision::Rules* rules = RulesOf(precision);
+  if (rules != nullptr && rules->weights == precision::Weights::kHalfOnly &&
       opt->pure_update() == v1::PURE_UPDATE_UNSPECIFIED) {
     opt->set_pure_update(v1::PURE_UPDATE_KAHAN);
   }
   v1::LossScalingSpec* ls = spec->mutable_loss_scaling();
   if (ls->mode() == v1::LOSS_SCALING_MODE_UNSPECIFIED) {
-    const bool fp16 = precision == v1::PRECISION_FP16_MIXED ||
-                      precision == v1::PRECISION_FP16_MASTER;
-    ls->set_mode(fp16 ? v1::LOSS_SCALING_MODE_DYNAMIC
-                      : v1::LOSS_SCALING_MODE_NONE);
+    ls->set_mode(rules != nullptr && rules->default_dynamic_scaling
+                     ? v1::LOSS_SCALING_MODE_DYNAMIC
+                     : v1::LOSS_SCALING_MODE_NONE);
   }
 }
 
@@ -1204,7 +1073,8 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(
                                   "; is it a binary file?"));
     return problems.ToStatus();
   }
-  if (std::size_t bad = FindInvalidUtf8(text); bad != absl::string_view::npos) {
+  if (std::size_t bad = utf8::FindInvalid({text.data(), text.size()});
+      bad != std::string_view::npos) {
     problems.Add("",
                  absl::StrCat("spec is not valid UTF-8 (offset ", bad, ")"));
     return problems.ToStatus();
@@ -1322,10 +1192,9 @@ absl::StatusOr<v1::JobSpec> LoadJobSpecFile(
 }
 
 std::string FormatJobSpec(const v1::JobSpec& spec, SpecFormat format) {
-  if (format == SpecFormat::kJson) return ToJson(spec).dump(2) + "\n";
-  YAML::Emitter out;
-  EmitYaml(spec, &out);
-  return std::string(out.c_str()) + "\n";
+  const nlohmann::ordered_json tree = ProtoToJson(spec, ProtoJsonStyle::kSpec);
+  if (format == SpecFormat::kJson) return tree.dump(2) + "\n";
+  return JsonToYaml(tree);
 }
 
 }  // namespace halftime

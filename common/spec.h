@@ -69,9 +69,6 @@ absl::Status ApplySpecOverride(v1::JobSpec* spec, absl::string_view assignment);
 // by short name, fields never set left out).
 std::string FormatJobSpec(const v1::JobSpec& spec, SpecFormat format);
 
-// True when `precision` needs a CUDA device (fp16 modes and tf32).
-bool PrecisionNeedsCuda(v1::Precision precision);
-
 }  // namespace halftime
 
 #endif  // HALFTIME_COMMON_SPEC_H_

@@ -125,13 +125,6 @@ std::optional<Role> TokenTable::Find(absl::string_view token) const {
   return found;
 }
 
-std::optional<std::string> TokenTable::TokenFor(Role role) const {
-  for (const auto& [r, token] : entries_) {
-    if (r == role) return token;
-  }
-  return std::nullopt;
-}
-
 absl::Status Authorizer::Check(const grpc::ServerContextBase& context,
                                Role need) const {
   if (!tokens_.has_value()) return absl::OkStatus();
@@ -188,85 +181,6 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
   }
   options.pem_key_cert_pairs.push_back({*key, *cert});
   return grpc::SslServerCredentials(options);
-}
-
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
-MakeChannelCredentials(const TlsFiles& tls) {
-  if (absl::Status s = CheckTlsFiles(tls, /*server=*/false); !s.ok()) {
-    return s;
-  }
-  if (tls.cert.empty() && tls.ca.empty()) {
-    return grpc::InsecureChannelCredentials();
-  }
-  grpc::SslCredentialsOptions options;
-  if (!tls.ca.empty()) {
-    absl::StatusOr<std::string> ca = ReadFile(tls.ca, "--tls-ca");
-    if (!ca.ok()) return ca.status();
-    options.pem_root_certs = *ca;
-  }
-  if (!tls.cert.empty()) {
-    absl::StatusOr<std::string> cert = ReadFile(tls.cert, "--tls-cert");
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadFile(tls.key, "--tls-key");
-    if (!key.ok()) return key.status();
-    options.pem_cert_chain = *cert;
-    options.pem_private_key = *key;
-  }
-  return grpc::SslCredentials(options);
-}
-
-absl::StatusOr<std::string> LoadClientToken(const std::string& path,
-                                            Role role) {
-  absl::StatusOr<std::string> text = ReadFile(path, "--token-file");
-  if (!text.ok()) return text.status();
-  absl::string_view trimmed = absl::StripAsciiWhitespace(*text);
-  if (!trimmed.empty() &&
-      trimmed.find_first_of(" \t\n") == absl::string_view::npos &&
-      trimmed[0] != '#') {
-    return std::string(trimmed);  // a bare token
-  }
-  absl::StatusOr<TokenTable> table = TokenTable::Parse(*text, path);
-  if (!table.ok()) return table.status();
-  std::optional<std::string> token = table->TokenFor(role);
-  if (!token.has_value()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": no \"", RoleName(role), " TOKEN\" line"));
-  }
-  return *token;
-}
-
-void AddBearerToken(grpc::ClientContext* context, const std::string& token) {
-  if (!token.empty()) {
-    context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
-  }
-}
-
-namespace {
-
-class BearerTokenPlugin : public grpc::MetadataCredentialsPlugin {
- public:
-  explicit BearerTokenPlugin(std::string token) : token_(std::move(token)) {}
-
-  bool IsBlocking() const override { return false; }
-
-  grpc::Status GetMetadata(
-      grpc::string_ref /*service_url*/, grpc::string_ref /*method_name*/,
-      const grpc::AuthContext& /*channel_auth_context*/,
-      std::multimap<grpc::string, grpc::string>* metadata) override {
-    metadata->insert({"authorization", absl::StrCat("Bearer ", token_)});
-    return grpc::Status::OK;
-  }
-
- private:
-  const std::string token_;
-};
-
-}  // namespace
-
-std::shared_ptr<grpc::CallCredentials> BearerTokenCredentials(
-    const std::string& token) {
-  return grpc::MetadataCredentialsFromPlugin(
-      std::make_unique<BearerTokenPlugin>(token));
 }
 
 }  // namespace halftime::auth

@@ -1,5 +1,5 @@
 // halftime_auth: bearer-token authentication and TLS credentials for the
-// scheduler and for its clients (CLI, worker).
+// scheduler. Clients (CLI, worker) use common/channel.h.
 //
 // Token file (`--token-file FILE`): one token per line as `ROLE TOKEN`,
 // ROLE being `user` (may call the Scheduler service) or `worker` (may call
@@ -16,8 +16,7 @@
 // (grpc.health.v1) and reflection stay open. Tokens are never logged.
 //
 // TLS: `--tls-cert` + `--tls-key` serve TLS; adding `--tls-ca` requires and
-// verifies client certificates against that CA (mTLS). Clients pass
-// `--tls-ca` to verify the server and `--tls-cert/--tls-key` for mTLS.
+// verifies client certificates against that CA (mTLS).
 //
 // Thread-safety: TokenTable and Authorizer are immutable after creation and
 // thread-safe; the free functions are thread-safe.
@@ -37,10 +36,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-
-namespace grpc {
-class ClientContext;
-}
 
 namespace halftime::auth {
 
@@ -65,9 +60,6 @@ class TokenTable {
 
   // The role of `token` (compared in constant time), or nullopt.
   std::optional<Role> Find(absl::string_view token) const;
-
-  // The first token of `role`, or nullopt.
-  std::optional<std::string> TokenFor(Role role) const;
 
   size_t size() const { return entries_.size(); }
 
@@ -109,26 +101,6 @@ struct TlsFiles {
 // missing file.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TlsFiles& tls);
-
-// Channel credentials for clients: insecure when `tls` names no files;
-// otherwise TLS verifying the server with `ca` (system roots when empty)
-// and presenting cert/key when given (mTLS). Errors as above.
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
-MakeChannelCredentials(const TlsFiles& tls);
-
-// Reads a client's token from `path`: either a file holding only the token,
-// or a token file, whose first token of `role` is taken. Errors: NOT_FOUND,
-// INVALID_ARGUMENT when the file has no token of that role.
-absl::StatusOr<std::string> LoadClientToken(const std::string& path, Role role);
-
-// Adds `authorization: Bearer TOKEN` to one call; no-op for an empty
-// token. Works on insecure and TLS channels alike.
-void AddBearerToken(grpc::ClientContext* context, const std::string& token);
-
-// Call credentials sending the token on every call. gRPC only attaches call
-// credentials on secure channels; on insecure ones use AddBearerToken.
-std::shared_ptr<grpc::CallCredentials> BearerTokenCredentials(
-    const std::string& token);
 
 }  // namespace halftime::auth
 

@@ -43,11 +43,6 @@ void SetTimestamp(google::protobuf::Timestamp* ts, absl::Time t) {
                                      absl::Nanoseconds(1)));
 }
 
-bool IsTerminal(v1::JobState state) {
-  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
-         state == v1::JOB_STATE_CANCELLED;
-}
-
 bool IsActive(v1::JobState state) {
   return state == v1::JOB_STATE_ASSIGNED || state == v1::JOB_STATE_RUNNING;
 }

@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "common/enum_names.h"
 #include "common/spec.h"
+#include "rules/precision.h"
 
 namespace halftime::server {
 namespace {
@@ -80,20 +81,20 @@ DeviceMatch MatchDevice(const v1::JobSpec& spec,
   ++match.checks_passed;
   // 4. Precision, natively.
   v1::Precision precision = spec.precision();
+  // A worker's report is trusted only where the rules allow it: no CUDA-only
+  // mode on a CPU.
+  const bool cuda = caps.device_kind() == v1::DEVICE_KIND_CUDA;
+  auto runs = [&caps, cuda](precision::Mode mode) {
+    return (cuda || !precision::NeedsCuda(mode)) &&
+           HasNative(caps, ToProto(mode));
+  };
   if (precision == v1::PRECISION_AUTO ||
       precision == v1::PRECISION_UNSPECIFIED) {
-    if (HasNative(caps, v1::PRECISION_BF16_MIXED)) {
-      precision = v1::PRECISION_BF16_MIXED;
-    } else if (HasNative(caps, v1::PRECISION_FP16_MIXED) &&
-               caps.device_kind() == v1::DEVICE_KIND_CUDA) {
-      precision = v1::PRECISION_FP16_MIXED;
-    } else {
-      precision = v1::PRECISION_FP32;  // every device runs fp32
-    }
+    // fp32, last in the order, is chosen even unreported: every device runs
+    // it.
+    precision = ToProto(precision::ResolveAuto(runs));
   } else {
-    bool cuda_ok = !PrecisionNeedsCuda(precision) ||
-                   caps.device_kind() == v1::DEVICE_KIND_CUDA;
-    if (!cuda_ok || !HasNative(caps, precision)) {
+    if (!runs(ToMode(precision))) {
       match.reason = absl::StrCat("no worker runs ", PrecisionName(precision),
                                   " natively");
       return match;

@@ -20,9 +20,17 @@ void AddRate(v1::WorkerCapabilities* caps, const char* dtype, double flops,
   rate->set_native(native);
 }
 
-bool Has(const v1::WorkerCapabilities& caps, v1::Precision p) {
+// Whether some mode the worker runs natively computes in `compute` (never a
+// CUDA-only mode on a CPU, whatever the probe said).
+bool ComputesNatively(const v1::WorkerCapabilities& caps,
+                      precision::Compute compute) {
+  const bool cuda = caps.device_kind() == v1::DEVICE_KIND_CUDA;
   for (int n : caps.native_precisions()) {
-    if (n == p) return true;
+    const precision::Rules* rules = RulesOf(static_cast<v1::Precision>(n));
+    if (rules != nullptr && rules->compute == compute &&
+        (cuda || !precision::NeedsCuda(rules->mode))) {
+      return true;
+    }
   }
   return false;
 }
@@ -47,15 +55,14 @@ absl::StatusOr<v1::WorkerCapabilities> CapabilitiesFromProbeJson(
     absl::StatusOr<v1::Precision> p = ParsePrecision(name.get<std::string>());
     if (p.ok() && *p != v1::PRECISION_AUTO) caps.add_native_precisions(*p);
   }
-  const bool cuda = caps.device_kind() == v1::DEVICE_KIND_CUDA;
   AddRate(&caps, "fp32", j.value("fp32_flops", 0.0), true);
   AddRate(&caps, "tf32", j.value("tf32_flops", 0.0),
-          Has(caps, v1::PRECISION_TF32));
+          ComputesNatively(caps, precision::Compute::kTf32));
   AddRate(&caps, "fp16", j.value("fp16_flops", 0.0),
-          cuda && Has(caps, v1::PRECISION_FP16_MIXED));
-  AddRate(
-      &caps, "bf16", j.value("bf16_flops", 0.0),
-      Has(caps, v1::PRECISION_BF16_MIXED) && !j.value("bf16_emulated", false));
+          ComputesNatively(caps, precision::Compute::kFp16));
+  AddRate(&caps, "bf16", j.value("bf16_flops", 0.0),
+          ComputesNatively(caps, precision::Compute::kBf16) &&
+              !j.value("bf16_emulated", false));
   caps.set_slots(slots);
   caps.set_threads_per_job(threads_per_job);
   caps.set_torch_version(j.value("torch_version", ""));

@@ -4,33 +4,13 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "common/enum_names.h"
 
 namespace halftime {
 namespace {
 
 namespace fs = std::filesystem;
 using trainer::TrainOptions;
-
-trainer::Precision ToEngine(v1::Precision p) {
-  switch (p) {
-    case v1::PRECISION_FP32:
-      return trainer::Precision::kFp32;
-    case v1::PRECISION_TF32:
-      return trainer::Precision::kTf32;
-    case v1::PRECISION_FP16_MIXED:
-      return trainer::Precision::kFp16Mixed;
-    case v1::PRECISION_BF16_MIXED:
-      return trainer::Precision::kBf16Mixed;
-    case v1::PRECISION_FP16_MASTER:
-      return trainer::Precision::kFp16Master;
-    case v1::PRECISION_BF16_MASTER:
-      return trainer::Precision::kBf16Master;
-    case v1::PRECISION_BF16_PURE:
-      return trainer::Precision::kBf16Pure;
-    default:
-      return trainer::Precision::kAuto;
-  }
-}
 
 trainer::LossScalingMode ToEngine(v1::LossScalingMode m) {
   switch (m) {
@@ -97,7 +77,7 @@ TrainOptions TrainOptionsFromSpec(const v1::JobSpec& spec) {
   o.data.eval_fraction = spec.data().eval_fraction();
   o.data.vocab_size = spec.data().vocab_size();
 
-  o.precision = ToEngine(spec.precision());
+  o.precision = ToMode(spec.precision());
 
   const v1::LossScalingSpec& ls = spec.loss_scaling();
   o.loss_scaling.mode = ToEngine(ls.mode());
@@ -112,7 +92,7 @@ TrainOptions TrainOptionsFromSpec(const v1::JobSpec& spec) {
                                     ? trainer::OnMinScale::kFallback
                                     : trainer::OnMinScale::kFail;
   o.loss_scaling.min_scale_patience = ls.min_scale_patience();
-  o.loss_scaling.fallback_precision = ToEngine(ls.fallback_precision());
+  o.loss_scaling.fallback_precision = ToMode(ls.fallback_precision());
 
   const v1::OptimizerSpec& opt = spec.optimizer();
   o.optimizer.name = opt.name() == v1::OPTIMIZER_NAME_SGD

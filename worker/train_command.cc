@@ -23,6 +23,7 @@
 #include "common/spec.h"
 #include "worker/spec_options.h"
 #include "worker/trainer/device.h"
+#include "worker/trainer/events.h"
 #include "worker/trainer/trainer.h"
 
 namespace halftime {
@@ -32,9 +33,10 @@ using trainer::StepReport;
 using trainer::TrainOptions;
 using trainer::TrainStatus;
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;
-constexpr int kExitBadInput = 2;
+using trainer::events::kExitBadInput;
+using trainer::events::kExitFailure;
+using trainer::events::kExitOk;
+namespace events = trainer::events;
 
 std::atomic<bool> g_stop{false};
 std::atomic<int> g_stop_signal{0};
@@ -173,7 +175,7 @@ int ProbeDeviceCommand(int threads, int events_fd, std::ostream& out) {
   for (trainer::Precision p : caps.native_precisions) {
     natives.push_back(trainer::PrecisionName(p));
   }
-  nlohmann::json j = {{"event", "device"},
+  nlohmann::json j = {{events::kKind, events::kDevice},
                       {"kind", caps.kind},
                       {"name", caps.name},
                       {"compute_capability", caps.compute_capability},
@@ -306,13 +308,13 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
     trainer::TrainCallbacks callbacks;
     callbacks.cancel = &g_stop;
     callbacks.on_step = [&](const StepReport& r) {
-      nlohmann::json extra = {{"precision", precision}};
-      if (!fallback_note.empty()) extra["fallback"] = fallback_note;
+      nlohmann::json extra = {{events::kPrecision, precision}};
+      if (!fallback_note.empty()) extra[events::kFallbackNote] = fallback_note;
       const std::string line = WithFields(trainer::StepReportJson(r), extra);
       if (metrics) metrics->Write(line);
       if (events) {
-        events->Write(WithFields(
-            line, {{"event", "step"}, {"total_steps", options.steps}}));
+        events->Write(WithFields(line, {{events::kKind, events::kStep},
+                                        {events::kTotalSteps, options.steps}}));
       }
       if (tty)
         err << ProgressLine(r, options.steps, precision.c_str()) << std::flush;
@@ -320,8 +322,10 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
     callbacks.on_checkpoint = [&](const std::string& path, int64_t step) {
       if (events) {
         events->Write(nlohmann::json{
-            {"event", "checkpoint"}, {"path", path}, {"step", step}}
-                          .dump());
+            {events::kKind, events::kCheckpoint},
+            {events::kPath, path},
+            {events::kStepNumber,
+             step}}.dump());
       }
       if (acks) {
         const auto waiting_since = std::chrono::steady_clock::now();
@@ -329,9 +333,9 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
           if (!events) return;
           const std::chrono::duration<double> waited =
               std::chrono::steady_clock::now() - waiting_since;
-          events->Write(nlohmann::json{{"event", "waiting"},
+          events->Write(nlohmann::json{{events::kKind, events::kWaiting},
                                        {"for", "checkpoint_stored"},
-                                       {"step", step},
+                                       {events::kStepNumber, step},
                                        {"seconds", waited.count()}}
                             .dump());
         });
@@ -358,9 +362,9 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
         " at checkpoint step ", summary.steps, ": ", status.message);
     err << "halftime-train: " << fallback_note << "\n";
     if (events) {
-      events->Write(
-          nlohmann::json{{"event", "fallback"}, {"message", fallback_note}}
-              .dump());
+      events->Write(nlohmann::json{{events::kKind, events::kFallback},
+                                   {events::kMessage, fallback_note}}
+                        .dump());
     }
     options.precision = options.loss_scaling.fallback_precision;
     options.loss_scaling.mode = trainer::LossScalingMode::kDefault;
@@ -369,10 +373,10 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
 
   if (events) {
     events->Write(nlohmann::json{
-        {"event", "done"},
-        {"status", trainer::StatusCodeName(status.code)},
-        {"message", status.message},
-        {"summary",
+        {events::kKind, events::kDone},
+        {events::kStatus, trainer::StatusCodeName(status.code)},
+        {events::kMessage, status.message},
+        {events::kSummary,
          nlohmann::json::parse(trainer::SummaryJson(summary), nullptr, false)}}
                       .dump());
   }

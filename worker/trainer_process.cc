@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/utf8.h"
 
 namespace halftime {
 namespace {
@@ -162,44 +163,7 @@ absl::Status TrainerProcess::Acknowledge(const std::string& line) {
 }
 
 std::string ToValidUtf8(const std::string& text, std::size_t max_bytes) {
-  static const char kReplacement[] = "\xEF\xBF\xBD";
-  std::string out;
-  out.reserve(std::min(text.size(), max_bytes));
-  std::size_t i = 0;
-  while (i < text.size()) {
-    const auto byte = [&](std::size_t k) {
-      return static_cast<unsigned char>(text[k]);
-    };
-    const unsigned char c = byte(i);
-    std::size_t length = 0;
-    uint32_t min = 0, code = 0;
-    if (c < 0x80) {
-      length = 1;
-    } else if ((c & 0xE0) == 0xC0) {
-      length = 2, min = 0x80, code = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      length = 3, min = 0x800, code = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      length = 4, min = 0x10000, code = c & 0x07;
-    }
-    bool valid = length > 0 && i + length <= text.size();
-    for (std::size_t k = 1; valid && k < length; ++k) {
-      valid = (byte(i + k) & 0xC0) == 0x80;
-      code = (code << 6) | (byte(i + k) & 0x3F);
-    }
-    valid = valid && (length == 1 || code >= min) && code <= 0x10FFFF &&
-            !(code >= 0xD800 && code <= 0xDFFF);
-    const std::size_t add = valid ? length : sizeof(kReplacement) - 1;
-    if (out.size() + add > max_bytes) break;
-    if (valid) {
-      out.append(text, i, length);
-      i += length;
-    } else {
-      out += kReplacement;
-      ++i;
-    }
-  }
-  return out;
+  return utf8::ToValid(text, max_bytes);
 }
 
 void TrainerProcess::AppendStderr(const std::string& chunk) {

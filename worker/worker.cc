@@ -16,6 +16,7 @@
 #include "common/sha256.h"
 #include "common/spec.h"
 #include "common/status.h"
+#include "worker/trainer/events.h"
 #include "worker/trainer/step_stats.h"
 #include "worker/transfer_watchdog.h"
 
@@ -23,6 +24,7 @@ namespace halftime {
 namespace {
 
 namespace fs = std::filesystem;
+namespace events = trainer::events;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kChunkBytes = 1 << 20;
@@ -40,33 +42,36 @@ double Number(const nlohmann::json& j, const char* key, double fallback = 0.0) {
 
 v1::TrainingReport ReportFromEvent(const nlohmann::json& e, int attempt) {
   v1::TrainingReport r;
-  r.set_step(static_cast<int64_t>(Number(e, "step")));
-  r.set_total_steps(static_cast<int64_t>(Number(e, "total_steps")));
-  r.set_loss(Number(e, "loss"));
-  r.set_loss_scale(Number(e, "loss_scale", 1.0));
-  r.set_overflow(e.value("overflow", false));
-  r.set_skipped_steps(static_cast<int64_t>(Number(e, "skipped_steps")));
+  r.set_step(static_cast<int64_t>(Number(e, events::kStepNumber)));
+  r.set_total_steps(static_cast<int64_t>(Number(e, events::kTotalSteps)));
+  r.set_loss(Number(e, events::kLoss));
+  r.set_loss_scale(Number(e, events::kLossScale, 1.0));
+  r.set_overflow(e.value(events::kOverflow, false));
+  r.set_skipped_steps(static_cast<int64_t>(Number(e, events::kSkippedSteps)));
   // Non-finite grad norms (overflow) arrive as null.
   r.set_grad_norm(
-      Number(e, "grad_norm", std::numeric_limits<double>::quiet_NaN()));
-  r.set_step_seconds(Number(e, "step_seconds"));
-  r.set_samples_per_second(Number(e, "samples_per_second"));
-  r.set_tokens_per_second(Number(e, "tokens_per_second"));
-  r.set_model_flops_per_second(Number(e, "model_flops_per_second"));
-  r.set_peak_memory_bytes(static_cast<int64_t>(Number(e, "peak_memory_bytes")));
-  r.set_weight_bytes(static_cast<int64_t>(Number(e, "weight_bytes")));
-  r.set_gradient_bytes(static_cast<int64_t>(Number(e, "gradient_bytes")));
+      Number(e, events::kGradNorm, std::numeric_limits<double>::quiet_NaN()));
+  r.set_step_seconds(Number(e, events::kStepSeconds));
+  r.set_samples_per_second(Number(e, events::kSamplesPerSecond));
+  r.set_tokens_per_second(Number(e, events::kTokensPerSecond));
+  r.set_model_flops_per_second(Number(e, events::kModelFlopsPerSecond));
+  r.set_peak_memory_bytes(
+      static_cast<int64_t>(Number(e, events::kPeakMemoryBytes)));
+  r.set_weight_bytes(static_cast<int64_t>(Number(e, events::kWeightBytes)));
+  r.set_gradient_bytes(static_cast<int64_t>(Number(e, events::kGradientBytes)));
   r.set_optimizer_state_bytes(
-      static_cast<int64_t>(Number(e, "optimizer_state_bytes")));
-  r.set_learning_rate(Number(e, "lr"));
-  if (e.contains("eval_loss") && e["eval_loss"].is_number()) {
-    r.set_eval_loss(e["eval_loss"].get<double>());
+      static_cast<int64_t>(Number(e, events::kOptimizerStateBytes)));
+  r.set_learning_rate(Number(e, events::kLearningRate));
+  if (e.contains(events::kEvalLoss) && e[events::kEvalLoss].is_number()) {
+    r.set_eval_loss(e[events::kEvalLoss].get<double>());
   }
-  if (e.contains("eval_accuracy") && e["eval_accuracy"].is_number()) {
-    r.set_eval_accuracy(e["eval_accuracy"].get<double>());
+  if (e.contains(events::kEvalAccuracy) &&
+      e[events::kEvalAccuracy].is_number()) {
+    r.set_eval_accuracy(e[events::kEvalAccuracy].get<double>());
   }
-  if (e.contains("precision") && e["precision"].is_string()) {
-    if (auto p = ParsePrecision(e["precision"].get<std::string>()); p.ok()) {
+  if (e.contains(events::kPrecision) && e[events::kPrecision].is_string()) {
+    if (auto p = ParsePrecision(e[events::kPrecision].get<std::string>());
+        p.ok()) {
       r.set_precision(*p);
     }
   }
@@ -660,11 +665,12 @@ void Worker::MeasureBaseline(Job* job) {
   TrainerProcess::Callbacks callbacks;
   callbacks.on_event = [&](const std::string& line) {
     nlohmann::json e = nlohmann::json::parse(line, nullptr, false);
-    if (e.is_discarded() || e.value("event", "") != "step") return;
+    if (e.is_discarded() || e.value(events::kKind, "") != events::kStep) return;
     std::lock_guard<std::mutex> lock(probe_mu);
-    steps.push_back(Number(e, "step_seconds"));
-    tokens.push_back(Number(e, "tokens_per_second"));
-    peak = std::max(peak, static_cast<int64_t>(Number(e, "peak_memory_bytes")));
+    steps.push_back(Number(e, events::kStepSeconds));
+    tokens.push_back(Number(e, events::kTokensPerSecond));
+    peak = std::max(peak,
+                    static_cast<int64_t>(Number(e, events::kPeakMemoryBytes)));
   };
   ExitInfo exit_info;
   callbacks.on_exit = [&](const ExitInfo& exit) {
@@ -713,8 +719,8 @@ void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
                             const std::string& line) {
   nlohmann::json e = nlohmann::json::parse(line, nullptr, false);
   if (e.is_discarded() || !e.is_object()) return;
-  const std::string kind = e.value("event", "");
-  if (kind == "step") {
+  const std::string kind = e.value(events::kKind, "");
+  if (kind == events::kStep) {
     v1::TrainingReport report = ReportFromEvent(e, job->attempt);
     {
       std::lock_guard<std::mutex> lock(job->mu);
@@ -732,24 +738,24 @@ void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
     out->set_attempt(job->attempt);
     *out->mutable_report() = report;
     Send(message);
-  } else if (kind == "checkpoint") {
-    const int64_t step = static_cast<int64_t>(Number(e, "step"));
+  } else if (kind == events::kCheckpoint) {
+    const int64_t step = static_cast<int64_t>(Number(e, events::kStepNumber));
     std::lock_guard<std::mutex> lock(job->mu);
     if (!job->upload_path.empty()) {
       Log(absl::StrCat(job->id, ": skipping the upload of step ",
                        job->upload_step, ": step ", step, " is newer"));
     }
-    job->upload_path = e.value("path", "");
+    job->upload_path = e.value(events::kPath, "");
     job->upload_step = step;
     if (!job->uploader.joinable()) {
       job->uploader = std::thread([this, raw = job.get()] { UploadLoop(raw); });
     }
     job->upload_cv.notify_all();
-  } else if (kind == "done") {
+  } else if (kind == events::kDone) {
     std::lock_guard<std::mutex> lock(job->mu);
-    job->done_status = e.value("status", "");
-    job->done_message = e.value("message", "");
-    if (e.contains("summary")) job->summary = e["summary"];
+    job->done_status = e.value(events::kStatus, "");
+    job->done_message = e.value(events::kMessage, "");
+    if (e.contains(events::kSummary)) job->summary = e[events::kSummary];
   }
 }
 
@@ -806,7 +812,8 @@ void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
       for (const auto& line : job->process->StderrTail())
         result.add_stderr_tail(line);
     }
-    if (exit.exit_code == 0 && job->done_status == "OK") {
+    if (exit.exit_code == events::kExitOk &&
+        job->done_status == events::kOkStatus) {
       result.set_outcome(v1::JOB_OUTCOME_SUCCEEDED);
       if (job->has_baseline && !job->step_seconds.empty()) {
         v1::Savings* s = result.mutable_savings();
@@ -855,7 +862,7 @@ void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
                       : absl::StrCat(why, " (trainer ", exit.Describe(), ")");
       result.set_reason(reason);
       // Exit code 2 is a bad spec or data: retrying cannot help.
-      result.set_permanent(exit.exit_code == 2);
+      result.set_permanent(exit.exit_code == events::kExitBadInput);
     }
   }
   Log(absl::StrCat(

@@ -8,7 +8,7 @@
 #   deploy_test.sh schemas OUT             every rendered object against the API schemas
 #   deploy_test.sh ports OUT               ports, probes, paths, references agree
 #   deploy_test.sh flags OUT NAME=BIN...   every --flag is in the binary's --help
-#   deploy_test.sh dashboards              chart dashboards == deploy/grafana/*.json
+#   deploy_test.sh dashboards              chart and kustomize dashboards == deploy/grafana/*.json
 #
 # Tools: .tools/bin/helm and .tools/node_modules (scripts/setup-deploy-tools.sh),
 # kubectl and node on PATH. A missing tool skips the test (exit 77) with a message.
@@ -54,10 +54,9 @@ case "$cmd" in
       "$helm" template halftime "$chart" -n halftime -f "$values" \
         > "$out/helm-ci-$(basename "$values")"
     done
-    # The dashboards live once, in deploy/grafana/, outside the kustomization
-    # root: kustomize needs the load restrictor lifted to read them.
+    # As a user runs them (kubectl apply -k): no load-restrictor flag.
     for overlay in deploy/k8s/overlays/cpu deploy/k8s/overlays/gpu tests/deploy/kustomize/secure; do
-      kubectl kustomize --load-restrictor LoadRestrictionsNone "$root/$overlay" \
+      kubectl kustomize "$root/$overlay" \
         > "$out/kustomize-$(basename "$overlay").yaml"
     done
     for f in "$root"/deploy/k8s/secrets/*.yaml; do
@@ -98,21 +97,24 @@ case "$cmd" in
     check flags --modules "$modules" --dockerfiles "$root/deploy/docker" "${bins[@]}" $(rendered "$out")
     ;;
   dashboards)
+    # deploy/grafana/ is the source; Helm and kustomize each read a copy
+    # inside their own root.
     status=0
     src=$(cd "$root/deploy/grafana" && ls *.json)
-    copy=$(cd "$chart/dashboards" && ls *.json)
-    if [ "$src" != "$copy" ]; then
-      echo "helm/halftime/dashboards/ holds [$copy], deploy/grafana/ holds [$src]"
-      status=1
-    fi
-    for f in $src; do
-      if ! cmp "$root/deploy/grafana/$f" "$chart/dashboards/$f"; then
-        echo "helm/halftime/dashboards/$f differs from deploy/grafana/$f:" \
-             "cp deploy/grafana/$f helm/halftime/dashboards/"
+    for dir in helm/halftime/dashboards deploy/k8s/base/dashboards; do
+      copy=$(cd "$root/$dir" && ls *.json)
+      if [ "$src" != "$copy" ]; then
+        echo "$dir/ holds [$copy], deploy/grafana/ holds [$src]"
         status=1
       fi
+      for f in $src; do
+        if ! cmp "$root/deploy/grafana/$f" "$root/$dir/$f"; then
+          echo "$dir/$f differs from deploy/grafana/$f: cp deploy/grafana/$f $dir/"
+          status=1
+        fi
+      done
     done
-    [ $status -eq 0 ] && echo "dashboards: $(echo $src | wc -w) files identical"
+    [ $status -eq 0 ] && echo "dashboards: $(echo $src | wc -w) files, 2 copies, identical"
     exit $status
     ;;
   *)

@@ -15,7 +15,6 @@
 #include "common/status.h"
 #include "halftime/v1/scheduler.grpc.pb.h"
 #include "halftime/v1/worker_gateway.grpc.pb.h"
-#include "server/auth.h"
 #include "server/checkpoints.h"
 #include "server/server.h"
 #include "tests/server/test_util.h"
@@ -29,6 +28,13 @@ using testing::Spec;
 
 constexpr absl::Duration kWait = absl::Seconds(10);
 
+// The header a real client's channel adds (common/channel.h); here per call.
+void AddBearerToken(grpc::ClientContext* context, const std::string& token) {
+  if (!token.empty()) {
+    context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+  }
+}
+
 // A worker played over a real Connect stream.
 class TestWorker {
  public:
@@ -41,7 +47,7 @@ class TestWorker {
   absl::StatusOr<v1::Registered> Connect(
       const std::string& name, const v1::WorkerCapabilities& caps,
       std::vector<v1::RunningJob> running = {}) {
-    auth::AddBearerToken(&context_, token_);
+    AddBearerToken(&context_, token_);
     stream_ = stub_->Connect(&context_);
     reader_ = std::thread([this] {
       v1::SchedulerMessage m;
@@ -180,7 +186,7 @@ class IntegrationTest : public ::testing::Test {
 
   std::string Submit(const v1::JobSpec& spec) {
     grpc::ClientContext context;
-    auth::AddBearerToken(&context, user_token_);
+    AddBearerToken(&context, user_token_);
     v1::SubmitJobRequest request;
     *request.mutable_spec() = spec;
     v1::SubmitJobResponse response;
@@ -191,7 +197,7 @@ class IntegrationTest : public ::testing::Test {
 
   v1::Job Get(const std::string& id) {
     grpc::ClientContext context;
-    auth::AddBearerToken(&context, user_token_);
+    AddBearerToken(&context, user_token_);
     v1::GetJobRequest request;
     request.set_job_id(id);
     v1::Job job;
@@ -223,7 +229,7 @@ class IntegrationTest : public ::testing::Test {
   std::pair<std::vector<v1::JobEvent>, grpc::Status> Watch(
       const std::string& id, int64_t after = 0, bool reports = true) {
     grpc::ClientContext context;
-    auth::AddBearerToken(&context, user_token_);
+    AddBearerToken(&context, user_token_);
     context.set_deadline(absl::ToChronoTime(absl::Now() + kWait));
     v1::WatchJobRequest request;
     request.set_job_id(id);
@@ -240,7 +246,7 @@ class IntegrationTest : public ::testing::Test {
                       const std::string& data, const std::string& sha,
                       int64_t total, v1::UploadCheckpointResponse* response) {
     grpc::ClientContext context;
-    auth::AddBearerToken(&context, worker_token_);
+    AddBearerToken(&context, worker_token_);
     auto writer = gateway_->UploadCheckpoint(&context, response);
     v1::CheckpointChunk chunk;
     chunk.set_job_id(id);
@@ -261,7 +267,7 @@ class IntegrationTest : public ::testing::Test {
   std::pair<std::string, grpc::Status> Download(const std::string& id,
                                                 v1::CheckpointChunk* last) {
     grpc::ClientContext context;
-    auth::AddBearerToken(&context, worker_token_);
+    AddBearerToken(&context, worker_token_);
     v1::DownloadCheckpointRequest request;
     request.set_job_id(id);
     auto reader = gateway_->DownloadCheckpoint(&context, request);
@@ -537,19 +543,19 @@ TEST_F(IntegrationTest, TokensAreRequiredPerRole) {
   }
   {
     grpc::ClientContext context;
-    auth::AddBearerToken(&context, "wrong");
+    AddBearerToken(&context, "wrong");
     EXPECT_EQ(users_->ListJobs(&context, request, &response).error_code(),
               grpc::StatusCode::UNAUTHENTICATED);
   }
   {
     grpc::ClientContext context;
-    auth::AddBearerToken(&context, "worker-secret");
+    AddBearerToken(&context, "worker-secret");
     EXPECT_EQ(users_->ListJobs(&context, request, &response).error_code(),
               grpc::StatusCode::PERMISSION_DENIED);
   }
   {
     grpc::ClientContext context;
-    auth::AddBearerToken(&context, "user-secret");
+    AddBearerToken(&context, "user-secret");
     EXPECT_TRUE(users_->ListJobs(&context, request, &response).ok());
   }
   {

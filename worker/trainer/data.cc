@@ -10,6 +10,8 @@
 #include <iterator>
 #include <sstream>
 
+#include "base/utf8.h"
+
 namespace halftime::trainer {
 namespace {
 
@@ -35,34 +37,6 @@ TrainStatus ReadFile(const std::string& path, std::string* out) {
   if (in.bad()) return Invalid("data file " + path + " could not be read");
   if (out->empty()) return Invalid("data file " + path + " is empty");
   return TrainStatus::Ok();
-}
-
-// Returns the offset of the first invalid UTF-8 sequence, or -1.
-int64_t FirstInvalidUtf8(const std::string& s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const int64_t n = static_cast<int64_t>(s.size());
-  int64_t i = 0;
-  while (i < n) {
-    const unsigned char c = p[i];
-    int len = 0;
-    if (c < 0x80) {
-      len = 1;
-    } else if ((c & 0xE0) == 0xC0 && c >= 0xC2) {
-      len = 2;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-    } else if ((c & 0xF8) == 0xF0 && c <= 0xF4) {
-      len = 4;
-    } else {
-      return i;
-    }
-    if (i + len > n) return i;
-    for (int k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) return i;
-    }
-    i += len;
-  }
-  return -1;
 }
 
 std::string DescribeIValue(const c10::IValue& v) { return v.tagKind(); }
@@ -97,8 +71,8 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
       std::string bytes;
       TrainStatus st = ReadFile(path, &bytes);
       if (!st.ok()) return st;
-      const int64_t bad = FirstInvalidUtf8(bytes);
-      if (bad >= 0) {
+      const std::size_t bad = utf8::FindInvalid(bytes);
+      if (bad != std::string_view::npos) {
         return Invalid("data file " + path +
                        " is not UTF-8 text (invalid byte at offset " +
                        std::to_string(bad) + "); use kind tokens or tensors");

@@ -186,16 +186,12 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
     caps.compute_capability =
         std::to_string(prop->major) + "." + std::to_string(prop->minor);
     const bool sm80 = prop->major >= 8;
-    caps.native_precisions = {Precision::kFp32, Precision::kFp16Mixed,
-                              Precision::kFp16Master};
-    if (sm80) {
-      caps.native_precisions.insert(
-          caps.native_precisions.end(),
-          {Precision::kTf32, Precision::kBf16Mixed, Precision::kBf16Master,
-           Precision::kBf16Pure});
-    } else {
-      caps.bf16_emulated = true;
-    }
+    precision::DeviceTraits traits;
+    traits.cuda = true;
+    traits.cuda_major = prop->major;
+    caps.native_precisions = precision::NativeModes(traits);
+    caps.bf16_emulated =
+        !precision::RunsNatively(Precision::kBf16Mixed, traits);
     if (measure) {
       const at::Device dev(at::kCUDA, 0);
       caps.fp32_flops = TimeMatmul(at::kFloat, dev, 4096);
@@ -214,7 +210,6 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
   caps.name = CpuInfoField("model name");
   if (caps.name.empty()) caps.name = "cpu";
   caps.memory_bytes = MemTotalBytes();
-  caps.native_precisions = {Precision::kFp32};
   const std::string flags = CpuInfoField("flags");
   bool bf16 = CpuHasFlag(flags, "avx512_bf16") || CpuHasFlag(flags, "amx_bf16");
   if (measure) {
@@ -227,48 +222,43 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
   caps.blas = blas.Describe();
   caps.baseline_degradations =
       BaselineDegradations(blas, ReadCpuFacts(), threads, caps.fp32_flops);
-  if (bf16) {
-    caps.native_precisions.insert(
-        caps.native_precisions.end(),
-        {Precision::kBf16Mixed, Precision::kBf16Master, Precision::kBf16Pure});
-  } else {
-    caps.bf16_emulated = true;
-  }
+  precision::DeviceTraits traits;
+  traits.cpu_bf16 = bf16;
+  caps.native_precisions = precision::NativeModes(traits);
+  caps.bf16_emulated = !precision::RunsNatively(Precision::kBf16Mixed, traits);
   return caps;
 }
 
-double GemmCeilingFlops(Precision precision, bool cuda) {
+double GemmCeilingFlops(Precision mode, bool cuda) {
+  const precision::Rules* rules = precision::RulesOf(mode);
+  const precision::Compute compute =
+      rules != nullptr ? rules->compute : precision::Compute::kFp32;
 #ifdef HALFTIME_WITH_CUDA
   if (cuda) {
     const at::Device dev(at::kCUDA, 0);
-    switch (precision) {
-      case Precision::kTf32: {
+    switch (compute) {
+      case precision::Compute::kTf32: {
         const bool before = at::globalContext().allowTF32CuBLAS();
         at::globalContext().setAllowTF32CuBLAS(true);
         const double flops = TimeMatmul(at::kFloat, dev, 4096);
         at::globalContext().setAllowTF32CuBLAS(before);
         return flops;
       }
-      case Precision::kFp16Mixed:
-      case Precision::kFp16Master:
+      case precision::Compute::kFp16:
         return TimeMatmul(at::kHalf, dev, 4096);
-      case Precision::kBf16Mixed:
-      case Precision::kBf16Master:
-      case Precision::kBf16Pure:
+      case precision::Compute::kBf16:
         return TimeMatmul(at::kBFloat16, dev, 4096);
-      default:
+      case precision::Compute::kFp32:
         return TimeMatmul(at::kFloat, dev, 4096);
     }
   }
 #endif
   (void)cuda;
   const at::Device dev(at::kCPU);
-  switch (precision) {
-    case Precision::kBf16Mixed:
-    case Precision::kBf16Master:
-    case Precision::kBf16Pure:
+  switch (compute) {
+    case precision::Compute::kBf16:
       return TimeMatmul(at::kBFloat16, dev, 512);
-    case Precision::kFp32:
+    case precision::Compute::kFp32:
       return TimeMatmul(at::kFloat, dev, 512);
     default:
       return 0;  // fp16 and tf32 do not run on a CPU
@@ -279,14 +269,8 @@ TrainStatus ResolvePrecision(Precision requested,
                              const DeviceCapabilities& caps,
                              Precision* resolved) {
   if (requested == Precision::kAuto) {
-    for (Precision p :
-         {Precision::kBf16Mixed, Precision::kFp16Mixed, Precision::kFp32}) {
-      if (caps.Supports(p)) {
-        *resolved = p;
-        return TrainStatus::Ok();
-      }
-    }
-    *resolved = Precision::kFp32;
+    *resolved = precision::ResolveAuto(
+        [&caps](Precision p) { return caps.Supports(p); });
     return TrainStatus::Ok();
   }
   if (caps.Supports(requested)) {
@@ -296,18 +280,18 @@ TrainStatus ResolvePrecision(Precision requested,
   const std::string name = PrecisionName(requested);
   const bool cuda = caps.kind == "cuda";
   std::string why;
-  switch (requested) {
-    case Precision::kFp16Mixed:
-    case Precision::kFp16Master:
+  switch (precision::RulesOf(requested)->needs) {
+    case precision::Needs::kCuda:
+    case precision::Needs::kAnyDevice:  // (fp32 is always supported)
       why = "needs a CUDA device; this build/device has none";
       break;
-    case Precision::kTf32:
+    case precision::Needs::kCudaAmpere:
       why = cuda ? "needs a CUDA device of compute capability 8.0 or newer; " +
                        caps.name + " is " + caps.compute_capability
                  : "needs a CUDA device of compute capability 8.0 or newer; "
                    "this build/device has none";
       break;
-    default:
+    case precision::Needs::kNativeBf16:
       why = cuda ? "needs native bf16 (compute capability 8.0 or newer); " +
                        caps.name + " is " + caps.compute_capability
                  : "needs native bf16 (avx512_bf16 or amx_bf16); this CPU (" +

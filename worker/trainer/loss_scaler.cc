@@ -71,11 +71,10 @@ LossScaler::Action LossScaler::Update(bool found_inf) {
 LossScalingMode ResolveLossScalingMode(LossScalingMode mode,
                                        Precision precision) {
   if (mode != LossScalingMode::kDefault) return mode;
-  if (precision == Precision::kFp16Mixed ||
-      precision == Precision::kFp16Master) {
-    return LossScalingMode::kDynamic;
-  }
-  return LossScalingMode::kNone;
+  const precision::Rules* rules = precision::RulesOf(precision);
+  return rules != nullptr && rules->default_dynamic_scaling
+             ? LossScalingMode::kDynamic
+             : LossScalingMode::kNone;
 }
 
 }  // namespace halftime::trainer

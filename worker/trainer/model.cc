@@ -13,6 +13,8 @@
 #include <cmath>
 #include <limits>
 
+#include "rules/models.h"
+
 namespace halftime::trainer {
 namespace {
 
@@ -598,7 +600,12 @@ TrainStatus BuildModel(const ModelOptions& options, const Dataset& data,
     *out = std::make_unique<TorchScriptModel>(std::move(m), options.loss);
     return TrainStatus::Ok();
   }
-  if (options.builtin == "mlp") {
+  const models::Builtin* builtin = models::FindBuiltin(options.builtin);
+  if (builtin == nullptr) {
+    return Invalid("model.builtin '" + options.builtin + "' is not one of " +
+                   models::BuiltinNames());
+  }
+  if (!builtin->language_model) {  // the MLP
     if (data.is_token_stream()) {
       return Invalid("model.builtin mlp needs data.kind tensors");
     }
@@ -627,7 +634,7 @@ TrainStatus BuildModel(const ModelOptions& options, const Dataset& data,
   GptConfig config;
   if (!GptPreset(options.builtin, options.gpt, data.vocab_size(), &config)) {
     return Invalid("model.builtin '" + options.builtin +
-                   "' is not one of gpt-nano, gpt-micro, gpt-small, mlp");
+                   "' is a language model without a GPT preset");
   }
   if (!data.is_token_stream() && data.inputs().is_floating_point()) {
     return Invalid("model.builtin " + options.builtin +

@@ -3,45 +3,11 @@
 #include <algorithm>
 #include <sstream>
 
+#include "worker/trainer/events.h"
 #include "worker/trainer/report.h"
 #include "worker/trainer/status.h"
 
 namespace halftime::trainer {
-
-const char* PrecisionName(Precision p) {
-  switch (p) {
-    case Precision::kFp32:
-      return "fp32";
-    case Precision::kTf32:
-      return "tf32";
-    case Precision::kFp16Mixed:
-      return "fp16-mixed";
-    case Precision::kBf16Mixed:
-      return "bf16-mixed";
-    case Precision::kFp16Master:
-      return "fp16-master";
-    case Precision::kBf16Master:
-      return "bf16-master";
-    case Precision::kBf16Pure:
-      return "bf16-pure";
-    case Precision::kAuto:
-      return "auto";
-  }
-  return "unknown";
-}
-
-bool ParsePrecision(const std::string& name, Precision* out) {
-  for (Precision p :
-       {Precision::kFp32, Precision::kTf32, Precision::kFp16Mixed,
-        Precision::kBf16Mixed, Precision::kFp16Master, Precision::kBf16Master,
-        Precision::kBf16Pure, Precision::kAuto}) {
-    if (name == PrecisionName(p)) {
-      *out = p;
-      return true;
-    }
-  }
-  return false;
-}
 
 const char* LossScalingModeName(LossScalingMode m) {
   switch (m) {
@@ -94,7 +60,7 @@ const char* LossKindName(LossKind k) {
 const char* StatusCodeName(TrainStatus::Code code) {
   switch (code) {
     case TrainStatus::kOk:
-      return "OK";
+      return events::kOkStatus;
     case TrainStatus::kInvalidInput:
       return "INVALID_INPUT";
     case TrainStatus::kUnsupported:

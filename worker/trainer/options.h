@@ -13,20 +13,13 @@
 #include <cstdint>
 #include <string>
 
+#include "rules/precision.h"
+
 namespace halftime::trainer {
 
-// How forward/backward and the weights are held (docs/design.md, precision
-// modes).
-enum class Precision {
-  kFp32,
-  kTf32,
-  kFp16Mixed,
-  kBf16Mixed,
-  kFp16Master,
-  kBf16Master,
-  kBf16Pure,
-  kAuto,
-};
+// How forward/backward and the weights are held: the modes and their rules
+// live in rules/precision.h (docs/design.md, precision modes).
+using Precision = precision::Mode;
 
 enum class LossScalingMode { kDefault, kDynamic, kStatic, kNone };
 enum class OnMinScale { kFail, kFallback };
@@ -39,14 +32,16 @@ enum class DeviceRequest { kAny, kCpu, kCuda };
 enum class PureUpdate { kKahan, kStochasticRounding };
 
 // Spec names ("bf16-mixed", "adamw", ...) of the enums above.
-const char* PrecisionName(Precision p);
+inline const char* PrecisionName(Precision p) { return precision::ModeName(p); }
 const char* LossScalingModeName(LossScalingMode m);
 const char* OptimizerNameName(OptimizerName o);
 const char* LrDecayName(LrDecay d);
 const char* DataKindName(DataKind k);
 const char* LossKindName(LossKind k);
 // Parses a spec name; returns false (and leaves *out alone) if unknown.
-bool ParsePrecision(const std::string& name, Precision* out);
+inline bool ParsePrecision(const std::string& name, Precision* out) {
+  return precision::ParseMode(name, out);
+}
 
 // Shape overrides for the built-in GPT; 0 keeps the preset's value.
 struct GptShape {
@@ -58,7 +53,7 @@ struct GptShape {
 };
 
 struct ModelOptions {
-  // gpt-nano, gpt-micro, gpt-small or mlp. Ignored if torchscript is set.
+  // One of rules/models.h's built-ins. Ignored if torchscript is set.
   std::string builtin = "gpt-nano";
   // Path to a TorchScript module (torch.jit.save) to fine-tune.
   std::string torchscript;
@@ -90,21 +85,21 @@ struct DataOptions {
 };
 
 struct LossScalingOptions {
-  // kDefault: dynamic for fp16 modes, none otherwise.
+  // kDefault: the mode's default (rules/precision.h: dynamic for fp16).
   LossScalingMode mode = LossScalingMode::kDefault;
-  double init_scale = 65536.0;
-  double growth_factor = 2.0;
-  double backoff_factor = 0.5;
-  int growth_interval = 2000;
+  double init_scale = precision::loss_scaling::kInitScale;
+  double growth_factor = precision::loss_scaling::kGrowthFactor;
+  double backoff_factor = precision::loss_scaling::kBackoffFactor;
+  int growth_interval = precision::loss_scaling::kGrowthInterval;
   // 1 = PyTorch GradScaler, >1 = Megatron DynamicGradScaler hysteresis.
-  int hysteresis = 1;
-  double min_scale = 1.0;
-  double max_scale = 16777216.0;  // 2^24
+  int hysteresis = precision::loss_scaling::kHysteresis;
+  double min_scale = precision::loss_scaling::kMinScale;
+  double max_scale = precision::loss_scaling::kMaxScale;
   OnMinScale on_min_scale = OnMinScale::kFail;
   // Consecutive overflows at min_scale before on_min_scale acts. For static
   // and none modes, consecutive non-finite steps before the job fails.
-  int min_scale_patience = 10;
-  Precision fallback_precision = Precision::kBf16Mixed;
+  int min_scale_patience = precision::loss_scaling::kMinScalePatience;
+  Precision fallback_precision = precision::loss_scaling::kFallbackPrecision;
 };
 
 struct OptimizerOptions {

@@ -21,6 +21,7 @@
 #include "worker/trainer/checkpoint.h"
 #include "worker/trainer/data.h"
 #include "worker/trainer/device.h"
+#include "worker/trainer/events.h"
 #include "worker/trainer/json_writer.h"
 #include "worker/trainer/loss_scaler.h"
 #include "worker/trainer/model.h"
@@ -137,32 +138,32 @@ TrainStatus Prepare(const TrainOptions& o, Setup* s) {
   if (!st.ok()) return st;
   s->cuda = caps.kind == "cuda";
   s->device = s->cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  switch (s->precision) {
-    case Precision::kFp16Mixed:
-      s->autocast = true;
-      s->autocast_bf16 = false;
-      break;
-    case Precision::kBf16Mixed:
-      s->autocast = true;
-      break;
-    case Precision::kFp16Master:
-      s->param_dtype = at::kHalf;
-      s->layout = WeightLayout::kMaster;
-      break;
-    case Precision::kBf16Master:
-      s->param_dtype = at::kBFloat16;
-      s->layout = WeightLayout::kMaster;
-      break;
-    case Precision::kBf16Pure:
-      s->param_dtype = at::kBFloat16;
-      s->layout = WeightLayout::kPure;
-      break;
-    default:
-      break;
+  {
+    const precision::Rules& rules = *precision::RulesOf(s->precision);
+    const bool half = rules.compute == precision::Compute::kFp16 ||
+                      rules.compute == precision::Compute::kBf16;
+    const at::ScalarType half_dtype =
+        rules.compute == precision::Compute::kFp16 ? at::kHalf : at::kBFloat16;
+    switch (rules.weights) {
+      case precision::Weights::kFp32:
+        s->autocast = half;
+        s->autocast_bf16 = half_dtype == at::kBFloat16;
+        break;
+      case precision::Weights::kHalfFp32Master:
+        s->param_dtype = half_dtype;
+        s->layout = WeightLayout::kMaster;
+        break;
+      case precision::Weights::kHalfOnly:
+        s->param_dtype = half_dtype;
+        s->layout = WeightLayout::kPure;
+        break;
+    }
   }
   if (s->cuda) {
-    at::globalContext().setAllowTF32CuBLAS(s->precision == Precision::kTf32);
-    at::globalContext().setAllowTF32CuDNN(s->precision == Precision::kTf32);
+    const bool tf32 =
+        precision::RulesOf(s->precision)->compute == precision::Compute::kTf32;
+    at::globalContext().setAllowTF32CuBLAS(tf32);
+    at::globalContext().setAllowTF32CuDNN(tf32);
   }
   if (!s->cuda) {
     InstallMemoryCounter();
@@ -637,23 +638,23 @@ TrainStatus ExportInitialWeights(const TrainOptions& options,
 
 std::string StepReportJson(const StepReport& r) {
   JsonObject o;
-  o.Add("step", r.step)
-      .Add("loss", r.loss)
-      .Add("loss_scale", r.loss_scale)
-      .Add("overflow", r.overflow)
-      .Add("skipped_steps", r.skipped_steps)
-      .Add("grad_norm", r.grad_norm)
-      .Add("lr", r.lr)
-      .Add("step_seconds", r.step_seconds)
-      .Add("samples_per_second", r.samples_per_second)
-      .Add("tokens_per_second", r.tokens_per_second)
-      .Add("model_flops_per_second", r.model_flops_per_second)
-      .Add("peak_memory_bytes", r.peak_memory_bytes)
-      .Add("weight_bytes", r.weight_bytes)
-      .Add("gradient_bytes", r.gradient_bytes)
-      .Add("optimizer_state_bytes", r.optimizer_state_bytes);
-  if (r.has_eval_loss) o.Add("eval_loss", r.eval_loss);
-  if (r.has_eval_accuracy) o.Add("eval_accuracy", r.eval_accuracy);
+  o.Add(events::kStepNumber, r.step)
+      .Add(events::kLoss, r.loss)
+      .Add(events::kLossScale, r.loss_scale)
+      .Add(events::kOverflow, r.overflow)
+      .Add(events::kSkippedSteps, r.skipped_steps)
+      .Add(events::kGradNorm, r.grad_norm)
+      .Add(events::kLearningRate, r.lr)
+      .Add(events::kStepSeconds, r.step_seconds)
+      .Add(events::kSamplesPerSecond, r.samples_per_second)
+      .Add(events::kTokensPerSecond, r.tokens_per_second)
+      .Add(events::kModelFlopsPerSecond, r.model_flops_per_second)
+      .Add(events::kPeakMemoryBytes, r.peak_memory_bytes)
+      .Add(events::kWeightBytes, r.weight_bytes)
+      .Add(events::kGradientBytes, r.gradient_bytes)
+      .Add(events::kOptimizerStateBytes, r.optimizer_state_bytes);
+  if (r.has_eval_loss) o.Add(events::kEvalLoss, r.eval_loss);
+  if (r.has_eval_accuracy) o.Add(events::kEvalAccuracy, r.eval_accuracy);
   return o.str();
 }
 
