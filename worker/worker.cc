@@ -16,6 +16,7 @@
 #include "common/sha256.h"
 #include "common/spec.h"
 #include "common/status.h"
+#include "worker/step_record.h"
 #include "worker/trainer/events.h"
 #include "worker/trainer/step_stats.h"
 #include "worker/transfer_watchdog.h"
@@ -35,50 +36,6 @@ constexpr auto kTransferCap = std::chrono::hours(6);
 
 void Log(const std::string& line) { std::cerr << "worker: " << line << "\n"; }
 
-double Number(const nlohmann::json& j, const char* key, double fallback = 0.0) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
-}
-
-v1::TrainingReport ReportFromEvent(const nlohmann::json& e, int attempt) {
-  v1::TrainingReport r;
-  r.set_step(static_cast<int64_t>(Number(e, events::kStepNumber)));
-  r.set_total_steps(static_cast<int64_t>(Number(e, events::kTotalSteps)));
-  r.set_loss(Number(e, events::kLoss));
-  r.set_loss_scale(Number(e, events::kLossScale, 1.0));
-  r.set_overflow(e.value(events::kOverflow, false));
-  r.set_skipped_steps(static_cast<int64_t>(Number(e, events::kSkippedSteps)));
-  // Non-finite grad norms (overflow) arrive as null.
-  r.set_grad_norm(
-      Number(e, events::kGradNorm, std::numeric_limits<double>::quiet_NaN()));
-  r.set_step_seconds(Number(e, events::kStepSeconds));
-  r.set_samples_per_second(Number(e, events::kSamplesPerSecond));
-  r.set_tokens_per_second(Number(e, events::kTokensPerSecond));
-  r.set_model_flops_per_second(Number(e, events::kModelFlopsPerSecond));
-  r.set_peak_memory_bytes(
-      static_cast<int64_t>(Number(e, events::kPeakMemoryBytes)));
-  r.set_weight_bytes(static_cast<int64_t>(Number(e, events::kWeightBytes)));
-  r.set_gradient_bytes(static_cast<int64_t>(Number(e, events::kGradientBytes)));
-  r.set_optimizer_state_bytes(
-      static_cast<int64_t>(Number(e, events::kOptimizerStateBytes)));
-  r.set_learning_rate(Number(e, events::kLearningRate));
-  if (e.contains(events::kEvalLoss) && e[events::kEvalLoss].is_number()) {
-    r.set_eval_loss(e[events::kEvalLoss].get<double>());
-  }
-  if (e.contains(events::kEvalAccuracy) &&
-      e[events::kEvalAccuracy].is_number()) {
-    r.set_eval_accuracy(e[events::kEvalAccuracy].get<double>());
-  }
-  if (e.contains(events::kPrecision) && e[events::kPrecision].is_string()) {
-    if (auto p = ParsePrecision(e[events::kPrecision].get<std::string>());
-        p.ok()) {
-      r.set_precision(*p);
-    }
-  }
-  r.set_attempt(attempt);
-  return r;
-}
-
 }  // namespace
 
 std::string StallReason(std::chrono::milliseconds stall_timeout,
@@ -87,16 +44,6 @@ std::string StallReason(std::chrono::milliseconds stall_timeout,
                       absl::FormatDuration(absl::FromChrono(stall_timeout)),
                       " (trainer ", exit.Describe(), ")");
 }
-
-// Fingerprint-keyed fp32 measurements, for savings.
-struct Baseline {
-  double step_seconds = 0;
-  double tokens_per_second = 0;
-  int64_t peak_memory_bytes = 0;
-  double probe_seconds = 0;  // 0 when reused from the cache
-  v1::BaselineMode source = v1::BASELINE_MODE_PROBE;
-  std::string fingerprint;
-};
 
 struct Worker::Job {
   std::string id;
@@ -114,10 +61,7 @@ struct Worker::Job {
   std::string done_status;
   std::string done_message;
   nlohmann::json summary;
-  std::vector<double> step_seconds;
-  std::vector<double> tokens_per_second;
-  int64_t peak_memory_bytes = 0;
-  int64_t steps_run = 0;
+  StepRecord steps;
   bool has_baseline = false;
   Baseline baseline;
   std::string upload_error;
@@ -184,12 +128,16 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
 
 Worker::~Worker() {
   Shutdown();
-  std::vector<std::thread> starters;
+  std::vector<Starter> starters;
+  std::thread drain_waiter;
   {
     std::lock_guard<std::mutex> lock(mu_);
     starters.swap(starters_);
+    drain_waiter.swap(drain_waiter_);
   }
-  for (auto& t : starters) t.join();
+  for (Starter& s : starters) s.thread.join();
+  // Shutdown() set stopping_ and woke it.
+  if (drain_waiter.joinable()) drain_waiter.join();
   std::map<std::string, std::shared_ptr<Job>> jobs;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -379,7 +327,21 @@ void Worker::ServeOneConnection() {
   while (raw->Read(&message)) {
     if (message.has_assignment()) {
       std::lock_guard<std::mutex> lock(mu_);
-      starters_.emplace_back([this, a = message.assignment()] { StartJob(a); });
+      // Join the starters that have finished (each is past its last act).
+      for (auto it = starters_.begin(); it != starters_.end();) {
+        if (it->done->load()) {
+          it->thread.join();
+          it = starters_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      starters_.push_back({std::thread([this, done, a = message.assignment()] {
+                             StartJob(a);
+                             done->store(true);
+                           }),
+                           done});
     } else if (message.has_cancel()) {
       CancelJob(message.cancel());
     }
@@ -660,17 +622,13 @@ void Worker::MeasureBaseline(Job* job) {
   std::mutex probe_mu;
   std::condition_variable probe_cv;
   bool exited = false;
-  std::vector<double> steps, tokens;
-  int64_t peak = 0;
+  StepRecord steps;
   TrainerProcess::Callbacks callbacks;
   callbacks.on_event = [&](const std::string& line) {
     nlohmann::json e = nlohmann::json::parse(line, nullptr, false);
     if (e.is_discarded() || e.value(events::kKind, "") != events::kStep) return;
     std::lock_guard<std::mutex> lock(probe_mu);
-    steps.push_back(Number(e, events::kStepSeconds));
-    tokens.push_back(Number(e, events::kTokensPerSecond));
-    peak = std::max(peak,
-                    static_cast<int64_t>(Number(e, events::kPeakMemoryBytes)));
+    steps.Add(ReportFromEvent(e, job->attempt));
   };
   ExitInfo exit_info;
   callbacks.on_exit = [&](const ExitInfo& exit) {
@@ -700,17 +658,15 @@ void Worker::MeasureBaseline(Job* job) {
   (*process)->Wait();
   const double probe_seconds =
       std::chrono::duration<double>(Clock::now() - began).count();
-  if (exit_info.exit_code != 0 || steps.empty()) {
+  if (exit_info.exit_code != events::kExitOk || steps.empty()) {
     Log(absl::StrCat(job->id, ": fp32 probe failed (", exit_info.Describe(),
                      "); no savings will be reported"));
     return;
   }
   std::lock_guard<std::mutex> lock(job->mu);
   job->has_baseline = true;
-  job->baseline.step_seconds = trainer::SteadyMedian(steps);
-  job->baseline.tokens_per_second = trainer::SteadyMedian(tokens);
-  job->baseline.peak_memory_bytes = peak;
-  job->baseline.probe_seconds = probe_seconds;
+  job->baseline =
+      BaselineFromProbe(steps, probe_seconds, job->baseline.fingerprint);
   Log(absl::StrCat(job->id, ": fp32 baseline ", job->baseline.step_seconds,
                    " s/step, probe took ", probe_seconds, " s"));
 }
@@ -724,11 +680,7 @@ void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
     v1::TrainingReport report = ReportFromEvent(e, job->attempt);
     {
       std::lock_guard<std::mutex> lock(job->mu);
-      job->step_seconds.push_back(report.step_seconds());
-      job->tokens_per_second.push_back(report.tokens_per_second());
-      job->peak_memory_bytes =
-          std::max(job->peak_memory_bytes, report.peak_memory_bytes());
-      ++job->steps_run;
+      job->steps.Add(report);
     }
     if (metrics_ != nullptr)
       metrics_->RecordReport(job->id, job->precision, report);
@@ -739,7 +691,8 @@ void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
     *out->mutable_report() = report;
     Send(message);
   } else if (kind == events::kCheckpoint) {
-    const int64_t step = static_cast<int64_t>(Number(e, events::kStepNumber));
+    const int64_t step =
+        static_cast<int64_t>(EventNumber(e, events::kStepNumber));
     std::lock_guard<std::mutex> lock(job->mu);
     if (!job->upload_path.empty()) {
       Log(absl::StrCat(job->id, ": skipping the upload of step ",
@@ -815,25 +768,10 @@ void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
     if (exit.exit_code == events::kExitOk &&
         job->done_status == events::kOkStatus) {
       result.set_outcome(v1::JOB_OUTCOME_SUCCEEDED);
-      if (job->has_baseline && !job->step_seconds.empty()) {
-        v1::Savings* s = result.mutable_savings();
-        s->set_precision(job->spec.precision());
-        s->set_baseline(job->baseline.source);
-        s->set_fingerprint(job->baseline.fingerprint);
-        s->set_device_name(options_.capabilities.device_name());
-        s->set_baseline_step_seconds(job->baseline.step_seconds);
-        s->set_step_seconds(trainer::SteadyMedian(job->step_seconds));
-        s->set_baseline_tokens_per_second(job->baseline.tokens_per_second);
-        s->set_tokens_per_second(trainer::SteadyMedian(job->tokens_per_second));
-        s->set_baseline_peak_memory_bytes(job->baseline.peak_memory_bytes);
-        s->set_peak_memory_bytes(job->peak_memory_bytes);
-        s->set_probe_seconds(job->baseline.probe_seconds);
-        const auto& degradations =
-            options_.capabilities.baseline_degradations();
-        if (!degradations.empty()) {
-          s->set_baseline_degraded(true);
-          s->set_baseline_degraded_reason(absl::StrJoin(degradations, "; "));
-        }
+      if (job->has_baseline && !job->steps.empty()) {
+        *result.mutable_savings() =
+            ComputeSavings(job->spec.precision(), job->baseline, job->steps,
+                           options_.capabilities);
       }
     } else if (job->release_requested && !job->cancel_requested) {
       result.set_outcome(v1::JOB_OUTCOME_RELEASED);
@@ -951,14 +889,18 @@ void Worker::Drain() {
     if (job->process) job->process->Stop(options_.stop_grace);
   }
   // Run() ends once every job has been handed back.
-  std::thread([this] {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (drain_waiter_.joinable()) return;  // a drain is already under way
+  drain_waiter_ = std::thread([this] {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [this] { return jobs_.empty() || stopping_; });
+    const bool stopped = stopping_;
     lock.unlock();
+    if (stopped) return;  // Shutdown() came first (e.g. the destructor)
     // Let the last results reach the scheduler before closing.
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     Shutdown();
-  }).detach();
+  });
 }
 
 void Worker::Shutdown() {

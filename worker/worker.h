@@ -143,7 +143,17 @@ class Worker {
   std::map<std::string, std::shared_ptr<Job>> jobs_;
   std::vector<std::shared_ptr<Job>> finished_;
   std::vector<v1::JobResult> pending_results_;
-  std::vector<std::thread> starters_;
+  // One thread per assignment (StartJob blocks on the probe and the
+  // checkpoint download); `done` is set as its last act, so a finished one is
+  // joined when the next assignment arrives instead of piling up.
+  struct Starter {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Starter> starters_;
+  // Waits for a drain to hand every job back, then shuts down; joined by the
+  // destructor.
+  std::thread drain_waiter_;
 };
 
 }  // namespace halftime
