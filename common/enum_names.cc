@@ -114,4 +114,14 @@ const precision::Rules* RulesOf(v1::Precision precision) {
   return precision::RulesOf(ToMode(precision));
 }
 
+bool RunsNatively(const v1::WorkerCapabilities& caps, precision::Mode mode) {
+  if (caps.device_kind() != v1::DEVICE_KIND_CUDA && precision::NeedsCuda(mode))
+    return false;
+  const v1::Precision wanted = ToProto(mode);
+  for (int p : caps.native_precisions()) {
+    if (p == wanted) return true;
+  }
+  return false;
+}
+
 }  // namespace halftime

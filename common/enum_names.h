@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "halftime/v1/job.pb.h"
 #include "halftime/v1/job_spec.pb.h"
+#include "halftime/v1/worker.pb.h"
 #include "rules/precision.h"
 
 namespace halftime {
@@ -51,6 +52,11 @@ precision::Mode ToMode(v1::Precision precision);
 v1::Precision ToProto(precision::Mode mode);
 // The rules of a proto precision; nullptr for auto and unspecified.
 const precision::Rules* RulesOf(v1::Precision precision);
+
+// Whether a worker with `caps` runs `mode` natively: it reports the mode, and
+// the mode does not need CUDA where the worker has none (such a report is
+// not believed).
+bool RunsNatively(const v1::WorkerCapabilities& caps, precision::Mode mode);
 
 }  // namespace halftime
 

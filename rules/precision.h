@@ -112,8 +112,8 @@ bool RunsNatively(Mode mode, const DeviceTraits& traits);
 // The modes a device with `traits` runs natively, in table order.
 std::vector<Mode> NativeModes(const DeviceTraits& traits);
 
-// Whether a device of this kind can run `mode` at all: false for the CUDA-only
-// modes on a CPU. Placement uses it to distrust a worker's report.
+// Whether `mode` runs only on CUDA devices (fp16 modes, tf32): a CPU worker
+// that reports it is not believed.
 bool NeedsCuda(Mode mode);
 
 // The mode `auto` resolves to, given which modes a device runs natively.

@@ -21,13 +21,6 @@ bool ParseCapability(const std::string& text, int* major, int* minor) {
   return absl::SimpleAtoi(parts[0], major) && absl::SimpleAtoi(parts[1], minor);
 }
 
-bool HasNative(const v1::WorkerCapabilities& caps, v1::Precision precision) {
-  for (int p : caps.native_precisions()) {
-    if (p == precision) return true;
-  }
-  return false;
-}
-
 std::string DeviceName(v1::DeviceKind kind) {
   return EnumShortName(v1::DeviceKind_descriptor(), kind);
 }
@@ -81,12 +74,8 @@ DeviceMatch MatchDevice(const v1::JobSpec& spec,
   ++match.checks_passed;
   // 4. Precision, natively.
   v1::Precision precision = spec.precision();
-  // A worker's report is trusted only where the rules allow it: no CUDA-only
-  // mode on a CPU.
-  const bool cuda = caps.device_kind() == v1::DEVICE_KIND_CUDA;
-  auto runs = [&caps, cuda](precision::Mode mode) {
-    return (cuda || !precision::NeedsCuda(mode)) &&
-           HasNative(caps, ToProto(mode));
+  auto runs = [&caps](precision::Mode mode) {
+    return RunsNatively(caps, mode);
   };
   if (precision == v1::PRECISION_AUTO ||
       precision == v1::PRECISION_UNSPECIFIED) {

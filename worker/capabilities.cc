@@ -20,17 +20,11 @@ void AddRate(v1::WorkerCapabilities* caps, const char* dtype, double flops,
   rate->set_native(native);
 }
 
-// Whether some mode the worker runs natively computes in `compute` (never a
-// CUDA-only mode on a CPU, whatever the probe said).
+// Whether some mode the worker runs natively computes in `compute`.
 bool ComputesNatively(const v1::WorkerCapabilities& caps,
                       precision::Compute compute) {
-  const bool cuda = caps.device_kind() == v1::DEVICE_KIND_CUDA;
-  for (int n : caps.native_precisions()) {
-    const precision::Rules* rules = RulesOf(static_cast<v1::Precision>(n));
-    if (rules != nullptr && rules->compute == compute &&
-        (cuda || !precision::NeedsCuda(rules->mode))) {
-      return true;
-    }
+  for (const precision::Rules& r : precision::AllModes()) {
+    if (r.compute == compute && RunsNatively(caps, r.mode)) return true;
   }
   return false;
 }

@@ -13,10 +13,6 @@ namespace {
 
 namespace events = trainer::events;
 
-double Number(const nlohmann::json& j, const char* key, double fallback = 0.0) {
-  return EventNumber(j, key, fallback);
-}
-
 }  // namespace
 
 double EventNumber(const nlohmann::json& event, const char* key,
@@ -27,26 +23,29 @@ double EventNumber(const nlohmann::json& event, const char* key,
 
 v1::TrainingReport ReportFromEvent(const nlohmann::json& e, int attempt) {
   v1::TrainingReport r;
-  r.set_step(static_cast<int64_t>(Number(e, events::kStepNumber)));
-  r.set_total_steps(static_cast<int64_t>(Number(e, events::kTotalSteps)));
-  r.set_loss(Number(e, events::kLoss));
-  r.set_loss_scale(Number(e, events::kLossScale, 1.0));
+  r.set_step(static_cast<int64_t>(EventNumber(e, events::kStepNumber)));
+  r.set_total_steps(static_cast<int64_t>(EventNumber(e, events::kTotalSteps)));
+  r.set_loss(EventNumber(e, events::kLoss));
+  r.set_loss_scale(EventNumber(e, events::kLossScale, 1.0));
   r.set_overflow(e.value(events::kOverflow, false));
-  r.set_skipped_steps(static_cast<int64_t>(Number(e, events::kSkippedSteps)));
+  r.set_skipped_steps(
+      static_cast<int64_t>(EventNumber(e, events::kSkippedSteps)));
   // Non-finite grad norms (overflow) arrive as null.
-  r.set_grad_norm(
-      Number(e, events::kGradNorm, std::numeric_limits<double>::quiet_NaN()));
-  r.set_step_seconds(Number(e, events::kStepSeconds));
-  r.set_samples_per_second(Number(e, events::kSamplesPerSecond));
-  r.set_tokens_per_second(Number(e, events::kTokensPerSecond));
-  r.set_model_flops_per_second(Number(e, events::kModelFlopsPerSecond));
+  r.set_grad_norm(EventNumber(e, events::kGradNorm,
+                              std::numeric_limits<double>::quiet_NaN()));
+  r.set_step_seconds(EventNumber(e, events::kStepSeconds));
+  r.set_samples_per_second(EventNumber(e, events::kSamplesPerSecond));
+  r.set_tokens_per_second(EventNumber(e, events::kTokensPerSecond));
+  r.set_model_flops_per_second(EventNumber(e, events::kModelFlopsPerSecond));
   r.set_peak_memory_bytes(
-      static_cast<int64_t>(Number(e, events::kPeakMemoryBytes)));
-  r.set_weight_bytes(static_cast<int64_t>(Number(e, events::kWeightBytes)));
-  r.set_gradient_bytes(static_cast<int64_t>(Number(e, events::kGradientBytes)));
+      static_cast<int64_t>(EventNumber(e, events::kPeakMemoryBytes)));
+  r.set_weight_bytes(
+      static_cast<int64_t>(EventNumber(e, events::kWeightBytes)));
+  r.set_gradient_bytes(
+      static_cast<int64_t>(EventNumber(e, events::kGradientBytes)));
   r.set_optimizer_state_bytes(
-      static_cast<int64_t>(Number(e, events::kOptimizerStateBytes)));
-  r.set_learning_rate(Number(e, events::kLearningRate));
+      static_cast<int64_t>(EventNumber(e, events::kOptimizerStateBytes)));
+  r.set_learning_rate(EventNumber(e, events::kLearningRate));
   if (e.contains(events::kEvalLoss) && e[events::kEvalLoss].is_number()) {
     r.set_eval_loss(e[events::kEvalLoss].get<double>());
   }

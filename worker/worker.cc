@@ -18,7 +18,6 @@
 #include "common/status.h"
 #include "worker/step_record.h"
 #include "worker/trainer/events.h"
-#include "worker/trainer/step_stats.h"
 #include "worker/transfer_watchdog.h"
 
 namespace halftime {
@@ -586,8 +585,8 @@ void Worker::StartJob(const v1::Assignment& assignment) {
 void Worker::MeasureBaseline(Job* job) {
   // The same spec in fp32 for probe_steps steps: same model, batch, data,
   // device and threads; nothing written. Its steady median step time
-  // (trainer::SteadyMedian: warm-up excluded, as for the job's own steps) is
-  // the baseline.
+  // (StepRecord::SteadyStepSeconds: warm-up excluded, as for the job's own
+  // steps) is the baseline.
   const std::string spec_path = (fs::path(job->dir) / "spec.json").string();
   const int probe_steps = std::max(3, job->spec.savings().probe_steps());
   std::vector<std::string> args = {
