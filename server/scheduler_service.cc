@@ -17,6 +17,14 @@ namespace {
 constexpr int kWatchBatch = 128;
 
 // Finishes a unary reactor with a StatusOr: the value goes to `response`.
+// Finishes `reactor` with `status` unless it is OK; true when it did, so a
+// handler returns.
+bool Refused(grpc::ServerUnaryReactor* reactor, const absl::Status& status) {
+  if (status.ok()) return false;
+  reactor->Finish(ToGrpcStatus(status));
+  return true;
+}
+
 template <typename T>
 void FinishWith(grpc::ServerUnaryReactor* reactor, absl::StatusOr<T> result,
                 T* response) {
@@ -168,10 +176,8 @@ grpc::ServerUnaryReactor* SchedulerService::SubmitJob(
     grpc::CallbackServerContext* context, const v1::SubmitJobRequest* request,
     v1::SubmitJobResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = auth_->Check(*context, auth::Role::kUser); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+  if (Refused(reactor, auth_->Check(*context, auth::Role::kUser)))
     return reactor;
-  }
   auto done = [reactor, response](absl::StatusOr<v1::SubmitJobResponse> r) {
     FinishWith(reactor, std::move(r), response);
   };
@@ -197,10 +203,7 @@ grpc::ServerUnaryReactor* SchedulerService::SubmitJob(
     parsed.set_idempotency_key(request->idempotency_key());
     submit = &parsed;
   }
-  if (absl::Status s = ValidateDataRootPaths(submit->spec()); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
-    return reactor;
-  }
+  if (Refused(reactor, ValidateDataRootPaths(submit->spec()))) return reactor;
   jobs_->SubmitJob(*submit, std::move(done));
   return reactor;
 }
@@ -209,15 +212,10 @@ grpc::ServerUnaryReactor* SchedulerService::GetJob(
     grpc::CallbackServerContext* context, const v1::GetJobRequest* request,
     v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = auth_->Check(*context, auth::Role::kUser); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+  if (Refused(reactor, auth_->Check(*context, auth::Role::kUser)))
     return reactor;
-  }
-  if (absl::Status s = CheckJobIdArgument("job_id", request->job_id());
-      !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+  if (Refused(reactor, CheckJobIdArgument("job_id", request->job_id())))
     return reactor;
-  }
   FinishWith(reactor, jobs_->GetJob(request->job_id()), response);
   return reactor;
 }
@@ -226,10 +224,8 @@ grpc::ServerUnaryReactor* SchedulerService::ListJobs(
     grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
     v1::ListJobsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = auth_->Check(*context, auth::Role::kUser); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+  if (Refused(reactor, auth_->Check(*context, auth::Role::kUser)))
     return reactor;
-  }
   FinishWith(reactor, jobs_->ListJobs(*request), response);
   return reactor;
 }
@@ -238,20 +234,15 @@ grpc::ServerUnaryReactor* SchedulerService::CancelJob(
     grpc::CallbackServerContext* context, const v1::CancelJobRequest* request,
     v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = auth_->Check(*context, auth::Role::kUser); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+  if (Refused(reactor, auth_->Check(*context, auth::Role::kUser)))
     return reactor;
-  }
   absl::Status s = CheckJobIdArgument("job_id", request->job_id());
   if (s.ok() && request->reason().size() > kMaxReasonBytes) {
     s = absl::InvalidArgumentError(
         absl::StrCat("reason: ", request->reason().size(),
                      " bytes long; the limit is ", kMaxReasonBytes));
   }
-  if (!s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
-    return reactor;
-  }
+  if (Refused(reactor, s)) return reactor;
   jobs_->CancelJob(request->job_id(), request->reason(),
                    [reactor, response](absl::StatusOr<v1::Job> r) {
                      FinishWith(reactor, std::move(r), response);
@@ -278,10 +269,8 @@ grpc::ServerUnaryReactor* SchedulerService::ListWorkers(
     const v1::ListWorkersRequest* /*request*/,
     v1::ListWorkersResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = auth_->Check(*context, auth::Role::kUser); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+  if (Refused(reactor, auth_->Check(*context, auth::Role::kUser)))
     return reactor;
-  }
   *response = jobs_->ListWorkers();
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -291,17 +280,12 @@ grpc::ServerUnaryReactor* SchedulerService::GetSavings(
     grpc::CallbackServerContext* context, const v1::GetSavingsRequest* request,
     v1::GetSavingsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = auth_->Check(*context, auth::Role::kUser); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+  if (Refused(reactor, auth_->Check(*context, auth::Role::kUser)))
     return reactor;
-  }
   // An empty id asks for the fleet's totals.
   if (!request->job_id().empty()) {
-    if (absl::Status s = CheckJobIdArgument("job_id", request->job_id());
-        !s.ok()) {
-      reactor->Finish(ToGrpcStatus(s));
+    if (Refused(reactor, CheckJobIdArgument("job_id", request->job_id())))
       return reactor;
-    }
   }
   FinishWith(reactor, jobs_->GetSavings(request->job_id()), response);
   return reactor;
@@ -311,15 +295,10 @@ grpc::ServerUnaryReactor* SchedulerService::GetJobLogs(
     grpc::CallbackServerContext* context, const v1::GetJobLogsRequest* request,
     v1::GetJobLogsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = auth_->Check(*context, auth::Role::kUser); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+  if (Refused(reactor, auth_->Check(*context, auth::Role::kUser)))
     return reactor;
-  }
-  if (absl::Status s = CheckJobIdArgument("job_id", request->job_id());
-      !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
+  if (Refused(reactor, CheckJobIdArgument("job_id", request->job_id())))
     return reactor;
-  }
   FinishWith(reactor, jobs_->GetJobLogs(request->job_id()), response);
   return reactor;
 }

@@ -18,9 +18,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "server/auth.h"
 #include "server/checkpoints.h"
-#include "server/clock.h"
 #include "server/executor.h"
 #include "server/job_manager.h"
 #include "server/logger.h"

@@ -73,6 +73,20 @@ double StepRecord::SteadyStepSeconds() const {
   return trainer::SteadyMedian(step_seconds_);
 }
 
+int64_t StepRecord::SteadyCount() const {
+  return size() -
+         static_cast<int64_t>(trainer::WarmupSteps(step_seconds_.size()));
+}
+
+double StepRecord::SteadySeconds() const {
+  double total = 0;
+  for (std::size_t i = trainer::WarmupSteps(step_seconds_.size());
+       i < step_seconds_.size(); ++i) {
+    total += step_seconds_[i];
+  }
+  return total;
+}
+
 double StepRecord::SteadyTokensPerSecond() const {
   return trainer::SteadyMedian(tokens_per_second_);
 }

@@ -37,6 +37,10 @@ class StepRecord {
   // engine's summary and the probe both measure; 0 when empty.
   double SteadyStepSeconds() const;
   double SteadyTokensPerSecond() const;
+  // The steps after the warm-up and their summed time: how much a median
+  // stands on.
+  int64_t SteadyCount() const;
+  double SteadySeconds() const;
   // The largest peak any step reported.
   int64_t peak_memory_bytes() const { return peak_memory_bytes_; }
 

@@ -311,4 +311,11 @@ std::vector<std::string> TrainerProcess::StderrTail() const {
   return {stderr_tail_.begin(), stderr_tail_.end()};
 }
 
+absl::StatusOr<std::unique_ptr<Trainer>> ProcessLauncher::Start(
+    const TrainerOptions& options, TrainerCallbacks callbacks) {
+  auto process = TrainerProcess::Start(options, std::move(callbacks));
+  if (!process.ok()) return process.status();
+  return std::unique_ptr<Trainer>(std::move(*process));
+}
+
 }  // namespace halftime

@@ -25,20 +25,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "worker/trainer_launcher.h"
 
 namespace halftime {
-
-// How a child ended.
-struct ExitInfo {
-  // Exit code when it exited normally, else -1.
-  int exit_code = -1;
-  // Signal that killed it, else 0.
-  int signal = 0;
-  // The stall watchdog killed it (see Options::stall_timeout).
-  bool stalled = false;
-  // "exit code 1", "killed by signal 9 (SIGKILL)", ...
-  std::string Describe() const;
-};
 
 // `text` as valid UTF-8 of at most `max_bytes` bytes: each invalid byte
 // (a stray continuation byte, an overlong form, a surrogate, binary
@@ -47,39 +36,10 @@ struct ExitInfo {
 // would otherwise make the whole JobResult unparseable.
 std::string ToValidUtf8(const std::string& text, std::size_t max_bytes);
 
-class TrainerProcess {
+class TrainerProcess : public Trainer {
  public:
-  struct Options {
-    // Path of the halftime-train binary.
-    std::string binary;
-    // Arguments after the program name; `--events-fd 3` is appended.
-    std::vector<std::string> args;
-    // Working directory of the child.
-    std::string work_dir;
-    // Full stderr goes here (appended).
-    std::string stderr_log;
-    // Extra environment entries ("KEY=VALUE") on top of the scrubbed base.
-    std::vector<std::string> env;
-    // Lines of stderr kept for failure reports.
-    int stderr_tail_lines = 40;
-    // Stall watchdog: a child that sends no event for this long is killed
-    // with SIGKILL (a stopped or hung process may never act on SIGTERM) and
-    // its ExitInfo says `stalled`. The silence is counted from the start,
-    // then from the end of the last event's callback, so the time the owner
-    // spends handling an event (e.g. uploading a checkpoint) is never
-    // charged to the child. Zero: no watchdog.
-    std::chrono::milliseconds stall_timeout{0};
-    // Opens the acknowledgement socket (fd 4, `--acks-fd 4` appended), which
-    // Acknowledge() writes to; a trainer given it waits after each
-    // checkpoint until the owner acknowledges that checkpoint.
-    bool acknowledgements = false;
-  };
-  struct Callbacks {
-    // One JSON line from the events pipe.
-    std::function<void(const std::string& line)> on_event;
-    // The child is gone and every event was delivered.
-    std::function<void(const ExitInfo& exit)> on_exit;
-  };
+  using Options = TrainerOptions;
+  using Callbacks = TrainerCallbacks;
 
   // Starts the child. INTERNAL when fork/exec or pipes fail; the binary not
   // being executable is reported as FAILED_PRECONDITION.
@@ -87,23 +47,23 @@ class TrainerProcess {
       const Options& options, Callbacks callbacks);
 
   // Kills the child (SIGKILL) if still running and joins the reader.
-  ~TrainerProcess();
+  ~TrainerProcess() override;
   TrainerProcess(const TrainerProcess&) = delete;
   TrainerProcess& operator=(const TrainerProcess&) = delete;
 
   // Sends SIGTERM (the trainer checkpoints and exits), then SIGKILL if it is
   // still running after `grace`. Returns at once.
-  void Stop(std::chrono::milliseconds grace);
+  void Stop(std::chrono::milliseconds grace) override;
   // Sends SIGKILL now.
-  void Kill();
+  void Kill() override;
   // Blocks until the child has exited and on_exit has run.
-  void Wait();
+  void Wait() override;
   // Writes `line` and a newline to the child's acknowledgement socket.
   // FAILED_PRECONDITION when it was not requested; UNAVAILABLE when
   // the child is gone (its end is closed).
-  absl::Status Acknowledge(const std::string& line);
+  absl::Status Acknowledge(const std::string& line) override;
   // Last stderr lines so far.
-  std::vector<std::string> StderrTail() const;
+  std::vector<std::string> StderrTail() const override;
   pid_t pid() const { return pid_; }
 
  private:
@@ -125,6 +85,15 @@ class TrainerProcess {
   std::string stderr_partial_;
   int stderr_log_fd_ = -1;
   int acks_fd_ = -1;  // our end of the acknowledgement socket
+};
+
+// Starts each run as a TrainerProcess.
+//
+// Thread-safety: thread-safe (stateless).
+class ProcessLauncher : public TrainerLauncher {
+ public:
+  absl::StatusOr<std::unique_ptr<Trainer>> Start(
+      const TrainerOptions& options, TrainerCallbacks callbacks) override;
 };
 
 }  // namespace halftime

@@ -5,43 +5,41 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
-#include "absl/time/time.h"
 #include "common/baseline_fingerprint.h"
 #include "common/enum_names.h"
-#include "common/sha256.h"
 #include "common/spec.h"
-#include "common/status.h"
+#include "worker/baseline_probe.h"
 #include "worker/step_record.h"
 #include "worker/trainer/events.h"
-#include "worker/transfer_watchdog.h"
+#include "worker/trainer_process.h"
 
 namespace halftime {
 namespace {
 
 namespace fs = std::filesystem;
 namespace events = trainer::events;
-using Clock = std::chrono::steady_clock;
-
-constexpr std::size_t kChunkBytes = 1 << 20;
-constexpr auto kRpcDeadline = std::chrono::seconds(60);
-// Checkpoint transfers have no fixed deadline (their size is open-ended):
-// they fail once no chunk has moved for kRpcDeadline, within this cap.
-constexpr auto kTransferCap = std::chrono::hours(6);
 
 void Log(const std::string& line) { std::cerr << "worker: " << line << "\n"; }
 
 }  // namespace
 
-std::string StallReason(std::chrono::milliseconds stall_timeout,
-                        const ExitInfo& exit) {
-  return absl::StrCat("no training step for ",
-                      absl::FormatDuration(absl::FromChrono(stall_timeout)),
-                      " (trainer ", exit.Describe(), ")");
+ReconnectBackoff::ReconnectBackoff(std::chrono::milliseconds min,
+                                   std::chrono::milliseconds max, uint32_t seed)
+    : min_(min), max_(std::max(min, max)), backoff_(min), rng_(seed) {}
+
+std::chrono::milliseconds ReconnectBackoff::Next(
+    absl::Duration connected_for, bool busy,
+    std::chrono::milliseconds lease_grace) {
+  if (connected_for > absl::Seconds(10)) backoff_ = min_;
+  if (busy && lease_grace.count() > 0) {
+    backoff_ = std::min(backoff_, std::max(min_, lease_grace / 4));
+  }
+  std::uniform_int_distribution<int64_t> jitter(0, backoff_.count());
+  const auto wait = backoff_ / 2 + std::chrono::milliseconds(jitter(rng_) / 2);
+  backoff_ = std::min(backoff_ * 2, max_);
+  return wait;
 }
 
 struct Worker::Job {
@@ -49,43 +47,57 @@ struct Worker::Job {
   int attempt = 0;
   v1::JobSpec spec;
   std::string dir;
+  std::string spec_path;
   std::string precision;
-  Clock::time_point started = Clock::now();
 
   std::mutex mu;  // guards the rest
-  std::unique_ptr<TrainerProcess> process;
+  std::unique_ptr<Trainer> trainer;
   bool cancel_requested = false;
   bool release_requested = false;
-  bool finished = false;
   std::string done_status;
   std::string done_message;
-  nlohmann::json summary;
   StepRecord steps;
   bool has_baseline = false;
   Baseline baseline;
-  std::string upload_error;
   // Checkpoint uploads run on their own thread (UploadLoop), newest first:
-  // the reader thread stays free for the trainer's events, and one
+  // the trainer's callback thread stays free for its events, and one
   // superseded before its upload began (the trainer stops waiting once it
   // is told to stop) is skipped instead of queued.
   std::condition_variable upload_cv;
-  std::thread uploader;     // started and joined by the reader thread
+  std::thread uploader;     // started and joined by the callback thread
   std::string upload_path;  // newest checkpoint not yet uploaded
   int64_t upload_step = 0;
   bool uploads_closed = false;  // the trainer is gone: flush, then end
-  grpc::ClientContext* upload_context = nullptr;  // the upload in flight
 };
 
-Worker::Worker(WorkerOptions options, std::shared_ptr<grpc::Channel> channel,
-               WorkerMetrics* metrics)
+Worker::Worker(WorkerOptions options, WorkerEdges edges, WorkerMetrics* metrics)
     : options_(std::move(options)),
-      channel_(std::move(channel)),
-      stub_(v1::WorkerGateway::NewStub(channel_)),
+      edges_(std::move(edges)),
+      clock_(*edges_.clock),
       metrics_(metrics) {}
 
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
     WorkerOptions options, std::shared_ptr<grpc::Channel> channel,
     WorkerMetrics* metrics) {
+  WorkerEdges edges;
+  edges.link = std::make_unique<GrpcSchedulerLink>(
+      channel, options.decorate_context, options.security);
+  edges.transfer = std::make_unique<GrpcCheckpointTransfer>(
+      channel, options.decorate_context);
+  edges.launcher = std::make_unique<ProcessLauncher>();
+  return Create(std::move(options), std::move(edges), metrics);
+}
+
+absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(WorkerOptions options,
+                                                       WorkerEdges edges,
+                                                       WorkerMetrics* metrics) {
+  static const RealClock kRealClock;
+  if (edges.clock == nullptr) edges.clock = &kRealClock;
+  if (!edges.link || !edges.transfer || !edges.launcher) {
+    return absl::InvalidArgumentError(
+        "a worker needs a scheduler link, a checkpoint transfer and a trainer "
+        "launcher");
+  }
   std::error_code ec;
   // Trainers run inside their job's directory, where relative paths given
   // to the worker would point elsewhere.
@@ -112,7 +124,7 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
   }
   if (options.capabilities.slots() <= 0) options.capabilities.set_slots(1);
   std::unique_ptr<Worker> worker(
-      new Worker(std::move(options), std::move(channel), metrics));
+      new Worker(std::move(options), std::move(edges), metrics));
   if (metrics != nullptr) {
     metrics->SetDeviceMemory(worker->options_.capabilities.memory_bytes());
     metrics->SetBaselineDegraded(
@@ -143,22 +155,14 @@ Worker::~Worker() {
     jobs.swap(jobs_);
   }
   for (auto& [id, job] : jobs) {
-    std::unique_ptr<TrainerProcess> process;
+    std::unique_ptr<Trainer> trainer;
     {
       std::lock_guard<std::mutex> lock(job->mu);
-      process = std::move(job->process);
+      trainer = std::move(job->trainer);
     }
-    process.reset();  // kills and joins
+    trainer.reset();  // kills and joins
   }
   ReapFinished();
-}
-
-void Worker::PrepareContext(grpc::ClientContext* context,
-                            std::chrono::milliseconds deadline) {
-  if (deadline.count() > 0) {
-    context->set_deadline(std::chrono::system_clock::now() + deadline);
-  }
-  if (options_.decorate_context) options_.decorate_context(context);
 }
 
 void Worker::UpdateSlotMetrics() {
@@ -183,13 +187,19 @@ std::vector<v1::RunningJob> Worker::RunningJobs() {
   return running;
 }
 
+bool Worker::Busy() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !jobs_.empty();
+}
+
 bool Worker::Send(const v1::WorkerMessage& message) {
   std::lock_guard<std::mutex> write_lock(write_mu_);
-  grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>* stream;
+  SchedulerStream* stream;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stream = stream_.get();
   }
+  // stream_ is only replaced under write_mu_, which we hold.
   return stream != nullptr && stream->Write(message);
 }
 
@@ -204,70 +214,47 @@ void Worker::SendResult(const v1::JobResult& result) {
 }
 
 void Worker::Run() {
-  std::mt19937 rng(std::random_device{}());
-  auto backoff = options_.min_backoff;
+  ReconnectBackoff backoff(options_.min_backoff, options_.max_backoff,
+                           std::random_device{}());
   while (!stopping_) {
-    const auto began = Clock::now();
+    const absl::Time began = clock_.Now();
     ServeOneConnection();
     if (stopping_) break;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (draining_ && jobs_.empty()) break;
     }
-    // A connection that lasted a while resets the backoff.
-    if (Clock::now() - began > std::chrono::seconds(10)) {
-      backoff = options_.min_backoff;
-    }
-    // While jobs run here, retry well within the scheduler's lease grace:
-    // a network cut shorter than the grace must not cost them their
-    // attempt because the backoff grew during it.
-    const auto grace = std::chrono::milliseconds(lease_grace_ms_.load());
-    bool busy;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      busy = !jobs_.empty();
-    }
-    if (busy && grace.count() > 0) {
-      backoff = std::min(backoff, std::max(options_.min_backoff, grace / 4));
-    }
-    std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
-    const auto wait = backoff / 2 + std::chrono::milliseconds(jitter(rng) / 2);
-    WaitToReconnect(wait);
-    backoff = std::min(backoff * 2, options_.max_backoff);
-  }
-}
-
-void Worker::WaitToReconnect(std::chrono::milliseconds wait) {
-  // A channel that lost its connection dials again during the wait, and
-  // the wait ends as soon as it is connected (the network healed, the
-  // scheduler is back): registering then, not once our backoff and gRPC's
-  // own (which grows with every refused dial) have both run out, is what
-  // keeps a short cut within the lease grace. A channel still connected
-  // (the scheduler ended the stream) waits out the whole backoff.
-  const bool connected = channel_->GetState(false) == GRPC_CHANNEL_READY;
-  if (!connected) {
-    grpc::experimental::ChannelResetConnectionBackoff(channel_.get());
-  }
-  const auto until = Clock::now() + wait;
-  while (!stopping_ && Clock::now() < until) {
-    const auto slice = std::min<Clock::duration>(
-        until - Clock::now(), std::chrono::milliseconds(100));
-    if (!connected) {
-      if (channel_->WaitForConnected(std::chrono::system_clock::now() +
-                                     slice)) {
-        return;
-      }
-      continue;
-    }
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, slice, [this] { return stopping_.load(); });
+    const auto wait =
+        backoff.Next(clock_.Now() - began, Busy(),
+                     std::chrono::milliseconds(lease_grace_ms_.load()));
+    edges_.link->WaitToReconnect(wait, stopping_);
   }
 }
 
 void Worker::ServeOneConnection() {
-  grpc::ClientContext context;
-  PrepareContext(&context, std::chrono::milliseconds(0));
-  auto stream = stub_->Connect(&context);
+  std::unique_ptr<SchedulerStream> stream = edges_.link->Connect();
+  {
+    // Shutdown() from now on cancels this stream.
+    std::lock_guard<std::mutex> write_lock(write_mu_);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stream_ = std::move(stream);
+  }
+  SchedulerStream* raw;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    raw = stream_.get();
+  }
+  auto close = [&] {
+    std::unique_ptr<SchedulerStream> closed;
+    {
+      std::lock_guard<std::mutex> write_lock(write_mu_);
+      std::lock_guard<std::mutex> lock(mu_);
+      closed = std::move(stream_);
+    }
+    cv_.notify_all();
+    return closed;
+  };
 
   v1::WorkerMessage hello;
   v1::RegisterWorker* reg = hello.mutable_register_();
@@ -275,14 +262,10 @@ void Worker::ServeOneConnection() {
   *reg->mutable_capabilities() = options_.capabilities;
   for (const auto& r : RunningJobs()) *reg->add_running_jobs() = r;
   v1::SchedulerMessage reply;
-  if (!stream->Write(hello) || !stream->Read(&reply) ||
-      !reply.has_registered()) {
-    grpc::Status status = stream->Finish();
+  if (!Send(hello) || !raw->Read(&reply) || !reply.has_registered()) {
+    absl::Status status = close()->Finish();
     Log(absl::StrCat("cannot register with the scheduler: ",
-                     status.ok()
-                         ? "unexpected reply"
-                         : DescribeSchedulerError(FromGrpcStatus(status),
-                                                  options_.security)));
+                     status.ok() ? "unexpected reply" : status.message()));
     return;
   }
   const v1::Registered& registered = reply.registered();
@@ -301,14 +284,12 @@ void Worker::ServeOneConnection() {
                        stale.attempt()));
       std::lock_guard<std::mutex> lock(job->mu);
       job->cancel_requested = true;
-      if (job->process) job->process->Kill();
+      if (job->trainer) job->trainer->Kill();
     }
   }
   std::vector<v1::JobResult> pending;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stream_ = std::move(stream);
-    stream_context_ = &context;
     pending.swap(pending_results_);
   }
   for (const auto& result : pending) SendResult(result);
@@ -317,11 +298,6 @@ void Worker::ServeOneConnection() {
       std::max<int64_t>(registered.heartbeat_interval_ms(), 100));
   std::thread heartbeat([this, interval] { HeartbeatLoop(interval); });
 
-  grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>* raw;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    raw = stream_.get();
-  }
   v1::SchedulerMessage message;
   while (raw->Read(&message)) {
     if (message.has_assignment()) {
@@ -345,24 +321,12 @@ void Worker::ServeOneConnection() {
       CancelJob(message.cancel());
     }
   }
-  std::unique_ptr<
-      grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>>
-      closed;
-  {
-    std::lock_guard<std::mutex> write_lock(write_mu_);
-    std::lock_guard<std::mutex> lock(mu_);
-    closed = std::move(stream_);
-    stream_context_ = nullptr;
-  }
-  cv_.notify_all();
+  std::unique_ptr<SchedulerStream> closed = close();
   heartbeat.join();
-  grpc::Status status = closed->Finish();
+  absl::Status status = closed->Finish();
   if (!stopping_) {
     Log(absl::StrCat("connection to the scheduler lost: ",
-                     status.ok()
-                         ? "stream closed"
-                         : DescribeSchedulerError(FromGrpcStatus(status),
-                                                  options_.security)));
+                     status.ok() ? "stream closed" : status.message()));
   }
 }
 
@@ -383,6 +347,36 @@ void Worker::HeartbeatLoop(std::chrono::milliseconds interval) {
   }
 }
 
+std::string Worker::Admit(const std::shared_ptr<Job>& job) {
+  std::unique_lock<std::mutex> lock(mu_);
+  // An older attempt of this job still here was found stale (the
+  // scheduler gave up on it, e.g. after a network cut, and now hands the
+  // new attempt back to us): it is being killed; take the new attempt
+  // once it is gone rather than refuse it as a duplicate.
+  auto older = jobs_.find(job->id);
+  if (older != jobs_.end() && older->second->attempt < job->attempt) {
+    std::shared_ptr<Job> stale = older->second;
+    lock.unlock();
+    {
+      std::lock_guard<std::mutex> stale_lock(stale->mu);
+      stale->cancel_requested = true;
+      if (stale->trainer) stale->trainer->Kill();
+    }
+    lock.lock();
+    cv_.wait_for(lock, options_.stop_grace + std::chrono::seconds(10), [&] {
+      auto it = jobs_.find(job->id);
+      return it == jobs_.end() || it->second != stale || stopping_;
+    });
+  }
+  if (draining_ || stopping_) return "worker is draining";
+  if (jobs_.count(job->id)) return "job already runs here";
+  if (static_cast<int>(jobs_.size()) >= options_.capabilities.slots()) {
+    return "worker has no free slot";
+  }
+  jobs_[job->id] = job;
+  return "";
+}
+
 void Worker::StartJob(const v1::Assignment& assignment) {
   auto job = std::make_shared<Job>();
   job->id = assignment.job_id();
@@ -392,56 +386,20 @@ void Worker::StartJob(const v1::Assignment& assignment) {
   job->dir = (fs::path(options_.work_dir) / "jobs" / job->id /
               absl::StrCat("attempt-", job->attempt))
                  .string();
-  auto fail = [&](const std::string& reason, bool permanent) {
-    Log(absl::StrCat(job->id, ": ", reason));
-    v1::JobResult result;
-    result.set_job_id(job->id);
-    result.set_attempt(job->attempt);
-    result.set_outcome(v1::JOB_OUTCOME_FAILED);
-    result.set_reason(reason);
-    result.set_permanent(permanent);
-    SendResult(result);
+  job->spec_path = (fs::path(job->dir) / "spec.json").string();
+  // Ends the attempt before its trainer started.
+  auto end = [&](v1::JobOutcome outcome, const std::string& reason,
+                 bool permanent) {
+    if (outcome == v1::JOB_OUTCOME_FAILED) {
+      Log(absl::StrCat(job->id, ": ", reason));
+    }
+    FinishJob(job);
+    SendResult(
+        MakeJobResult(job->id, job->attempt, outcome, reason, permanent));
   };
-  std::string rejection;
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    // An older attempt of this job still here was found stale (the
-    // scheduler gave up on it, e.g. after a network cut, and now hands the
-    // new attempt back to us): it is being killed; take the new attempt
-    // once it is gone rather than refuse it as a duplicate.
-    auto older = jobs_.find(job->id);
-    if (older != jobs_.end() && older->second->attempt < job->attempt) {
-      std::shared_ptr<Job> stale = older->second;
-      lock.unlock();
-      {
-        std::lock_guard<std::mutex> stale_lock(stale->mu);
-        stale->cancel_requested = true;
-        if (stale->process) stale->process->Kill();
-      }
-      lock.lock();
-      cv_.wait_for(lock, options_.stop_grace + std::chrono::seconds(10), [&] {
-        auto it = jobs_.find(job->id);
-        return it == jobs_.end() || it->second != stale || stopping_;
-      });
-    }
-    if (draining_ || stopping_) {
-      rejection = "worker is draining";
-    } else if (jobs_.count(job->id)) {
-      rejection = "job already runs here";
-    } else if (static_cast<int>(jobs_.size()) >=
-               options_.capabilities.slots()) {
-      rejection = "worker has no free slot";
-    } else {
-      jobs_[job->id] = job;
-    }
-  }
-  if (!rejection.empty()) {
-    v1::JobResult result;
-    result.set_job_id(job->id);
-    result.set_attempt(job->attempt);
-    result.set_outcome(v1::JOB_OUTCOME_RELEASED);
-    result.set_reason(rejection);
-    SendResult(result);
+  if (std::string refused = Admit(job); !refused.empty()) {
+    SendResult(MakeJobResult(job->id, job->attempt, v1::JOB_OUTCOME_RELEASED,
+                             refused));
     return;
   }
   UpdateSlotMetrics();
@@ -450,13 +408,12 @@ void Worker::StartJob(const v1::Assignment& assignment) {
 
   std::error_code ec;
   fs::create_directories(job->dir, ec);
-  const std::string spec_path = (fs::path(job->dir) / "spec.json").string();
   {
-    std::ofstream out(spec_path);
+    std::ofstream out(job->spec_path);
     out << FormatJobSpec(job->spec, SpecFormat::kJson);
     if (!out) {
-      FinishJob(job);
-      fail(absl::StrCat("cannot write ", spec_path), false);
+      end(v1::JOB_OUTCOME_FAILED, absl::StrCat("cannot write ", job->spec_path),
+          false);
       return;
     }
   }
@@ -465,79 +422,53 @@ void Worker::StartJob(const v1::Assignment& assignment) {
   std::string resume_path;
   if (assignment.has_checkpoint()) {
     resume_path = (fs::path(job->dir) / "resume.ckpt").string();
-    bool corrupt_at_source = false;
-    absl::Status downloaded = DownloadCheckpoint(
-        job->id, resume_path, &resumed_from, &corrupt_at_source);
-    if (!downloaded.ok()) {
-      FinishJob(job);
-      // The scheduler's own copy is corrupt or gone (it checks the file
-      // against its record): no retry can resume from it, and training on
-      // from corrupt bytes is never an option.
-      fail(corrupt_at_source
-               ? absl::StrCat("cannot resume: ", downloaded.message(),
-                              "; not resuming from a corrupt checkpoint")
-               : absl::StrCat("cannot download checkpoint: ",
-                              downloaded.message()),
-           corrupt_at_source);
+    absl::StatusOr<int64_t> step =
+        edges_.transfer->Download(job->id, resume_path);
+    if (!step.ok()) {
+      // DATA_LOSS: the scheduler's own copy is corrupt or gone (it checks
+      // the file against its record): no retry can resume from it, and
+      // training on from corrupt bytes is never an option.
+      const bool corrupt_at_source =
+          step.status().code() == absl::StatusCode::kDataLoss;
+      end(v1::JOB_OUTCOME_FAILED,
+          corrupt_at_source
+              ? absl::StrCat("cannot resume: ", step.status().message(),
+                             "; not resuming from a corrupt checkpoint")
+              : absl::StrCat("cannot download checkpoint: ",
+                             step.status().message()),
+          corrupt_at_source);
       return;
     }
+    resumed_from = *step;
   }
 
-  const bool wants_baseline =
-      job->spec.savings().baseline() != v1::BASELINE_MODE_NONE &&
-      job->spec.precision() != v1::PRECISION_FP32;
-  if (wants_baseline) {
-    const std::string fingerprint =
-        BaselineFingerprint(job->spec, options_.capabilities);
-    const v1::Savings& cached = assignment.cached_baseline();
-    if (job->spec.savings().baseline() == v1::BASELINE_MODE_CACHED &&
-        assignment.has_cached_baseline() &&
-        cached.fingerprint() == fingerprint &&
-        cached.baseline_step_seconds() > 0) {
-      std::lock_guard<std::mutex> lock(job->mu);
-      job->has_baseline = true;
-      job->baseline.step_seconds = cached.baseline_step_seconds();
-      job->baseline.tokens_per_second = cached.baseline_tokens_per_second();
-      job->baseline.peak_memory_bytes = cached.baseline_peak_memory_bytes();
-      job->baseline.source = v1::BASELINE_MODE_CACHED;
-      Log(absl::StrCat(job->id, ": reusing cached fp32 baseline ", fingerprint,
-                       " (", job->baseline.step_seconds, " s/step)"));
-    } else {
-      // Probe mode, or cached with nothing stored (or stored for another
-      // fingerprint: a worker never trusts figures measured elsewhere).
-      MeasureBaseline(job.get());
-    }
-    std::lock_guard<std::mutex> lock(job->mu);
-    job->baseline.fingerprint = fingerprint;
-  }
+  if (WantsBaseline(job->spec)) PrepareBaseline(assignment, job.get());
 
-  std::vector<std::string> args = {
-      spec_path,
-      "--out",
-      (fs::path(options_.out_root) / job->spec.name()).string(),
-      "--metrics-jsonl",
-      (fs::path(job->dir) / "metrics.jsonl").string(),
-      "--threads",
-      std::to_string(options_.capabilities.threads_per_job()),
-      "--quiet"};
+  TrainerOptions trainer;
+  trainer.binary = options_.trainer_binary;
+  trainer.args = {job->spec_path,
+                  "--out",
+                  (fs::path(options_.out_root) / job->spec.name()).string(),
+                  "--metrics-jsonl",
+                  (fs::path(job->dir) / "metrics.jsonl").string(),
+                  "--threads",
+                  std::to_string(options_.capabilities.threads_per_job()),
+                  "--quiet"};
   if (!options_.data_root.empty()) {
-    args.push_back("--data-root");
-    args.push_back(options_.data_root);
+    trainer.args.push_back("--data-root");
+    trainer.args.push_back(options_.data_root);
   }
   if (!resume_path.empty()) {
-    args.push_back("--resume");
-    args.push_back(resume_path);
+    trainer.args.push_back("--resume");
+    trainer.args.push_back(resume_path);
   }
-  TrainerProcess::Options process_options;
-  process_options.binary = options_.trainer_binary;
-  process_options.args = args;
-  process_options.work_dir = job->dir;
-  process_options.stderr_log = (fs::path(job->dir) / "stderr.log").string();
-  process_options.stall_timeout = options_.stall_timeout;
+  trainer.work_dir = job->dir;
+  trainer.stderr_log = (fs::path(job->dir) / "stderr.log").string();
+  trainer.stall_timeout = options_.stall_timeout;
   // The trainer waits for each checkpoint to be stored before it trains on,
   // so a crash repeats at most the checkpoint interval.
-  process_options.acknowledgements = true;
-  TrainerProcess::Callbacks callbacks;
+  trainer.acknowledgements = true;
+  TrainerCallbacks callbacks;
   callbacks.on_event = [this, job](const std::string& line) {
     OnTrainerEvent(job, line);
   };
@@ -545,36 +476,24 @@ void Worker::StartJob(const v1::Assignment& assignment) {
     OnTrainerExit(job, exit);
   };
 
-  std::lock_guard<std::mutex> lock(job->mu);
+  std::unique_lock<std::mutex> lock(job->mu);
   if (job->cancel_requested || job->release_requested) {
-    v1::JobResult result;
-    result.set_job_id(job->id);
-    result.set_attempt(job->attempt);
-    result.set_outcome(job->cancel_requested ? v1::JOB_OUTCOME_CANCELLED
-                                             : v1::JOB_OUTCOME_RELEASED);
-    result.set_reason(job->cancel_requested ? "cancelled before start"
-                                            : "worker is draining");
-    job->finished = true;
-    {
-      std::lock_guard<std::mutex> jobs_lock(mu_);
-      jobs_.erase(job->id);
-    }
-    cv_.notify_all();
-    SendResult(result);
+    const bool cancelled = job->cancel_requested;
+    lock.unlock();
+    end(cancelled ? v1::JOB_OUTCOME_CANCELLED : v1::JOB_OUTCOME_RELEASED,
+        cancelled ? "cancelled before start" : "worker is draining", false);
     return;
   }
-  auto process = TrainerProcess::Start(process_options, std::move(callbacks));
-  if (!process.ok()) {
-    job->finished = true;
-    {
-      std::lock_guard<std::mutex> jobs_lock(mu_);
-      jobs_.erase(job->id);
-    }
-    cv_.notify_all();
-    fail(std::string(process.status().message()), false);
+  // Under job->mu, so a cancel arriving now finds the trainer to stop.
+  auto started_trainer = edges_.launcher->Start(trainer, std::move(callbacks));
+  if (!started_trainer.ok()) {
+    lock.unlock();
+    end(v1::JOB_OUTCOME_FAILED, std::string(started_trainer.status().message()),
+        false);
     return;
   }
-  job->process = std::move(*process);
+  job->trainer = std::move(*started_trainer);
+  lock.unlock();
   v1::WorkerMessage started;
   started.mutable_started()->set_job_id(job->id);
   started.mutable_started()->set_attempt(job->attempt);
@@ -582,92 +501,46 @@ void Worker::StartJob(const v1::Assignment& assignment) {
   Send(started);
 }
 
-void Worker::MeasureBaseline(Job* job) {
-  // The same spec in fp32 for probe_steps steps: same model, batch, data,
-  // device and threads; nothing written. Its steady median step time
-  // (StepRecord::SteadyStepSeconds: warm-up excluded, as for the job's own
-  // steps) is the baseline.
-  const std::string spec_path = (fs::path(job->dir) / "spec.json").string();
-  const int probe_steps = std::max(3, job->spec.savings().probe_steps());
-  std::vector<std::string> args = {
-      spec_path,
-      "--set",
-      "precision=fp32",
-      "--set",
-      "loss_scaling.mode=none",
-      "--set",
-      absl::StrCat("steps=", probe_steps),
-      "--set",
-      "lr_schedule.warmup_steps=0",
-      "--set",
-      "eval.every_steps=0",
-      "--set",
-      "eval.batches=1",
-      "--threads",
-      std::to_string(options_.capabilities.threads_per_job()),
-      "--quiet"};
-  if (!options_.data_root.empty()) {
-    args.push_back("--data-root");
-    args.push_back(options_.data_root);
-  }
-  TrainerProcess::Options process_options;
-  process_options.binary = options_.trainer_binary;
-  process_options.args = args;
-  process_options.work_dir = job->dir;
-  process_options.stderr_log =
-      (fs::path(job->dir) / "probe-stderr.log").string();
-  process_options.stall_timeout = options_.stall_timeout;
-
-  std::mutex probe_mu;
-  std::condition_variable probe_cv;
-  bool exited = false;
-  StepRecord steps;
-  TrainerProcess::Callbacks callbacks;
-  callbacks.on_event = [&](const std::string& line) {
-    nlohmann::json e = nlohmann::json::parse(line, nullptr, false);
-    if (e.is_discarded() || e.value(events::kKind, "") != events::kStep) return;
-    std::lock_guard<std::mutex> lock(probe_mu);
-    steps.Add(ReportFromEvent(e, job->attempt));
-  };
-  ExitInfo exit_info;
-  callbacks.on_exit = [&](const ExitInfo& exit) {
-    std::lock_guard<std::mutex> lock(probe_mu);
-    exit_info = exit;
-    exited = true;
-    probe_cv.notify_all();
-  };
-  const auto began = Clock::now();
-  auto process = TrainerProcess::Start(process_options, std::move(callbacks));
-  if (!process.ok()) {
-    Log(absl::StrCat(
-        job->id, ": fp32 probe did not start: ", process.status().message()));
+void Worker::PrepareBaseline(const v1::Assignment& assignment, Job* job) {
+  const std::string fingerprint =
+      BaselineFingerprint(job->spec, options_.capabilities);
+  if (std::optional<Baseline> cached =
+          CachedBaseline(assignment, fingerprint)) {
+    Log(absl::StrCat(job->id, ": reusing cached fp32 baseline ", fingerprint,
+                     " (", cached->step_seconds, " s/step)"));
+    std::lock_guard<std::mutex> lock(job->mu);
+    job->has_baseline = true;
+    job->baseline = *cached;
     return;
   }
-  {
-    std::unique_lock<std::mutex> lock(probe_mu);
-    while (!exited) {
-      probe_cv.wait_for(lock, std::chrono::milliseconds(100));
-      std::lock_guard<std::mutex> job_lock(job->mu);
-      if ((job->cancel_requested || job->release_requested || stopping_) &&
-          !exited) {
-        (*process)->Kill();
-      }
-    }
-  }
-  (*process)->Wait();
-  const double probe_seconds =
-      std::chrono::duration<double>(Clock::now() - began).count();
-  if (exit_info.exit_code != events::kExitOk || steps.empty()) {
-    Log(absl::StrCat(job->id, ": fp32 probe failed (", exit_info.Describe(),
-                     "); no savings will be reported"));
+  // Probe mode, or cached with nothing stored (or stored for another
+  // fingerprint: a worker never trusts figures measured elsewhere).
+  ProbeOptions probe;
+  probe.trainer_binary = options_.trainer_binary;
+  probe.spec_path = job->spec_path;
+  probe.work_dir = job->dir;
+  probe.data_root = options_.data_root;
+  probe.threads = options_.capabilities.threads_per_job();
+  probe.min_steps = job->spec.savings().probe_steps();
+  probe.min_steady_time = options_.probe_min_steady_time;
+  probe.stall_timeout = options_.stall_timeout;
+  probe.fingerprint = fingerprint;
+  absl::StatusOr<Baseline> baseline =
+      RunBaselineProbe(*edges_.launcher, clock_, probe, [&] {
+        std::lock_guard<std::mutex> lock(job->mu);
+        return job->cancel_requested || job->release_requested ||
+               stopping_.load();
+      });
+  if (!baseline.ok()) {
+    Log(absl::StrCat(job->id, ": ", baseline.status().message(),
+                     "; no savings will be reported"));
     return;
   }
+  Log(absl::StrCat(job->id, ": fp32 baseline ", baseline->step_seconds,
+                   " s/step, probe took ", baseline->probe_seconds, " s"));
   std::lock_guard<std::mutex> lock(job->mu);
   job->has_baseline = true;
-  job->baseline =
-      BaselineFromProbe(steps, probe_seconds, job->baseline.fingerprint);
-  Log(absl::StrCat(job->id, ": fp32 baseline ", job->baseline.step_seconds,
-                   " s/step, probe took ", probe_seconds, " s"));
+  job->baseline = *baseline;
 }
 
 void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
@@ -707,7 +580,6 @@ void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
     std::lock_guard<std::mutex> lock(job->mu);
     job->done_status = e.value(events::kStatus, "");
     job->done_message = e.value(events::kMessage, "");
-    if (e.contains(events::kSummary)) job->summary = e[events::kSummary];
   }
 }
 
@@ -722,16 +594,16 @@ void Worker::UploadLoop(Job* job) {
     job->upload_path.clear();
     const int64_t step = job->upload_step;
     lock.unlock();
-    absl::Status uploaded = UploadCheckpoint(job, path, step);
+    absl::Status uploaded =
+        edges_.transfer->Upload({job->id, job->attempt, step}, path);
     if (!uploaded.ok()) {
       Log(absl::StrCat(job->id, ": checkpoint upload of step ", step,
                        " failed: ", uploaded.message()));
     }
     lock.lock();
-    if (!uploaded.ok()) job->upload_error = std::string(uploaded.message());
     // Not while a newer checkpoint waits: that one's ack covers this one.
-    if (job->process && job->upload_path.empty()) {
-      job->process
+    if (job->trainer && job->upload_path.empty()) {
+      job->trainer
           ->Acknowledge(absl::StrCat(uploaded.ok() ? "stored " : "failed ",
                                      step))
           .IgnoreError();  // a trainer already gone needs no answer
@@ -755,51 +627,21 @@ void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
   // attempt, which resumes from it.
   FlushUploads(job.get());
   v1::JobResult result;
-  result.set_job_id(job->id);
-  result.set_attempt(job->attempt);
   {
     std::lock_guard<std::mutex> lock(job->mu);
-    job->finished = true;
-    if (job->process) {
-      for (const auto& line : job->process->StderrTail())
-        result.add_stderr_tail(line);
-    }
-    if (exit.exit_code == events::kExitOk &&
-        job->done_status == events::kOkStatus) {
-      result.set_outcome(v1::JOB_OUTCOME_SUCCEEDED);
-      if (job->has_baseline && !job->steps.empty()) {
-        *result.mutable_savings() =
-            ComputeSavings(job->spec.precision(), job->baseline, job->steps,
-                           options_.capabilities);
-      }
-    } else if (job->release_requested && !job->cancel_requested) {
-      result.set_outcome(v1::JOB_OUTCOME_RELEASED);
-      result.set_reason("worker is draining");
-    } else if (job->cancel_requested) {
-      result.set_outcome(v1::JOB_OUTCOME_CANCELLED);
-      result.set_reason("cancelled");
-    } else if (exit.stalled) {
-      // Hung (deadlocked, stopped, stuck in I/O): another try may well
-      // succeed, on this worker or another.
-      result.set_outcome(v1::JOB_OUTCOME_FAILED);
-      result.set_reason(StallReason(options_.stall_timeout, exit));
-      result.set_permanent(false);
-    } else {
-      result.set_outcome(v1::JOB_OUTCOME_FAILED);
-      // The trainer's own words: its done event, else its last stderr line
-      // (errors found before training starts, e.g. a path outside the root).
-      std::string why = job->done_message;
-      if (why.empty() && result.stderr_tail_size() > 0) {
-        why = result.stderr_tail(result.stderr_tail_size() - 1);
-        const std::string prefix = "halftime-train: ";
-        if (why.rfind(prefix, 0) == 0) why = why.substr(prefix.size());
-      }
-      std::string reason =
-          why.empty() ? absl::StrCat("trainer ", exit.Describe())
-                      : absl::StrCat(why, " (trainer ", exit.Describe(), ")");
-      result.set_reason(reason);
-      // Exit code 2 is a bad spec or data: retrying cannot help.
-      result.set_permanent(exit.exit_code == events::kExitBadInput);
+    TrainerEnd end;
+    end.exit = exit;
+    end.done_status = job->done_status;
+    end.done_message = job->done_message;
+    end.cancel_requested = job->cancel_requested;
+    end.release_requested = job->release_requested;
+    if (job->trainer) end.stderr_tail = job->trainer->StderrTail();
+    result = ResultOfRun(job->id, job->attempt, end, options_.stall_timeout);
+    if (result.outcome() == v1::JOB_OUTCOME_SUCCEEDED && job->has_baseline &&
+        !job->steps.empty()) {
+      *result.mutable_savings() =
+          ComputeSavings(job->spec.precision(), job->baseline, job->steps,
+                         options_.capabilities);
     }
   }
   Log(absl::StrCat(
@@ -818,7 +660,7 @@ void Worker::FinishJob(const std::shared_ptr<Job>& job) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = jobs_.find(job->id);
     if (it != jobs_.end() && it->second == job) jobs_.erase(it);
-    // The process object may not be destroyed on its own reader thread.
+    // The trainer object may not be destroyed on its own callback thread.
     finished_.push_back(job);
   }
   cv_.notify_all();
@@ -832,12 +674,12 @@ void Worker::ReapFinished() {
     finished.swap(finished_);
   }
   for (auto& job : finished) {
-    std::unique_ptr<TrainerProcess> process;
+    std::unique_ptr<Trainer> trainer;
     {
       std::lock_guard<std::mutex> lock(job->mu);
-      process = std::move(job->process);
+      trainer = std::move(job->trainer);
     }
-    process.reset();
+    trainer.reset();
   }
 }
 
@@ -855,18 +697,15 @@ void Worker::CancelJob(const v1::Cancel& cancel) {
   }
   if (!job) {
     // Unknown here: confirm so the scheduler does not wait for us.
-    v1::JobResult result;
-    result.set_job_id(cancel.job_id());
-    result.set_attempt(cancel.attempt());
-    result.set_outcome(v1::JOB_OUTCOME_CANCELLED);
-    result.set_reason("not running on this worker");
-    SendResult(result);
+    SendResult(MakeJobResult(cancel.job_id(), cancel.attempt(),
+                             v1::JOB_OUTCOME_CANCELLED,
+                             "not running on this worker"));
     return;
   }
   Log(absl::StrCat(job->id, ": cancelling (", cancel.reason(), ")"));
   std::lock_guard<std::mutex> lock(job->mu);
   job->cancel_requested = true;
-  if (job->process) job->process->Stop(options_.stop_grace);
+  if (job->trainer) job->trainer->Stop(options_.stop_grace);
 }
 
 void Worker::Drain() {
@@ -885,7 +724,7 @@ void Worker::Drain() {
   for (auto& job : jobs) {
     std::lock_guard<std::mutex> lock(job->mu);
     job->release_requested = true;
-    if (job->process) job->process->Stop(options_.stop_grace);
+    if (job->trainer) job->trainer->Stop(options_.stop_grace);
   }
   // Run() ends once every job has been handed back.
   std::lock_guard<std::mutex> lock(mu_);
@@ -907,135 +746,15 @@ void Worker::Shutdown() {
   std::vector<std::shared_ptr<Job>> jobs;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stream_context_ != nullptr) stream_context_->TryCancel();
+    if (stream_ != nullptr) stream_->Cancel();
     for (auto& [id, job] : jobs_) jobs.push_back(job);
   }
   cv_.notify_all();
+  edges_.transfer->CancelAll();
   for (auto& job : jobs) {
     std::lock_guard<std::mutex> lock(job->mu);
-    if (job->upload_context != nullptr) job->upload_context->TryCancel();
     job->upload_cv.notify_all();
   }
-}
-
-absl::Status Worker::UploadCheckpoint(Job* job, const std::string& path,
-                                      int64_t step) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  const Clock::time_point began = Clock::now();
-  grpc::ClientContext context;
-  PrepareContext(&context, kTransferCap);
-  {
-    std::lock_guard<std::mutex> lock(job->mu);
-    if (stopping_) return absl::CancelledError("worker is stopping");
-    job->upload_context = &context;
-  }
-  struct Unregister {
-    Job* job;
-    ~Unregister() {
-      std::lock_guard<std::mutex> lock(job->mu);
-      job->upload_context = nullptr;
-    }
-  } unregister{job};
-  v1::UploadCheckpointResponse response;
-  TransferWatchdog watchdog(&context, kRpcDeadline);
-  auto writer = stub_->UploadCheckpoint(&context, &response);
-  Sha256 sha;
-  std::string buffer(kChunkBytes, '\0');
-  int64_t total = 0;
-  bool first = true;
-  while (true) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    const std::streamsize n = in.gcount();
-    v1::CheckpointChunk chunk;
-    if (first) {
-      chunk.set_job_id(job->id);
-      chunk.set_attempt(job->attempt);
-      chunk.set_step(step);
-      first = false;
-    }
-    if (n > 0) {
-      chunk.set_data(buffer.data(), static_cast<std::size_t>(n));
-      sha.Update(absl::string_view(buffer.data(), static_cast<std::size_t>(n)));
-      total += n;
-    }
-    const bool last = n < static_cast<std::streamsize>(buffer.size());
-    if (last) {
-      chunk.set_sha256(sha.HexDigest());
-      chunk.set_total_bytes(total);
-    }
-    if (!writer->Write(chunk)) break;
-    watchdog.Progress();
-    if (last) break;
-  }
-  writer->WritesDone();
-  absl::Status status = watchdog.Outcome(FromGrpcStatus(writer->Finish()),
-                                         "checkpoint upload", total);
-  if (status.ok()) {
-    const std::chrono::duration<double> took = Clock::now() - began;
-    Log(absl::StrCat(job->id, ": uploaded checkpoint of step ", step, " (",
-                     total, " bytes in ", absl::StrFormat("%.3f", took.count()),
-                     " s)"));
-  }
-  return status;
-}
-
-absl::Status Worker::DownloadCheckpoint(const std::string& job_id,
-                                        const std::string& path, int64_t* step,
-                                        bool* corrupt_at_source) {
-  *corrupt_at_source = false;
-  grpc::ClientContext context;
-  PrepareContext(&context, kTransferCap);
-  TransferWatchdog watchdog(&context, kRpcDeadline);
-  v1::DownloadCheckpointRequest request;
-  request.set_job_id(job_id);
-  auto reader = stub_->DownloadCheckpoint(&context, request);
-  const std::string partial = path + ".partial";
-  std::ofstream out(partial, std::ios::binary | std::ios::trunc);
-  Sha256 sha;
-  int64_t total = 0;
-  std::string expected_sha;
-  int64_t expected_total = -1;
-  v1::CheckpointChunk chunk;
-  while (reader->Read(&chunk)) {
-    watchdog.Progress();
-    if (chunk.step() > 0) *step = chunk.step();
-    out.write(chunk.data().data(),
-              static_cast<std::streamsize>(chunk.data().size()));
-    sha.Update(chunk.data());
-    total += static_cast<int64_t>(chunk.data().size());
-    if (!chunk.sha256().empty()) {
-      expected_sha = chunk.sha256();
-      expected_total = chunk.total_bytes();
-    }
-  }
-  absl::Status status = watchdog.Outcome(FromGrpcStatus(reader->Finish()),
-                                         "checkpoint download", total);
-  out.close();
-  std::error_code ec;
-  if (!status.ok()) {
-    fs::remove(partial, ec);
-    // DATA_LOSS: the scheduler found its stored copy corrupt or missing.
-    *corrupt_at_source = status.code() == absl::StatusCode::kDataLoss;
-    return status;
-  }
-  if (!out) {
-    fs::remove(partial, ec);
-    return absl::InternalError(absl::StrCat("cannot write ", partial));
-  }
-  if (expected_sha != sha.HexDigest() || expected_total != total) {
-    // Garbled on the way (the scheduler verified its copy): another try
-    // may fare better.
-    fs::remove(partial, ec);
-    return absl::DataLossError(absl::StrCat("checkpoint of ", job_id,
-                                            " failed its checksum in transit (",
-                                            total, " bytes)"));
-  }
-  fs::rename(partial, path, ec);
-  if (ec) return absl::InternalError(ec.message());
-  Log(absl::StrCat(job_id, ": downloaded checkpoint of step ", *step, " (",
-                   total, " bytes)"));
-  return absl::OkStatus();
 }
 
 }  // namespace halftime

@@ -1,12 +1,20 @@
 // Worker: the halftime-worker daemon's logic. It keeps one Connect stream
 // to the scheduler open (register, heartbeats, reports and results up;
 // assignments and cancels down; reconnecting with exponential backoff and
-// jitter), runs each assigned job in its own `halftime-train` child process,
-// measures the fp32 baseline for savings, uploads checkpoints as they are
-// written and forwards every training report.
+// jitter), admits each assigned job to a free slot, runs it in its own
+// trainer, measures the fp32 baseline for savings (worker/baseline_probe),
+// uploads checkpoints as they are written and forwards every training
+// report.
+//
+// Its edges are interfaces (WorkerEdges): the scheduler link and the
+// checkpoint transfer (worker/scheduler_link.h), the trainer launcher
+// (worker/trainer_launcher.h) and the clock, so tests run it against
+// fakes.
 //
 // Thread-safety: Run() blocks the calling thread; Drain() and Shutdown()
-// may be called from any thread (e.g. a signal-watching thread).
+// may be called from any thread (e.g. a signal-watching thread). Trainer
+// callbacks run on each trainer's own thread; no lock is held across a
+// call to the scheduler or a trainer start.
 #ifndef HALFTIME_WORKER_WORKER_H_
 #define HALFTIME_WORKER_WORKER_H_
 
@@ -19,14 +27,19 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "common/channel.h"
-#include "halftime/v1/worker_gateway.grpc.pb.h"
-#include "worker/trainer_process.h"
+#include "common/clock.h"
+#include "halftime/v1/worker_gateway.pb.h"
+#include "worker/job_result.h"
+#include "worker/scheduler_link.h"
+#include "worker/trainer_launcher.h"
 #include "worker/worker_metrics.h"
 
 namespace halftime {
@@ -53,25 +66,62 @@ struct WorkerOptions {
   // Bounds of the reconnect backoff.
   std::chrono::milliseconds min_backoff{200};
   std::chrono::milliseconds max_backoff{10000};
+  // The fp32 probe measures at least this much steady step time (see
+  // worker/baseline_probe.h).
+  std::chrono::milliseconds probe_min_steady_time{3000};
   // Sets per-call credentials/deadline on each ClientContext (may be empty).
   std::function<void(grpc::ClientContext*)> decorate_context;
-  // How `channel` is secured, to explain failed connections in the log.
+  // How the channel is secured, to explain failed connections in the log.
   ChannelSecurity security = ChannelSecurity::kPlaintext;
 };
 
-// The failure reason of an attempt whose trainer the stall watchdog killed:
-// "no training step for 30s (trainer killed by signal 9 (SIGKILL) by the
-// stall watchdog)".
-std::string StallReason(std::chrono::milliseconds stall_timeout,
-                        const ExitInfo& exit);
+// What a Worker talks to. All are required but `clock`.
+struct WorkerEdges {
+  std::unique_ptr<SchedulerLink> link;
+  std::unique_ptr<CheckpointTransfer> transfer;
+  std::unique_ptr<TrainerLauncher> launcher;
+  // Not owned; must outlive the worker. Null: the system clock.
+  const Clock* clock = nullptr;
+};
+
+// The delays between reconnect attempts: exponential from `min` to `max`,
+// each drawn in [backoff/2, backoff] so a fleet that lost its scheduler
+// does not come back in lockstep.
+//
+// Thread-safety: thread-compatible.
+class ReconnectBackoff {
+ public:
+  ReconnectBackoff(std::chrono::milliseconds min, std::chrono::milliseconds max,
+                   uint32_t seed);
+
+  // The wait before the next attempt, after a connection that lasted
+  // `connected_for`; a long one (over 10 s) starts the backoff afresh.
+  // `lease_grace` (zero: unknown) caps the backoff at a quarter of the
+  // scheduler's lease grace while jobs run here (`busy`): a network cut
+  // shorter than the grace must not cost them their attempt because the
+  // backoff grew during it.
+  std::chrono::milliseconds Next(absl::Duration connected_for, bool busy,
+                                 std::chrono::milliseconds lease_grace);
+
+ private:
+  const std::chrono::milliseconds min_, max_;
+  std::chrono::milliseconds backoff_;
+  std::mt19937 rng_;
+};
 
 class Worker {
  public:
-  // `channel` reaches the scheduler; `metrics` may be null (not owned, must
-  // outlive the worker). INVALID_ARGUMENT for unusable directories.
+  // The worker with gRPC edges over `channel` and real trainer processes.
+  // `metrics` may be null (not owned, must outlive the worker).
+  // INVALID_ARGUMENT for unusable directories.
   static absl::StatusOr<std::unique_ptr<Worker>> Create(
       WorkerOptions options, std::shared_ptr<grpc::Channel> channel,
       WorkerMetrics* metrics);
+  // The worker with the given edges; INVALID_ARGUMENT for unusable
+  // directories or a missing edge.
+  static absl::StatusOr<std::unique_ptr<Worker>> Create(WorkerOptions options,
+                                                        WorkerEdges edges,
+                                                        WorkerMetrics* metrics);
   ~Worker();
 
   // Connects and serves until Shutdown(), or until a Drain() has handed
@@ -86,18 +136,21 @@ class Worker {
  private:
   struct Job;
 
-  Worker(WorkerOptions options, std::shared_ptr<grpc::Channel> channel,
-         WorkerMetrics* metrics);
+  Worker(WorkerOptions options, WorkerEdges edges, WorkerMetrics* metrics);
 
   void ServeOneConnection();
-  // Waits up to `wait` before the next connection attempt; see worker.cc.
-  void WaitToReconnect(std::chrono::milliseconds wait);
   void HeartbeatLoop(std::chrono::milliseconds interval);
   bool Send(const v1::WorkerMessage& message);
   void SendResult(const v1::JobResult& result);
   std::vector<v1::RunningJob> RunningJobs();
+  bool Busy();
 
+  // Admits `assignment` to a slot, prepares it (spec file, checkpoint,
+  // baseline) and starts its trainer; blocking, on a starter thread.
   void StartJob(const v1::Assignment& assignment);
+  // Takes a slot for `job`; the refusal's reason when there is none.
+  std::string Admit(const std::shared_ptr<Job>& job);
+  void PrepareBaseline(const v1::Assignment& assignment, Job* job);
   void CancelJob(const v1::Cancel& cancel);
   void OnTrainerEvent(const std::shared_ptr<Job>& job, const std::string& line);
   void OnTrainerExit(const std::shared_ptr<Job>& job, const ExitInfo& exit);
@@ -107,42 +160,30 @@ class Worker {
   void UploadLoop(Job* job);
   // Uploads what is pending and ends `job`'s upload thread.
   void FlushUploads(Job* job);
-  absl::Status UploadCheckpoint(Job* job, const std::string& path,
-                                int64_t step);
-  // Downloads `job_id`'s latest checkpoint to `path` and verifies it.
-  // `*corrupt_at_source` tells a copy that the scheduler itself found
-  // corrupt or missing (DATA_LOSS from it) from a failed transfer.
-  absl::Status DownloadCheckpoint(const std::string& job_id,
-                                  const std::string& path, int64_t* step,
-                                  bool* corrupt_at_source);
-  // Runs the short fp32 probe for `job` (blocking); fills job->baseline.
-  void MeasureBaseline(Job* job);
   void FinishJob(const std::shared_ptr<Job>& job);
   void ReapFinished();
   void UpdateSlotMetrics();
-  void PrepareContext(grpc::ClientContext* context,
-                      std::chrono::milliseconds deadline);
 
   const WorkerOptions options_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::WorkerGateway::Stub> stub_;
-  WorkerMetrics* metrics_;
+  const WorkerEdges edges_;
+  const Clock& clock_;
+  WorkerMetrics* const metrics_;
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> draining_{false};
   // The scheduler's lease grace, from the last registration (0: unknown).
   std::atomic<int64_t> lease_grace_ms_{0};
 
-  std::mutex mu_;  // guards everything below
+  std::mutex write_mu_;  // serializes writes on stream_; taken before mu_
+  std::mutex mu_;
   std::condition_variable cv_;
-  grpc::ClientContext* stream_context_ = nullptr;
-  std::unique_ptr<
-      grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>>
-      stream_;
-  std::mutex write_mu_;  // serializes writes on stream_
-  std::map<std::string, std::shared_ptr<Job>> jobs_;
-  std::vector<std::shared_ptr<Job>> finished_;
-  std::vector<v1::JobResult> pending_results_;
+  std::unique_ptr<SchedulerStream> stream_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  // Ended jobs whose trainer objects wait to be destroyed off their own
+  // callback thread.
+  std::vector<std::shared_ptr<Job>> finished_ ABSL_GUARDED_BY(mu_);
+  // Results no stream took; sent after the next registration.
+  std::vector<v1::JobResult> pending_results_ ABSL_GUARDED_BY(mu_);
   // One thread per assignment (StartJob blocks on the probe and the
   // checkpoint download); `done` is set as its last act, so a finished one is
   // joined when the next assignment arrives instead of piling up.
@@ -150,10 +191,10 @@ class Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
   };
-  std::vector<Starter> starters_;
+  std::vector<Starter> starters_ ABSL_GUARDED_BY(mu_);
   // Waits for a drain to hand every job back, then shuts down; joined by the
   // destructor.
-  std::thread drain_waiter_;
+  std::thread drain_waiter_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace halftime

@@ -83,7 +83,7 @@ def main():
         for shape in SHAPES:
             probe_diffs, ledger_diffs = [], []
             print(f"\n{shape['shape']}: batch {shape['batch']} x seq {shape['seq']}, "
-                  f"{shape['steps']} steps, probe {args.probe_steps} steps")
+                  f"{shape['steps']} steps, probe >= {args.probe_steps} steps and >= 3 s")
             for r in range(args.rounds):
                 tag = f"{shape['builtin']}-{r}"
                 _, fp32 = run(shape, "fp32", "{baseline: none}", f"fp32-{tag}")

@@ -14,33 +14,17 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "halftime/v1/job_spec.pb.h"
 #include "halftime/v1/worker.pb.h"
 #include "halftime/v1/worker_gateway.pb.h"
-#include "server/clock.h"
 #include "server/job_manager.h"
 #include "server/sqlite_store.h"
+#include "tests/testing/fake_clock.h"
 
 namespace halftime::server::testing {
 
-// A clock that moves only when told.
-//
-// Thread-safety: thread-safe.
-class FakeClock : public Clock {
- public:
-  absl::Time Now() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    std::lock_guard<std::mutex> lock(mu_);
-    now_ += d;
-  }
-
- private:
-  mutable std::mutex mu_;
-  absl::Time now_ = absl::FromUnixSeconds(1700000000);
-};
+using ::halftime::testing::FakeClock;
 
 // Records what the JobManager sends to one worker session.
 //

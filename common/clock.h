@@ -1,11 +1,12 @@
-// Time source of the scheduler. Everything that reads the time (leases,
-// timestamps, queue waits) asks a Clock, so tests drive time by hand.
-#ifndef HALFTIME_SERVER_CLOCK_H_
-#define HALFTIME_SERVER_CLOCK_H_
+// Time source of the scheduler and the worker daemon. Everything that reads
+// the time (leases, timestamps, queue waits, reconnect backoff, probe
+// timing) asks a Clock, so tests drive time by hand.
+#ifndef HALFTIME_COMMON_CLOCK_H_
+#define HALFTIME_COMMON_CLOCK_H_
 
 #include "absl/time/time.h"
 
-namespace halftime::server {
+namespace halftime {
 
 // Interface of a time source.
 //
@@ -26,6 +27,6 @@ class RealClock : public Clock {
   absl::Time Now() const override { return absl::Now(); }
 };
 
-}  // namespace halftime::server
+}  // namespace halftime
 
-#endif  // HALFTIME_SERVER_CLOCK_H_
+#endif  // HALFTIME_COMMON_CLOCK_H_
