@@ -57,6 +57,8 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--probe-steps", dest="probe_steps", type=int, default=10)
+    p.add_argument("--shape", choices=[s["builtin"] for s in SHAPES],
+                   action="append", help="only these shapes (default: all)")
     args = p.parse_args()
     b = os.path.abspath(args.build_dir)
     print(f"load average before: {os.getloadavg()[0]:.2f} "
@@ -81,6 +83,8 @@ def main():
 
         verdicts = []
         for shape in SHAPES:
+            if args.shape and shape["builtin"] not in args.shape:
+                continue
             probe_diffs, ledger_diffs = [], []
             print(f"\n{shape['shape']}: batch {shape['batch']} x seq {shape['seq']}, "
                   f"{shape['steps']} steps, probe >= {args.probe_steps} steps and >= 3 s")
