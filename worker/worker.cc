@@ -233,17 +233,14 @@ void Worker::Run() {
 
 void Worker::ServeOneConnection() {
   std::unique_ptr<SchedulerStream> stream = edges_.link->Connect();
+  // Read only by this thread; stays valid until close() below hands it back.
+  SchedulerStream* const raw = stream.get();
   {
     // Shutdown() from now on cancels this stream.
     std::lock_guard<std::mutex> write_lock(write_mu_);
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
     stream_ = std::move(stream);
-  }
-  SchedulerStream* raw;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    raw = stream_.get();
   }
   auto close = [&] {
     std::unique_ptr<SchedulerStream> closed;

@@ -53,7 +53,6 @@ struct FakeScheduler {
   int connects = 0;
   std::vector<v1::WorkerMessage> written;
   std::deque<v1::SchedulerMessage> inbox;  // for the open stream
-  bool stream_open = false;
   bool end_stream = false;
   std::vector<milliseconds> waits;
   std::function<void()> on_wait;  // runs in WaitToReconnect, unlocked
@@ -93,11 +92,6 @@ class FakeStream : public SchedulerStream {
     accepted_ = s_->accept;
     s_->inbox.clear();
     s_->end_stream = false;
-    s_->stream_open = accepted_;
-  }
-  ~FakeStream() override {
-    std::lock_guard<std::mutex> lock(s_->mu);
-    s_->stream_open = false;
   }
   bool Write(const v1::WorkerMessage& message) override {
     std::lock_guard<std::mutex> lock(s_->mu);
