@@ -15,20 +15,22 @@
 namespace halftime {
 namespace {
 
-// "10s", "500ms", "2m" or a plain number of seconds; must be positive.
-absl::StatusOr<absl::Duration> ParseTimeout(const std::string& text) {
+// "10s", "500ms", "2m" or a plain number of seconds for `flag`; must be
+// positive.
+absl::StatusOr<absl::Duration> ParseTimeout(const std::string& text,
+                                            const char* flag = "--timeout") {
   absl::Duration duration;
   double seconds = 0;
   if (absl::SimpleAtod(text, &seconds)) {
     duration = absl::Seconds(seconds);
   } else if (!absl::ParseDuration(text, &duration)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--timeout: cannot read \"", text, "\"; write e.g. 10s or 500ms"));
+        flag, ": cannot read \"", text, "\"; write e.g. 10s or 500ms"));
   }
   if (duration <= absl::ZeroDuration() ||
       duration == absl::InfiniteDuration()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--timeout: must be positive and finite, got ", text));
+        absl::StrCat(flag, ": must be positive and finite, got ", text));
   }
   return duration;
 }
@@ -134,6 +136,11 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
                      "Override a field, e.g. --set optimizer.lr=1e-3");
   submit->add_option("--idempotency-key", idempotency_key,
                      "Key making retries safe (default: random per run)");
+  std::string queue_timeout_text;
+  const char* kQueueTimeoutHelp =
+      "With watching: stop (exit 1, printing why it waits) when the job is "
+      "still queued after this long, e.g. 60s; the job stays queued";
+  submit->add_option("--queue-timeout", queue_timeout_text, kQueueTimeoutHelp);
   add_output(submit);
 
   std::string job_id;
@@ -155,6 +162,7 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
   CLI::App* watch = app.add_subcommand(
       "watch", "Follow a job live until it ends (exit code: its outcome)");
   watch->add_option("JOB", job_id, "Job id")->required();
+  watch->add_option("--queue-timeout", queue_timeout_text, kQueueTimeoutHelp);
   add_output(watch);
 
   std::string reason;
@@ -210,6 +218,16 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
     err << "halftime: " << timeout.status().message() << "\n";
     return kExitBadInput;
   }
+  WatchTuning tuning;
+  if (!queue_timeout_text.empty()) {
+    absl::StatusOr<absl::Duration> queue_timeout =
+        ParseTimeout(queue_timeout_text, "--queue-timeout");
+    if (!queue_timeout.ok()) {
+      err << "halftime: " << queue_timeout.status().message() << "\n";
+      return kExitBadInput;
+    }
+    tuning.queue_timeout = *queue_timeout;
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       CreateSchedulerChannel(channel_options);
   if (!channel.ok()) {
@@ -228,11 +246,12 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
   env.err = &err;
 
   if (submit->parsed()) {
-    return RunSubmit(env, spec_path, overrides, idempotency_key, submit_watch);
+    return RunSubmit(env, spec_path, overrides, idempotency_key, submit_watch,
+                     tuning);
   }
   if (get->parsed()) return RunGet(env, job_id);
   if (list->parsed()) return RunList(env, states, limit);
-  if (watch->parsed()) return RunWatch(env, job_id);
+  if (watch->parsed()) return RunWatch(env, job_id, tuning);
   if (cancel->parsed()) return RunCancel(env, job_id, reason);
   if (workers->parsed()) return RunWorkers(env);
   if (savings->parsed()) {

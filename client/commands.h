@@ -50,6 +50,9 @@ struct WatchTuning {
   absl::Duration max_backoff = absl::Seconds(5);
   // Gives up (exit 1) after this long without reaching the scheduler.
   absl::Duration give_up_after = absl::Minutes(5);
+  // Stops watching (exit 1, with the queue reason) when the job is still
+  // queued this long after the watch first saw it queued (--queue-timeout).
+  absl::Duration queue_timeout = absl::InfiniteDuration();
 };
 
 // `submit SPEC`: validates the spec locally (exit 2 naming the field, no
@@ -90,8 +93,9 @@ int RunLogs(const CommandEnv& env, const std::string& job_id);
 
 // `watch JOB`: follows the job's events until it ends, reconnecting when
 // the stream breaks. Exit 0 when it succeeded, 1 when it failed or was
-// cancelled (or the scheduler stayed unreachable), 2 for an unknown job,
-// 130 on Ctrl-C (the job keeps running).
+// cancelled (or the scheduler stayed unreachable, or it stayed queued past
+// tuning.queue_timeout), 2 for an unknown job, 130 on Ctrl-C (the job keeps
+// running).
 int RunWatch(const CommandEnv& env, const std::string& job_id,
              const WatchTuning& tuning = {});
 

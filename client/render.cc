@@ -34,9 +34,72 @@ std::string ReportProgress(const v1::TrainingReport& report) {
 
 std::string JobPrecision(const v1::Job& job) {
   if (job.resolved_precision() != v1::PRECISION_UNSPECIFIED) {
-    return PrecisionName(job.resolved_precision());
+    return absl::StrCat(PrecisionName(job.resolved_precision()),
+                        job.emulated() ? " (emulated)" : "");
   }
   return PrecisionName(job.spec().precision());
+}
+
+// "bf16-mixed", or "bf16-mixed (emulated)" for a run on a device that only
+// emulates it.
+std::string SavingsPrecision(v1::Precision precision, bool emulated) {
+  return absl::StrCat(PrecisionName(precision), emulated ? " (emulated)" : "");
+}
+
+// The cost column: the amount at its device-hour price, or "-" when no
+// price is configured (a 0 would read as "nothing saved").
+std::string CostCell(const v1::Savings& savings) {
+  if (savings.device_hour_price() <= 0) return "-";
+  return absl::StrFormat("%.4g (at %.4g/h)", savings.cost_saved(),
+                         savings.device_hour_price());
+}
+
+// "label:      value" lines of a detail view. A detail view wraps, never
+// truncates: a queue reason or a degraded baseline's reason is what the
+// user needs to read whole.
+std::string RenderFacts(
+    const std::vector<std::pair<std::string, std::string>>& facts, int width) {
+  constexpr int kLabelWidth = 13;
+  std::string out;
+  for (const auto& [key, value] : facts) {
+    const std::string label = absl::StrCat(key, ":");
+    std::string line = absl::StrFormat("%-13s", label);
+    int line_width = kLabelWidth;
+    const std::string text = OneLine(value);
+    for (absl::string_view word :
+         absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+      const int word_width = DisplayWidth(word);
+      if (line_width > kLabelWidth && line_width + 1 + word_width > width) {
+        absl::StrAppend(&out, TruncateToWidth(line, width), "\n");
+        line = std::string(kLabelWidth, ' ');
+        line_width = kLabelWidth;
+      }
+      if (line_width > kLabelWidth) {
+        line += ' ';
+        ++line_width;
+      }
+      absl::StrAppend(&line, word);
+      line_width += word_width;
+    }
+    absl::StrAppend(&out, TruncateToWidth(line, width), "\n");
+  }
+  return out;
+}
+
+constexpr absl::string_view kNoPriceHint =
+    "no device-hour price is set: start the scheduler with --device-price "
+    "NAME=PRICE or --default-device-price PRICE to see cost saved";
+
+// GEMM rates of a worker, e.g. "fp32 101, bf16 97 emulated" (GFLOP/s).
+std::string RatesCell(const v1::WorkerCapabilities& caps) {
+  std::vector<std::string> rates;
+  for (const v1::DtypeRate& rate : caps.rates()) {
+    if (rate.flops_per_second() <= 0) continue;
+    rates.push_back(absl::StrFormat("%s %.0f%s", rate.dtype(),
+                                    rate.flops_per_second() / 1e9,
+                                    rate.native() ? "" : " emulated"));
+  }
+  return rates.empty() ? "-" : absl::StrJoin(rates, ", ");
 }
 
 }  // namespace
@@ -282,6 +345,10 @@ std::string FormatSavingsSummary(const v1::Savings& savings,
   parts.push_back(absl::StrCat(saved, " saved"));
   std::string baseline =
       EnumShortName(v1::BaselineMode_descriptor(), savings.baseline());
+  if (savings.emulated()) {
+    absl::StrAppend(&baseline, baseline.empty() ? "" : ", ",
+                    "emulated: memory saved, not time");
+  }
   if (savings.baseline_degraded()) {
     absl::StrAppend(&baseline, baseline.empty() ? "" : ", ",
                     "baseline: degraded: ", savings.baseline_degraded_reason());
@@ -351,13 +418,7 @@ std::string FormatJobDetail(const v1::Job& job, absl::Time now, int width) {
   if (job.has_savings()) {
     facts.emplace_back("savings", FormatSavingsSummary(job.savings(), ""));
   }
-  std::string out;
-  for (const auto& [key, value] : facts) {
-    const std::string label = absl::StrCat(key, ":");
-    const std::string line = absl::StrFormat("%-13s%s", label, OneLine(value));
-    absl::StrAppend(&out, TruncateToWidth(line, width), "\n");
-  }
-  return out;
+  return RenderFacts(facts, width);
 }
 
 std::string FormatJobTable(const std::vector<v1::Job>& jobs, absl::Time now,
@@ -390,15 +451,20 @@ std::string FormatWorkerTable(const std::vector<v1::Worker>& workers,
                {"STATE"},
                {"DEVICE", true},
                {"NATIVE PRECISIONS", true},
+               {"EMULATED", true},
+               {"GEMM GFLOP/S", true},
                {"JOBS", false, true},
                {"MEMORY", false, true},
                {"SEEN", false, true},
                {"BASELINE", true}});
   for (const v1::Worker& worker : workers) {
     const v1::WorkerCapabilities& caps = worker.capabilities();
-    std::vector<std::string> precisions;
+    std::vector<std::string> precisions, emulated;
     for (int p : caps.native_precisions()) {
       precisions.push_back(PrecisionName(static_cast<v1::Precision>(p)));
+    }
+    for (int p : caps.emulated_precisions()) {
+      emulated.push_back(PrecisionName(static_cast<v1::Precision>(p)));
     }
     std::string device = caps.device_name();
     if (!caps.compute_capability().empty()) {
@@ -409,6 +475,7 @@ std::string FormatWorkerTable(const std::vector<v1::Worker>& workers,
     table.AddRow(
         {worker.name(), state.empty() ? "unknown" : state, device,
          absl::StrJoin(precisions, ","),
+         emulated.empty() ? "-" : absl::StrJoin(emulated, ","), RatesCell(caps),
          absl::StrCat(worker.job_ids_size(), "/", caps.slots()),
          caps.memory_bytes() > 0 ? FormatBytes(caps.memory_bytes()) : "-",
          FormatShortAge(worker.last_heartbeat(), now),
@@ -435,14 +502,16 @@ std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
                 {absl::StrCat(currency, " SAVED"), false, true},
                 {"BASELINE"},
                 {"DEVICE", true}});
+    bool unpriced = false;
     for (int i = 0; i < response.jobs_size(); ++i) {
       const v1::Savings& savings = response.jobs(i);
+      unpriced |= savings.device_hour_price() <= 0;
       jobs.AddRow({i < response.job_ids_size() ? response.job_ids(i) : "-",
-                   PrecisionName(savings.precision()),
+                   SavingsPrecision(savings.precision(), savings.emulated()),
                    absl::StrFormat("%.2fx", savings.speedup()),
                    Percent(savings.memory_saved_ratio()),
                    HumanDuration(absl::Seconds(savings.device_seconds_saved())),
-                   absl::StrFormat("%.4g", savings.cost_saved()),
+                   CostCell(savings),
                    savings.baseline_degraded()
                        ? "degraded"
                        : EnumShortName(v1::BaselineMode_descriptor(),
@@ -450,6 +519,7 @@ std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
                    savings.device_name()});
     }
     out += jobs.Render(width);
+    if (unpriced) absl::StrAppend(&out, kNoPriceHint, "\n");
   }
   if (response.totals_size() > 0) {
     if (!out.empty()) out += "\n";
@@ -463,7 +533,7 @@ std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
     for (const v1::PrecisionSavings& total : response.totals()) {
       degraded += total.degraded_jobs();
       if (total.jobs() == 0) continue;
-      totals.AddRow({PrecisionName(total.precision()),
+      totals.AddRow({SavingsPrecision(total.precision(), total.emulated()),
                      absl::StrCat(total.jobs()),
                      absl::StrFormat("%.2fx", total.mean_speedup()),
                      Percent(total.mean_memory_saved_ratio()),
@@ -487,7 +557,8 @@ std::string FormatSavingsDetail(const std::string& job_id,
                                 absl::string_view currency, int width) {
   std::vector<std::pair<std::string, std::string>> facts;
   facts.emplace_back("job", job_id);
-  std::string precision = PrecisionName(savings.precision());
+  std::string precision =
+      SavingsPrecision(savings.precision(), savings.emulated());
   if (!savings.device_name().empty()) {
     absl::StrAppend(&precision, " on ", savings.device_name());
   }
@@ -510,10 +581,19 @@ std::string FormatSavingsDetail(const std::string& job_id,
       absl::StrCat(HumanDuration(absl::Seconds(savings.device_seconds_saved())),
                    " of device time over the job (the fp32 probe cost ",
                    HumanDuration(absl::Seconds(savings.probe_seconds())), ")"));
-  if (!currency.empty()) {
+  if (savings.device_hour_price() <= 0) {
+    facts.emplace_back("cost saved", std::string(kNoPriceHint));
+  } else if (!currency.empty()) {
+    facts.emplace_back("cost saved",
+                       absl::StrFormat("%.4g %s (at %.4g %s per device-hour)",
+                                       savings.cost_saved(), currency,
+                                       savings.device_hour_price(), currency));
+  }
+  if (savings.emulated()) {
     facts.emplace_back(
-        "cost saved",
-        absl::StrFormat("%.4g %s", savings.cost_saved(), currency));
+        "emulated",
+        "the device only emulates this precision: memory saved is real, "
+        "time is not (kept apart in fleet totals)");
   }
   std::string baseline =
       EnumShortName(v1::BaselineMode_descriptor(), savings.baseline());
@@ -532,33 +612,7 @@ std::string FormatSavingsDetail(const std::string& job_id,
         absl::StrCat(savings.baseline_degraded_reason(),
                      " (these savings are left out of fleet totals)"));
   }
-  // A detail view wraps, never truncates: the reason a baseline is degraded
-  // is what the user needs to read whole.
-  constexpr int kLabelWidth = 13;
-  std::string out;
-  for (const auto& [key, value] : facts) {
-    const std::string label = absl::StrCat(key, ":");
-    std::string line = absl::StrFormat("%-13s", label);
-    int line_width = kLabelWidth;
-    const std::string text = OneLine(value);
-    for (absl::string_view word :
-         absl::StrSplit(text, ' ', absl::SkipEmpty())) {
-      const int word_width = DisplayWidth(word);
-      if (line_width > kLabelWidth && line_width + 1 + word_width > width) {
-        absl::StrAppend(&out, TruncateToWidth(line, width), "\n");
-        line = std::string(kLabelWidth, ' ');
-        line_width = kLabelWidth;
-      }
-      if (line_width > kLabelWidth) {
-        line += ' ';
-        ++line_width;
-      }
-      absl::StrAppend(&line, word);
-      line_width += word_width;
-    }
-    absl::StrAppend(&out, TruncateToWidth(line, width), "\n");
-  }
-  return out;
+  return RenderFacts(facts, width);
 }
 
 }  // namespace halftime

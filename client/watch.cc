@@ -123,9 +123,23 @@ int RunWatch(const CommandEnv& env, const std::string& job_id,
   absl::Time last_contact = absl::Now();
   absl::Duration backoff = tuning.initial_backoff;
   bool first_document = true;
+  // With a queue timeout: until the job first leaves the queue, each call
+  // ends at this deadline so that a silent queue is noticed.
+  const bool queue_deadline_on =
+      tuning.queue_timeout != absl::InfiniteDuration();
+  const absl::Time queue_deadline = absl::Now() + tuning.queue_timeout;
+  auto waiting_in_queue = [&renderer] {
+    return renderer.state() == v1::JOB_STATE_UNSPECIFIED ||
+           renderer.state() == v1::JOB_STATE_QUEUED;
+  };
+  bool left_queue = false;
   while (true) {
     grpc::ClientContext context;
-    PrepareCallContext(&context, absl::InfiniteDuration());
+    const bool deadline_applies = queue_deadline_on && !left_queue;
+    PrepareCallContext(&context, deadline_applies
+                                     ? std::max(absl::Milliseconds(1),
+                                                queue_deadline - absl::Now())
+                                     : absl::InfiniteDuration());
     interrupt.Watch(&context);
     v1::WatchJobRequest request;
     request.set_job_id(job_id);
@@ -161,12 +175,25 @@ int RunWatch(const CommandEnv& env, const std::string& job_id,
       }
       const std::string shown = renderer.OnEvent(event, absl::Now());
       if (!structured) write(lines, shown);
+      left_queue |= !waiting_in_queue();
     }
     const absl::Status status = FromGrpcStatus(reader->Finish());
     interrupt.Watch(nullptr);
     if (interrupt.interrupted()) {
       write(lines, renderer.OnInterrupted());
       return kExitInterrupted;
+    }
+    if (deadline_applies &&
+        status.code() == absl::StatusCode::kDeadlineExceeded) {
+      if (!waiting_in_queue()) continue;  // it left: watch on, no deadline
+      return fail(
+          {kExitFailure,
+           absl::StrCat("job ", job_id, " is still queued after ",
+                        absl::FormatDuration(tuning.queue_timeout), ": ",
+                        renderer.queue_reason().empty()
+                            ? "the scheduler gave no reason"
+                            : renderer.queue_reason(),
+                        " (it stays queued: halftime cancel ", job_id, ")")});
     }
     if (status.ok()) {
       reached_scheduler = true;

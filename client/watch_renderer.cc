@@ -203,6 +203,8 @@ std::string WatchRenderer::EventText(const v1::JobEvent& event) {
           event.message());
     case v1::JOB_EVENT_KIND_FALLBACK:
       return WithDetail("precision fallback", event.message());
+    case v1::JOB_EVENT_KIND_QUEUE_REASON:
+      return WithDetail("waiting", event.message());
     case v1::JOB_EVENT_KIND_SAVINGS:
       savings_shown_ = true;
       return absl::StrCat("savings: ",
@@ -219,6 +221,10 @@ std::string WatchRenderer::OnEvent(const v1::JobEvent& event, absl::Time now) {
   if (event.kind() == v1::JOB_EVENT_KIND_STATE_CHANGED) {
     state_ = event.state();
     if (IsTerminal(state_)) end_message_ = event.message();
+    queue_reason_.clear();
+  }
+  if (event.kind() == v1::JOB_EVENT_KIND_QUEUE_REASON) {
+    queue_reason_ = event.message();
   }
   if (event.attempt() > 0) attempt_ = event.attempt();
   if (!event.worker().empty()) worker_ = event.worker();

@@ -71,6 +71,8 @@ class WatchRenderer {
   int64_t last_sequence() const { return last_sequence_; }
   // The job's state per the events seen.
   v1::JobState state() const { return state_; }
+  // Why the job waits, from its latest QUEUE_REASON event ("" when none).
+  const std::string& queue_reason() const { return queue_reason_; }
 
  private:
   // Prints `line` above the progress line (plain mode: just the line).
@@ -85,6 +87,7 @@ class WatchRenderer {
   const Options options_;
   int64_t last_sequence_ = 0;
   v1::JobState state_ = v1::JOB_STATE_UNSPECIFIED;
+  std::string queue_reason_;
   int32_t attempt_ = 0;
   std::string worker_;
   std::string end_message_;

@@ -124,4 +124,15 @@ bool RunsNatively(const v1::WorkerCapabilities& caps, precision::Mode mode) {
   return false;
 }
 
+bool RunsEmulated(const v1::WorkerCapabilities& caps, precision::Mode mode) {
+  if (caps.device_kind() == v1::DEVICE_KIND_CUDA || RunsNatively(caps, mode)) {
+    return false;
+  }
+  const v1::Precision wanted = ToProto(mode);
+  for (int p : caps.emulated_precisions()) {
+    if (p == wanted) return precision::RunsEmulated(mode, {});
+  }
+  return false;
+}
+
 }  // namespace halftime

@@ -58,6 +58,12 @@ const precision::Rules* RulesOf(v1::Precision precision);
 // not believed).
 bool RunsNatively(const v1::WorkerCapabilities& caps, precision::Mode mode);
 
+// Whether a worker with `caps` runs `mode` only by emulation: it lists the
+// mode as emulated, does not run it natively, and the rules allow emulating
+// it on a CPU (rules/precision.h RunsEmulated; a CUDA worker claiming it is
+// not believed).
+bool RunsEmulated(const v1::WorkerCapabilities& caps, precision::Mode mode);
+
 }  // namespace halftime
 
 #endif  // HALFTIME_COMMON_ENUM_NAMES_H_

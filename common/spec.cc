@@ -942,6 +942,9 @@ void ApplyJobSpecDefaults(v1::JobSpec* spec) {
   if (!spec->resources().has_memory_bytes()) {
     spec->mutable_resources()->set_memory_bytes(0);
   }
+  if (spec->resources().emulation() == v1::EMULATION_UNSPECIFIED) {
+    spec->mutable_resources()->set_emulation(v1::EMULATION_DENY);
+  }
   if (!spec->has_priority()) spec->set_priority(0);
   if (!spec->has_max_restarts()) spec->set_max_restarts(3);
   if (!spec->has_threads()) spec->set_threads(0);

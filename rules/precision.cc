@@ -96,6 +96,37 @@ std::vector<Mode> NativeModes(const DeviceTraits& traits) {
   return modes;
 }
 
+bool RunsEmulated(Mode mode, const DeviceTraits& traits) {
+  const Rules* r = RulesOf(mode);
+  if (r == nullptr || traits.cuda) return false;
+  return r->needs == Needs::kNativeBf16 && !traits.cpu_bf16;
+}
+
+std::vector<Mode> EmulatedModes(const DeviceTraits& traits) {
+  std::vector<Mode> modes;
+  for (const Rules& r : AllModes()) {
+    if (RunsEmulated(r.mode, traits)) modes.push_back(r.mode);
+  }
+  return modes;
+}
+
+std::string NativeNeedDescription(Mode mode) {
+  const Rules* r = RulesOf(mode);
+  if (r == nullptr) return "any device";
+  switch (r->needs) {
+    case Needs::kAnyDevice:
+      return "any device";
+    case Needs::kCuda:
+      return "a CUDA GPU";
+    case Needs::kCudaAmpere:
+      return "a CUDA GPU of compute capability 8.0 or newer";
+    case Needs::kNativeBf16:
+      return "native bf16 (a CPU with avx512_bf16 or amx_bf16, or a CUDA GPU "
+             "of compute capability 8.0 or newer)";
+  }
+  return "any device";
+}
+
 bool NeedsCuda(Mode mode) {
   const Rules* r = RulesOf(mode);
   return r != nullptr &&

@@ -112,6 +112,23 @@ bool RunsNatively(Mode mode, const DeviceTraits& traits);
 // The modes a device with `traits` runs natively, in table order.
 std::vector<Mode> NativeModes(const DeviceTraits& traits);
 
+// Whether a device with `traits` runs `mode` only by emulation: a CPU
+// without native bf16 computes the bf16 modes' GEMMs (and its slow bf16
+// kernels) in fp32 and rounds to bf16, with bf16 weights, activations and
+// saved tensors, so such a job saves memory but not time. A job runs
+// emulated only when its spec allows it (resources.emulation: allow;
+// docs/design.md). False where the mode runs natively, and for every mode
+// a CUDA device lacks.
+bool RunsEmulated(Mode mode, const DeviceTraits& traits);
+
+// The modes a device with `traits` runs only by emulation, in table order.
+std::vector<Mode> EmulatedModes(const DeviceTraits& traits);
+
+// What a device needs to run `mode` natively, for messages that say what
+// would let a job run, e.g. "native bf16 (a CPU with avx512_bf16 or
+// amx_bf16, or a CUDA GPU of compute capability 8.0 or newer)".
+std::string NativeNeedDescription(Mode mode);
+
 // Whether `mode` runs only on CUDA devices (fp16 modes, tf32): a CPU worker
 // that reports it is not believed.
 bool NeedsCuda(Mode mode);

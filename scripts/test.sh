@@ -15,6 +15,23 @@ ninja -C build -j"$jobs"
 # Tests labelled "long" are for hand runs (see README).
 ctest --test-dir build --output-on-failure -j"$jobs" -LE long
 
+# The other bf16 path. On a CPU with native bf16 (avx512_bf16/amx_bf16) the
+# run above took the native path; the bf16 numerics, trainer and e2e suites
+# (label bf16) run again capped as a CPU without it, so every CI run covers
+# emulated bf16 too. HALFTIME_CPU_ISA=avx2 hides the AVX-512 and AMX flags
+# from the probe and the engine; the others cap libtorch's kernels, oneDNN
+# and OpenBLAS (halftime-train sets them itself from HALFTIME_CPU_ISA).
+# On a CPU without native bf16 the run above was the emulated path, and the
+# tests that need the native one said so where they skipped.
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+  echo "test: native bf16 here; the bf16 suites again as a CPU without it"
+  HALFTIME_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 \
+    OPENBLAS_CORETYPE=HASWELL \
+    ctest --test-dir build --output-on-failure -j"$jobs" -L bf16 -LE long
+else
+  echo "test: no native bf16 on this CPU: the run above covered emulated bf16"
+fi
+
 # One sanitizer build (Clang, ASan/UBSan, libFuzzer; no libtorch) of the
 # code that reads untrusted input: the spec parser and CLI tests, the
 # hostile request table against a real scheduler, and each fuzzer for a

@@ -278,6 +278,7 @@ void JobManager::SetState(Txn* txn, JobEntry* e, v1::JobState to,
   if (IsTerminal(to)) SetTimestamp(job.mutable_end_time(), now);
   if (to != v1::JOB_STATE_QUEUED) {
     job.clear_queue_reason();
+    job.clear_unplaceable();
     SetUnplaceable(e, false);
   }
   if (logger_->enabled()) {
@@ -288,6 +289,16 @@ void JobManager::SetState(Txn* txn, JobEntry* e, v1::JobState to,
                                {"message", message}});
   }
   AddEvent(txn, e, v1::JOB_EVENT_KIND_STATE_CHANGED, std::move(message));
+}
+
+void JobManager::SetQueueReason(Txn* txn, JobEntry* e,
+                                const std::string& reason, bool unplaceable) {
+  SetUnplaceable(e, unplaceable);
+  v1::Job& job = e->rec.job;
+  job.set_unplaceable(unplaceable);
+  if (job.queue_reason() == reason) return;
+  job.set_queue_reason(reason);
+  AddEvent(txn, e, v1::JOB_EVENT_KIND_QUEUE_REASON, reason);
 }
 
 void JobManager::SetUnplaceable(JobEntry* e, bool unplaceable) {
@@ -477,29 +488,31 @@ void JobManager::Schedule(Txn* txn) {
   std::vector<PlacementDecision> decisions = Place(specs, std::move(views));
   for (size_t i = 0; i < queued.size(); ++i) {
     if (decisions[i].worker < 0) {
-      queued[i]->rec.job.set_queue_reason(decisions[i].queue_reason);
-      SetUnplaceable(queued[i], decisions[i].unplaceable);
+      SetQueueReason(txn, queued[i], decisions[i].queue_reason,
+                     decisions[i].unplaceable);
     } else {
       Assign(txn, queued[i], workers[decisions[i].worker],
-             decisions[i].precision);
+             decisions[i].precision, decisions[i].emulated);
     }
   }
 }
 
 void JobManager::Assign(Txn* txn, JobEntry* e, WorkerEntry* w,
-                        v1::Precision precision) {
+                        v1::Precision precision, bool emulated) {
   v1::Job& job = e->rec.job;
   queue_.erase({-static_cast<int64_t>(job.spec().priority()), e->rec.seq});
   w->jobs.insert(job.id());
   job.set_worker(w->info.name());
   job.set_resolved_precision(precision);
+  job.set_emulated(emulated);
   job.clear_start_time();
   absl::Time now = clock_->Now();
   metrics_->queue_wait().Observe(absl::ToDoubleSeconds(
       std::max(absl::ZeroDuration(), now - e->rec.enqueue_time)));
   SetState(txn, e, v1::JOB_STATE_ASSIGNED,
            absl::StrCat("assigned to ", w->info.name(), " (attempt ",
-                        job.attempt(), ", ", PrecisionName(precision), ")"));
+                        job.attempt(), ", ", PrecisionName(precision),
+                        emulated ? ", emulated" : "", ")"));
   v1::SchedulerMessage message;
   v1::Assignment* a = message.mutable_assignment();
   a->set_job_id(job.id());

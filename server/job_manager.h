@@ -299,8 +299,13 @@ class JobManager {
                          std::string message);
   void SetState(Txn* txn, JobEntry* e, v1::JobState to, std::string message);
   void SetUnplaceable(JobEntry* e, bool unplaceable);
+  // Records why queued `e` waits; a changed reason becomes a QUEUE_REASON
+  // event, so watchers see every change as it happens.
+  void SetQueueReason(Txn* txn, JobEntry* e, const std::string& reason,
+                      bool unplaceable);
   void Schedule(Txn* txn);
-  void Assign(Txn* txn, JobEntry* e, WorkerEntry* w, v1::Precision precision);
+  void Assign(Txn* txn, JobEntry* e, WorkerEntry* w, v1::Precision precision,
+              bool emulated);
   void Detach(JobEntry* e);
   void Requeue(Txn* txn, JobEntry* e, const std::string& reason,
                bool count_restart);

@@ -86,11 +86,28 @@ SchedulerMetrics::SchedulerMetrics()
               "baseline (crippled BLAS or threads) and so left out of the "
               "savings metrics.")
           .Register(*registry_);
+  auto& emulated =
+      prometheus::BuildCounter()
+          .Name("halftime_savings_emulated_jobs_total")
+          .Help(
+              "Jobs that ran on a device that only emulates their precision "
+              "(memory saved, not time), kept out of the savings metrics "
+              "above.")
+          .Register(*registry_);
+  auto& emulated_memory =
+      prometheus::BuildGauge()
+          .Name("halftime_savings_emulated_memory_bytes")
+          .Help(
+              "Peak memory saved against the fp32 baseline by jobs on "
+              "devices that only emulate their precision, summed, bytes.")
+          .Register(*registry_);
   for (int p = v1::PRECISION_FP32; p <= v1::PRECISION_BF16_PURE; ++p) {
     std::string name = PrecisionName(static_cast<v1::Precision>(p));
     savings_seconds_[p] = &seconds.Add({{"precision", name}});
     savings_memory_[p] = &memory.Add({{"precision", name}});
     savings_degraded_[p] = &degraded.Add({{"precision", name}});
+    savings_emulated_[p] = &emulated.Add({{"precision", name}});
+    savings_emulated_memory_[p] = &emulated_memory.Add({{"precision", name}});
   }
   savings_cost_ = &prometheus::BuildCounter()
                        .Name("halftime_savings_cost_total")
@@ -182,6 +199,19 @@ void SchedulerMetrics::AddSavings(const v1::Savings& savings) {
     if (auto it = savings_degraded_.find(savings.precision());
         it != savings_degraded_.end()) {
       it->second->Increment();
+    }
+    return;
+  }
+  // Emulated jobs trade time for memory: counted apart, so that the fleet's
+  // savings stay those of devices that run the precision natively.
+  if (savings.emulated()) {
+    if (auto it = savings_emulated_.find(savings.precision());
+        it != savings_emulated_.end()) {
+      it->second->Increment();
+    }
+    if (auto it = savings_emulated_memory_.find(savings.precision());
+        it != savings_emulated_memory_.end()) {
+      it->second->Increment(static_cast<double>(savings.memory_saved_bytes()));
     }
     return;
   }

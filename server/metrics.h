@@ -16,6 +16,12 @@
 //                                                against a degraded fp32
 //                                                baseline: in none of the
 //                                                savings figures above
+//   halftime_savings_emulated_jobs_total{precision}  counter, jobs that ran
+//                                                on a device that only
+//                                                emulates the precision: in
+//                                                none of the figures above
+//   halftime_savings_emulated_memory_bytes{precision}  gauge, their
+//                                                memory_saved_bytes summed
 // and the scheduler's own:
 //   halftime_stale_messages_total{kind}          counter, messages of a
 //                                                superseded attempt rejected
@@ -118,6 +124,8 @@ class SchedulerMetrics {
   std::map<int, prometheus::Counter*> savings_seconds_;   // by v1::Precision
   std::map<int, prometheus::Gauge*> savings_memory_;      // by v1::Precision
   std::map<int, prometheus::Counter*> savings_degraded_;  // by v1::Precision
+  std::map<int, prometheus::Counter*> savings_emulated_;  // by v1::Precision
+  std::map<int, prometheus::Gauge*> savings_emulated_memory_;  // by precision
   prometheus::Counter* savings_cost_;
   prometheus::Histogram* store_commit_seconds_;
   prometheus::Histogram* store_batch_mutations_;

@@ -27,11 +27,16 @@ std::string DeviceName(v1::DeviceKind kind) {
 
 // Key of the requirements that decide device matching, so jobs with equal
 // requirements are matched against the fleet once per Place call.
-using RequirementKey = std::tuple<int, std::string, int64_t, int>;
+using RequirementKey = std::tuple<int, std::string, int64_t, int, int>;
 
 RequirementKey KeyOf(const v1::JobSpec& spec) {
   return {spec.resources().device(), spec.resources().min_compute_capability(),
-          spec.resources().memory_bytes(), spec.precision()};
+          spec.resources().memory_bytes(), spec.precision(),
+          spec.resources().emulation()};
+}
+
+bool AllowsEmulation(const v1::JobSpec& spec) {
+  return spec.resources().emulation() == v1::EMULATION_ALLOW;
 }
 
 }  // namespace
@@ -72,7 +77,7 @@ DeviceMatch MatchDevice(const v1::JobSpec& spec,
     return match;
   }
   ++match.checks_passed;
-  // 4. Precision, natively.
+  // 4. Precision, natively (or emulated, where the job allows it).
   v1::Precision precision = spec.precision();
   auto runs = [&caps](precision::Mode mode) {
     return RunsNatively(caps, mode);
@@ -82,14 +87,28 @@ DeviceMatch MatchDevice(const v1::JobSpec& spec,
     // fp32, last in the order, is chosen even unreported: every device runs
     // it.
     precision = ToProto(precision::ResolveAuto(runs));
-  } else {
-    if (!runs(ToMode(precision))) {
+  } else if (!runs(ToMode(precision))) {
+    const precision::Mode mode = ToMode(precision);
+    if (!RunsEmulated(caps, mode)) {
       match.reason = absl::StrCat("no worker runs ", PrecisionName(precision),
-                                  " natively");
+                                  " natively; it needs a worker with ",
+                                  precision::NativeNeedDescription(mode));
       return match;
     }
+    if (!AllowsEmulation(spec)) {
+      // Passes one more check than a worker that cannot run it at all, so
+      // that this reason, which names the remedy, explains the queue.
+      ++match.checks_passed;
+      match.reason = absl::StrCat(
+          "no worker runs ", PrecisionName(precision),
+          " natively; a worker emulates it (memory saved, not time): set "
+          "resources.emulation: allow to run there, or add a worker with ",
+          precision::NativeNeedDescription(mode));
+      return match;
+    }
+    match.emulated = true;
   }
-  ++match.checks_passed;
+  match.checks_passed += 2;
   match.ok = true;
   match.precision = precision;
   return match;
@@ -123,7 +142,12 @@ std::vector<PlacementDecision> Place(
         if (!matches[w].ok) continue;
         any_capable = true;
         if (!workers[w].accepting || workers[w].free_slots <= 0) continue;
-        if (best < 0 || workers[w].free_slots > workers[best].free_slots) {
+        // A worker that runs the precision natively beats one that
+        // emulates it; then the most free slots.
+        if (best < 0 ||
+            std::make_tuple(!matches[w].emulated, workers[w].free_slots) >
+                std::make_tuple(!matches[best].emulated,
+                                workers[best].free_slots)) {
           best = static_cast<int>(w);
         }
       }
@@ -131,6 +155,7 @@ std::vector<PlacementDecision> Place(
     if (best >= 0) {
       decision.worker = best;
       decision.precision = matches[best].precision;
+      decision.emulated = matches[best].emulated;
       --workers[best].free_slots;
       --free_total;
       continue;

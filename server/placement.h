@@ -3,11 +3,14 @@
 // Jobs are considered highest priority first and FIFO within a priority; a
 // job goes only to a worker that accepts work (connected, not draining),
 // has a free slot and can run it: device kind, minimum compute capability,
-// device memory and a precision its device runs natively. `auto` resolves
-// to bf16-mixed when native, else fp16-mixed, else fp32. Among capable
-// workers the one with the most free slots wins (ties: first listed), which
-// spreads load. A job that cannot be placed gets a queue reason naming what
-// is missing, e.g. "no worker runs bf16-mixed natively" or "waiting for a
+// device memory and a precision its device runs natively, or one it only
+// emulates when the job says resources.emulation: allow. `auto` resolves
+// to bf16-mixed when native, else fp16-mixed, else fp32 (never emulated).
+// Among capable workers one that runs the precision natively wins, then the
+// one with the most free slots (ties: first listed), which spreads load. A
+// job that cannot be placed gets a queue reason naming what is missing and
+// what would let it run, e.g. "no worker runs bf16-mixed natively; a worker
+// emulates it ...: set resources.emulation: allow ..." or "waiting for a
 // free slot".
 //
 // Thread-safety: pure functions, thread-safe.
@@ -28,8 +31,11 @@ struct DeviceMatch {
   bool ok = false;
   // The precision the job would run in (auto resolved); set when ok.
   v1::Precision precision = v1::PRECISION_UNSPECIFIED;
+  // The device only emulates that precision (the job allows it).
+  bool emulated = false;
   // How many of the checks (device kind, compute capability, memory,
-  // precision) passed; the furthest mismatch explains a queue best.
+  // precision emulated, precision allowed) passed; the furthest mismatch
+  // explains a queue best.
   int checks_passed = 0;
   // Fleet-level explanation when !ok, e.g. "no worker runs fp16-mixed
   // natively".
@@ -57,6 +63,8 @@ struct PlacementDecision {
   int worker = -1;
   // Precision to run in (auto resolved) when placed.
   v1::Precision precision = v1::PRECISION_UNSPECIFIED;
+  // The worker only emulates it (the job allows that).
+  bool emulated = false;
   // Why the job stays queued; empty when placed.
   std::string queue_reason;
   // True when no current worker could ever run it (none connected, or none

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -84,8 +85,9 @@ v1::Savings SavingsLedger::Derive(const v1::Savings& measured,
       Finite(static_cast<double>(std::max<int64_t>(steps_run, 0)) *
                  (s.baseline_step_seconds() - s.step_seconds()) -
              s.probe_seconds()));
-  s.set_cost_saved(Finite(s.device_seconds_saved() / 3600.0 *
-                          prices_.PriceFor(s.device_name())));
+  s.set_device_hour_price(prices_.PriceFor(s.device_name()));
+  s.set_cost_saved(
+      Finite(s.device_seconds_saved() / 3600.0 * s.device_hour_price()));
   return s;
 }
 
@@ -133,10 +135,12 @@ absl::StatusOr<v1::Savings> SavingsLedger::ForJob(
 
 std::vector<v1::PrecisionSavings> SavingsLedger::Totals() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::map<int, v1::PrecisionSavings> totals;
+  // Emulated jobs (memory saved, time lost) apart from the native ones.
+  std::map<std::pair<int, bool>, v1::PrecisionSavings> totals;
   for (const auto& [job_id, s] : by_job_) {
-    v1::PrecisionSavings& t = totals[s.precision()];
+    v1::PrecisionSavings& t = totals[{s.precision(), s.emulated()}];
     t.set_precision(s.precision());
+    t.set_emulated(s.emulated());
     // Measured against a crippled fp32: counted, kept out of every figure.
     if (s.baseline_degraded()) {
       t.set_degraded_jobs(t.degraded_jobs() + 1);
@@ -152,7 +156,7 @@ std::vector<v1::PrecisionSavings> SavingsLedger::Totals() const {
                                   s.memory_saved_ratio());
   }
   std::vector<v1::PrecisionSavings> out;
-  for (auto& [precision, t] : totals) {
+  for (auto& [key, t] : totals) {
     if (t.jobs() > 0) {
       const double n = static_cast<double>(t.jobs());
       t.set_mean_speedup(t.mean_speedup() / n);

@@ -8,6 +8,9 @@
 #include <set>
 #include <sstream>
 #include <utility>
+#include <vector>
+
+#include "worker/trainer/baseline_check.h"
 
 namespace halftime {
 
@@ -47,21 +50,28 @@ std::string OpenBlasCoreTypeToSet(const char* preset, const std::string& best) {
   return have > 0 && have < rank(best.c_str()) ? best : "";
 }
 
+std::vector<std::pair<std::string, std::string>> CpuCapEnvironment(
+    const std::string& cap) {
+  if (cap != "avx2") return {};
+  return {{"ATEN_CPU_CAPABILITY", "avx2"}, {"ONEDNN_MAX_CPU_ISA", "AVX2"}};
+}
+
 void EnsureOpenBlasCoreType(char** argv) {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line, flags;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("flags", 0) == 0) {
-      flags = line.substr(line.find(':') + 1);
-      break;
-    }
+  bool changed = false;
+  for (const auto& [name, value] : CpuCapEnvironment(trainer::CpuIsaCap())) {
+    const char* now = std::getenv(name.c_str());
+    if (now != nullptr && value == now) continue;
+    setenv(name.c_str(), value.c_str(), 1);
+    changed = true;
   }
   const char* preset = std::getenv("OPENBLAS_CORETYPE");
-  const std::string core =
-      OpenBlasCoreTypeToSet(preset, OpenBlasCoreTypeForFlags(flags));
-  if (core.empty()) return;
-  setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
-  execv("/proc/self/exe", argv);
+  const std::string core = OpenBlasCoreTypeToSet(
+      preset, OpenBlasCoreTypeForFlags(trainer::ReadCpuFacts().flags));
+  if (!core.empty()) {
+    setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+    changed = true;
+  }
+  if (changed) execv("/proc/self/exe", argv);
 }
 
 }  // namespace halftime

@@ -11,6 +11,8 @@
 #define HALFTIME_WORKER_BLAS_ENV_H_
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace halftime {
 
@@ -27,12 +29,19 @@ std::string OpenBlasCoreTypeForFlags(const std::string& flags);
 // not an older x86 core: it stands). Case-insensitive.
 std::string OpenBlasCoreTypeToSet(const char* preset, const std::string& best);
 
-// Sets OPENBLAS_CORETYPE per OpenBlasCoreTypeToSet and re-executes
-// /proc/self/exe with the same `argv`, since OpenBLAS reads it only when it
-// is loaded (the BLAS description in the device probe names the core in
-// use). Returns when nothing
-// needed doing (or exec failed: the program then runs with OpenBLAS's own
-// choice).
+// The variables that make libtorch and oneDNN honour a HALFTIME_CPU_ISA cap
+// (trainer/baseline_check.h): for "avx2", ATEN_CPU_CAPABILITY=avx2 and
+// ONEDNN_MAX_CPU_ISA=AVX2; none for "".
+std::vector<std::pair<std::string, std::string>> CpuCapEnvironment(
+    const std::string& cap);
+
+// Sets OPENBLAS_CORETYPE per OpenBlasCoreTypeToSet (from the CPU's flags as
+// HALFTIME_CPU_ISA caps them, so a cap of avx2 picks HASWELL kernels) and the
+// CpuCapEnvironment of the cap, then re-executes /proc/self/exe with the
+// same `argv`, since the libraries read them only when they load (the BLAS
+// description in the device probe names the core in use). Returns when
+// nothing needed doing (or exec failed: the program then runs with the
+// libraries' own choices).
 void EnsureOpenBlasCoreType(char** argv);
 
 }  // namespace halftime

@@ -44,10 +44,21 @@ absl::StatusOr<v1::WorkerCapabilities> CapabilitiesFromProbeJson(
   caps.set_device_name(j.value("name", ""));
   caps.set_compute_capability(j.value("compute_capability", ""));
   caps.set_memory_bytes(j.value("memory_bytes", int64_t{0}));
-  for (const auto& name : j["native_precisions"]) {
-    if (!name.is_string()) continue;
-    absl::StatusOr<v1::Precision> p = ParsePrecision(name.get<std::string>());
-    if (p.ok() && *p != v1::PRECISION_AUTO) caps.add_native_precisions(*p);
+  auto precisions = [&j](const char* key) {
+    std::vector<v1::Precision> list;
+    if (!j.contains(key) || !j[key].is_array()) return list;
+    for (const auto& name : j[key]) {
+      if (!name.is_string()) continue;
+      absl::StatusOr<v1::Precision> p = ParsePrecision(name.get<std::string>());
+      if (p.ok() && *p != v1::PRECISION_AUTO) list.push_back(*p);
+    }
+    return list;
+  };
+  for (v1::Precision p : precisions("native_precisions")) {
+    caps.add_native_precisions(p);
+  }
+  for (v1::Precision p : precisions("emulated_precisions")) {
+    caps.add_emulated_precisions(p);
   }
   AddRate(&caps, "fp32", j.value("fp32_flops", 0.0), true);
   AddRate(&caps, "tf32", j.value("tf32_flops", 0.0),

@@ -122,6 +122,7 @@ TrainOptions TrainOptionsFromSpec(const v1::JobSpec& spec) {
   o.eval.batches = spec.eval().batches();
   o.checkpoint.every_steps = spec.checkpoint().every_steps();
   o.device = ToEngine(spec.resources().device());
+  o.allow_emulation = spec.resources().emulation() == v1::EMULATION_ALLOW;
   o.threads = spec.threads();
   return o;
 }

@@ -118,6 +118,7 @@ v1::Savings ComputeSavings(v1::Precision precision, const Baseline& baseline,
   s.set_baseline_peak_memory_bytes(baseline.peak_memory_bytes);
   s.set_peak_memory_bytes(job.peak_memory_bytes());
   s.set_probe_seconds(baseline.probe_seconds);
+  s.set_emulated(RunsEmulated(caps, ToMode(precision)));
   if (!caps.baseline_degradations().empty()) {
     s.set_baseline_degraded(true);
     s.set_baseline_degraded_reason(

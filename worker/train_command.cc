@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "common/spec.h"
 #include "worker/spec_options.h"
+#include "worker/trainer/baseline_check.h"
 #include "worker/trainer/device.h"
 #include "worker/trainer/events.h"
 #include "worker/trainer/trainer.h"
@@ -171,17 +172,20 @@ std::string ProgressLine(const StepReport& r, int total,
 // given, else stdout).
 int ProbeDeviceCommand(int threads, int events_fd, std::ostream& out) {
   const trainer::DeviceCapabilities caps = trainer::ProbeDevice(threads);
-  nlohmann::json natives = nlohmann::json::array();
-  for (trainer::Precision p : caps.native_precisions) {
-    natives.push_back(trainer::PrecisionName(p));
-  }
+  auto names = [](const std::vector<trainer::Precision>& modes) {
+    nlohmann::json list = nlohmann::json::array();
+    for (trainer::Precision p : modes)
+      list.push_back(trainer::PrecisionName(p));
+    return list;
+  };
   nlohmann::json j = {{events::kKind, events::kDevice},
                       {"kind", caps.kind},
                       {"name", caps.name},
                       {"compute_capability", caps.compute_capability},
                       {"memory_bytes", caps.memory_bytes},
                       {"threads", caps.threads},
-                      {"native_precisions", natives},
+                      {"native_precisions", names(caps.native_precisions)},
+                      {"emulated_precisions", names(caps.emulated_precisions)},
                       {"bf16_emulated", caps.bf16_emulated},
                       {"fp32_flops", caps.fp32_flops},
                       {"tf32_flops", caps.tf32_flops},
@@ -214,6 +218,7 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
   int acks_fd = -1;
   bool quiet = false;
   bool probe_device = false;
+  bool allow_emulation = false;
   app.add_option("SPEC", spec_path, "Job spec (YAML or JSON)");
   app.add_flag("--probe-device", probe_device,
                "Measure what this machine's device runs natively and print it "
@@ -240,6 +245,10 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
                  "(used by halftime-worker)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--quiet", quiet, "No progress line");
+  app.add_flag("--allow-emulation", allow_emulation,
+               "Run a precision this device only emulates (bf16 on a CPU "
+               "without native bf16: memory saved, not time), as the spec's "
+               "resources.emulation: allow does");
 
   std::vector<const char*> argv;
   for (const auto& a : args) argv.push_back(a.c_str());
@@ -253,6 +262,11 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
     return kExitBadInput;
   }
 
+  if (const std::string cap_error = trainer::CpuIsaCapError();
+      !cap_error.empty()) {
+    err << "halftime-train: " << cap_error << "\n";
+    return kExitBadInput;
+  }
   if (probe_device) return ProbeDeviceCommand(threads, events_fd, out);
   if (spec_path.empty()) {
     err << "halftime-train: SPEC is required\n";
@@ -265,6 +279,7 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
   }
   TrainOptions options = TrainOptionsFromSpec(*spec);
   if (options.threads == 0) options.threads = threads;
+  options.allow_emulation |= allow_emulation;
   options.out_dir = out_dir;
   options.resume_from = resume;
   if (absl::Status confined = ConfineOptionPaths(data_root, &options);

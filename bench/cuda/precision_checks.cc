@@ -169,12 +169,18 @@ void GatingAndQuality(const Args& a, const ht::DeviceCapabilities& caps) {
     ht::TrainOptions o = TextJob(a, tune_text);
     o.precision = p;
     o.steps = 2;
+    o.allow_emulation = false;  // the default: native precisions only
     const Run r = DoTrain(o);
     ++refused;
-    Check(r.status.code == ht::TrainStatus::kUnsupported &&
-              r.status.message.find(ht::PrecisionName(p)) != std::string::npos,
-          std::string("gating: ") + ht::PrecisionName(p) +
-              " refused at start: " + r.status.message);
+    // A mode the device emulates is refused too, naming how to allow it.
+    Check(
+        r.status.code == ht::TrainStatus::kUnsupported &&
+            r.status.message.find(ht::PrecisionName(p)) != std::string::npos &&
+            (!caps.Emulates(p) ||
+             r.status.message.find("resources.emulation: allow") !=
+                 std::string::npos),
+        std::string("gating: ") + ht::PrecisionName(p) +
+            " refused at start: " + r.status.message);
   }
   if (refused == 0) {
     std::printf(
@@ -187,9 +193,11 @@ void GatingAndQuality(const Args& a, const ht::DeviceCapabilities& caps) {
   Check(base.status.ok(), "quality: fp32 pre-training " + base.status.message);
   if (!base.status.ok()) return;
   double fp32_eval = 0;
+  // Every mode the device runs, natively or (allowed) emulated.
   for (ht::Precision p : kAllModes) {
-    if (!caps.Supports(p)) continue;
+    if (!caps.Supports(p) && !caps.Emulates(p)) continue;
     ht::TrainOptions o = TextJob(a, tune_text);
+    o.allow_emulation = true;
     o.model.init_from = base.summary.final_weights;
     o.precision = p;
     o.steps = 120;
@@ -206,9 +214,10 @@ void GatingAndQuality(const Args& a, const ht::DeviceCapabilities& caps) {
     final_eval_loss[ht::PrecisionName(p)] = r.summary.eval_loss;
     char line[240];
     std::snprintf(line, sizeof(line),
-                  "quality: %-11s eval loss %.4f (fp32 %.4f, %+.2f%%), %lld "
+                  "quality: %-11s%s eval loss %.4f (fp32 %.4f, %+.2f%%), %lld "
                   "skipped steps, final scale %g",
-                  ht::PrecisionName(p), r.summary.eval_loss, fp32_eval,
+                  ht::PrecisionName(p), r.summary.emulated ? " (emulated)" : "",
+                  r.summary.eval_loss, fp32_eval,
                   100.0 * (r.summary.eval_loss - fp32_eval) / fp32_eval,
                   static_cast<long long>(r.summary.skipped_steps),
                   r.summary.final_loss_scale);
@@ -216,6 +225,7 @@ void GatingAndQuality(const Args& a, const ht::DeviceCapabilities& caps) {
     results.quality.push_back(
         ht::JsonObject()
             .Add("precision", ht::PrecisionName(p))
+            .Add("emulated", r.summary.emulated)
             .Add("model", o.model.builtin)
             .Add("steps", static_cast<int64_t>(o.steps))
             .Add("eval_loss", r.summary.eval_loss)

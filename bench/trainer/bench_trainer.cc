@@ -3,7 +3,7 @@
 //
 //   bench_trainer [--threads N] [--steps N] [--batch N] [--seq N]
 //                 [--rounds N] [--overhead-only] [--memory-only]
-//                 [--vs-pytorch-only]
+//                 [--vs-pytorch-only] [--gemm-only]
 //
 // Chooses OPENBLAS_CORETYPE from /proc/cpuinfo as halftime-train does
 // (worker/blas_env.h). On a machine shared with other work, also set
@@ -19,7 +19,13 @@
 // arrangement here) on three shapes: the demo's gpt-nano, gpt-micro and a
 // wide one (768 x 2 layers), alternating ours and PyTorch's run by run over
 // --rounds (target: ours <= PyTorch's), with MFU (model FLOP/s over the
-// probed GEMM rate of the mode's dtype) per mode.
+// probed GEMM rate of the mode's dtype) per mode; and (e) with
+// --gemm-only, emulated bf16 (bf16 operands widened to fp32, fp32 BLAS,
+// result rounded to bf16: worker/trainer/bf16_emulation.h) against fp32 at
+// gpt-micro's GEMM shapes, forward and backward, alternating fp32 and bf16
+// shape by shape over --rounds (target: within 15% of fp32), beside
+// libtorch's own bf16 kernels (native ones where the CPU has them, else its
+// naive loops, timed once).
 
 #include <torch/torch.h>
 
@@ -33,6 +39,7 @@
 
 #include "worker/blas_env.h"
 #include "worker/trainer/baseline_check.h"
+#include "worker/trainer/bf16_emulation.h"
 #include "worker/trainer/data.h"
 #include "worker/trainer/device.h"
 #include "worker/trainer/model.h"
@@ -56,6 +63,8 @@ struct Config {
   bool memory_only = false;
   // Only (d).
   bool vs_pytorch_only = false;
+  // Only (e).
+  bool gemm_only = false;
 };
 
 // A model and batch shape of (d).
@@ -100,6 +109,7 @@ ht::TrainOptions Options(const Config& c, ht::Precision p) {
   o.data.eval_fraction = 0.0;
   o.checkpoint.every_steps = 0;
   o.optimizer.lr = 3e-4;
+  o.allow_emulation = true;  // bf16 without native bf16: emulated
   return o;
 }
 
@@ -241,6 +251,94 @@ void VsPyTorch(const Config& c) {
   }
 }
 
+// Seconds of the best of `reps` forward+backward passes of Linear on
+// [n, in] x [out, in] in `dtype`, with bf16 `emulated` (forced) or not.
+double LinearSeconds(int64_t n, int64_t in, int64_t out, at::ScalarType dtype,
+                     bool emulated, int reps) {
+  ht::SetBf16EmulationForTesting(emulated);
+  const auto opts = at::TensorOptions().dtype(dtype);
+  const at::Tensor x = at::randn({n, in}).to(dtype).requires_grad_(true);
+  const at::Tensor w =
+      (at::randn({out, in}) * 0.02).to(dtype).requires_grad_(true);
+  const at::Tensor b = at::zeros({out}, opts).requires_grad_(true);
+  const at::Tensor g = at::randn({n, out}).to(dtype);
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    ht::Linear(x, w, b).backward(g);
+    best = std::min(best, std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - start)
+                              .count());
+    x.mutable_grad().reset();
+    w.mutable_grad().reset();
+    b.mutable_grad().reset();
+  }
+  ht::ClearBf16EmulationForTesting();
+  return best;
+}
+
+// (e): emulated bf16 GEMMs against fp32 at gpt-micro's shapes.
+void EmulatedGemms(const Config& c) {
+  at::set_num_threads(c.threads);
+  const int64_t n = static_cast<int64_t>(c.batch) * c.seq;
+  struct Gemm {
+    const char* name;
+    int64_t in, out;
+  };
+  const Gemm gemms[] = {{"attn c_attn", 384, 1152},
+                        {"attn c_proj", 384, 384},
+                        {"mlp c_fc", 384, 1536},
+                        {"mlp c_proj", 1536, 384}};
+  constexpr int kReps = 3;
+  std::printf(
+      "(e) Linear forward+backward at gpt-micro's GEMM shapes (%lld rows), "
+      "best of %d per round, fp32 and emulated bf16 alternating, %d rounds\n",
+      static_cast<long long>(n), kReps, c.rounds);
+  std::vector<std::vector<double>> ratios(std::size(gemms));
+  std::vector<double> totals;
+  double sum32 = 0, sum16 = 0;
+  for (int round = 0; round < c.rounds; ++round) {
+    double t32 = 0, t16 = 0;
+    for (size_t i = 0; i < std::size(gemms); ++i) {
+      const Gemm& g = gemms[i];
+      const double a = LinearSeconds(n, g.in, g.out, at::kFloat, false, kReps);
+      const double b =
+          LinearSeconds(n, g.in, g.out, at::kBFloat16, true, kReps);
+      ratios[i].push_back(b / a);
+      t32 += a;
+      t16 += b;
+    }
+    totals.push_back(t16 / t32);
+    sum32 += t32;
+    sum16 += t16;
+    std::printf("  round %d: fp32 %.4f s, emulated bf16 %.4f s: %.3fx\n",
+                round + 1, t32, t16, totals.back());
+    std::fflush(stdout);
+  }
+  std::printf("  %-12s %18s %14s\n", "gemm", "bf16/fp32 (median)",
+              "GFLOP/s fp32");
+  for (size_t i = 0; i < std::size(gemms); ++i) {
+    const Gemm& g = gemms[i];
+    const double flops = 3 * 2.0 * n * g.in * g.out;
+    std::printf(
+        "  %-12s %17.3fx %14.1f\n", g.name, Median(ratios[i]),
+        flops / LinearSeconds(n, g.in, g.out, at::kFloat, false, 1) / 1e9);
+  }
+  std::printf(
+      "  all four, median of the per-round ratios: emulated bf16 takes "
+      "%.3fx the fp32 time (target <= 1.15x)\n",
+      Median(totals));
+  // libtorch's own bf16 kernels at the first shape, once: oneDNN where the
+  // CPU has native bf16, its naive loops where it has not.
+  const Gemm& g = gemms[2];
+  const double t32 = LinearSeconds(n, g.in, g.out, at::kFloat, false, 1);
+  const double own = LinearSeconds(n, g.in, g.out, at::kBFloat16, false, 1);
+  std::printf(
+      "  libtorch's own bf16 kernels (%s), %s, once: %.3fx the fp32 time\n",
+      ht::CpuBf16Native() ? "native" : "naive loops: no native bf16 here",
+      g.name, own / t32);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -250,6 +348,7 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--overhead-only") c.overhead_only = true;
     if (std::string(argv[i]) == "--memory-only") c.memory_only = true;
     if (std::string(argv[i]) == "--vs-pytorch-only") c.vs_pytorch_only = true;
+    if (std::string(argv[i]) == "--gemm-only") c.gemm_only = true;
   }
   for (int i = 1; i + 1 < argc; ++i) {
     const std::string flag = argv[i];
@@ -269,9 +368,10 @@ int main(int argc, char** argv) {
   const char* core = std::getenv("OPENBLAS_CORETYPE");
   std::printf(
       "device: %s, %d threads; matmul fp32 %.0f GFLOP/s (OpenBLAS "
-      "core %s), bf16 %.0f GFLOP/s (oneDNN)\n",
+      "core %s), bf16 %.0f GFLOP/s (%s)\n",
       caps.name.c_str(), c.threads, caps.fp32_flops / 1e9, core ? core : "auto",
-      caps.bf16_flops / 1e9);
+      caps.bf16_flops / 1e9,
+      caps.bf16_emulated ? "emulated through fp32" : "oneDNN, native");
   const ht::BlasLibrary blas = ht::DetectBlas();
   std::printf("BLAS: %s\n", blas.Describe().c_str());
   for (const std::string& why : caps.baseline_degradations) {
@@ -279,6 +379,10 @@ int main(int argc, char** argv) {
   }
   if (c.vs_pytorch_only) {
     VsPyTorch(c);
+    return 0;
+  }
+  if (c.gemm_only) {
+    EmulatedGemms(c);
     return 0;
   }
   std::printf(

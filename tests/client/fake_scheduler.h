@@ -90,6 +90,7 @@ inline v1::Savings MakeSavings() {
   savings.set_device_seconds_saved(59.5);
   savings.set_probe_seconds(4.5);
   savings.set_cost_saved(0.0123);
+  savings.set_device_hour_price(0.75);
   savings.set_device_name("Intel Xeon (avx512_bf16)");
   savings.set_baseline(v1::BASELINE_MODE_PROBE);
   return savings;

@@ -165,7 +165,82 @@ TEST(FormatTest, SavingsDetail) {
                              "7.0k -> 12.6k tokens/s)\n"));
   EXPECT_THAT(out, HasSubstr("peak memory: 800.0 MiB -> 500.0 MiB (300.0 MiB, "
                              "38% saved)\n"));
-  EXPECT_THAT(out, HasSubstr("cost saved:  0.0123 USD\n"));
+  EXPECT_THAT(out, HasSubstr("cost saved:  0.0123 USD (at 0.75 USD per "
+                             "device-hour)\n"));
+  EXPECT_THAT(out, Not(HasSubstr("emulated")));
+}
+
+TEST(FormatTest, SavingsWithoutAPriceSayHowToSetOne) {
+  v1::Savings savings = testing::MakeSavings();
+  savings.set_device_hour_price(0);
+  savings.set_cost_saved(0);
+  const std::string detail = FormatSavingsDetail("j-1", savings, "USD", 200);
+  EXPECT_THAT(detail, HasSubstr("cost saved:  no device-hour price is set: "
+                                "start the scheduler with --device-price "
+                                "NAME=PRICE or --default-device-price PRICE"));
+  v1::GetSavingsResponse fleet;
+  *fleet.add_jobs() = savings;
+  fleet.add_job_ids("j-1");
+  fleet.set_currency("USD");
+  const std::string table = FormatSavingsTables(fleet, 200);
+  EXPECT_THAT(table, HasSubstr("USD SAVED"));
+  EXPECT_THAT(table, Not(HasSubstr(" 0 ")));
+  EXPECT_THAT(table, HasSubstr("no device-hour price is set"));
+  *fleet.mutable_jobs(0) = testing::MakeSavings();
+  EXPECT_THAT(FormatSavingsTables(fleet, 200), HasSubstr("0.0123 (at 0.75/h)"));
+  EXPECT_THAT(FormatSavingsTables(fleet, 200),
+              Not(HasSubstr("no device-hour price")));
+}
+
+TEST(FormatTest, EmulatedSavingsAreMarkedEverywhere) {
+  v1::Savings savings = testing::MakeSavings();
+  savings.set_emulated(true);
+  savings.set_speedup(0.9);
+  EXPECT_THAT(FormatSavingsDetail("j-1", savings, "USD", 200),
+              HasSubstr("precision:   bf16-mixed (emulated) on"));
+  EXPECT_THAT(FormatSavingsDetail("j-1", savings, "USD", 200),
+              HasSubstr("emulated:    the device only emulates this precision: "
+                        "memory saved is real, time is not"));
+  EXPECT_THAT(FormatSavingsSummary(savings, "USD"),
+              HasSubstr("emulated: memory saved, not time"));
+  v1::GetSavingsResponse fleet;
+  *fleet.add_jobs() = savings;
+  fleet.add_job_ids("j-1");
+  v1::PrecisionSavings* total = fleet.add_totals();
+  total->set_precision(v1::PRECISION_BF16_MIXED);
+  total->set_emulated(true);
+  total->set_jobs(1);
+  const std::string table = FormatSavingsTables(fleet, 200);
+  // The job row and the totals row both say so.
+  size_t first = table.find("bf16-mixed (emulated)");
+  ASSERT_NE(first, std::string::npos) << table;
+  EXPECT_NE(table.find("bf16-mixed (emulated)", first + 1), std::string::npos)
+      << table;
+}
+
+TEST(FormatTest, WorkersShowNativeAndEmulatedPrecisionsWithRates) {
+  v1::Worker worker;
+  worker.set_name("zen3");
+  worker.set_state(v1::WORKER_STATE_READY);
+  v1::WorkerCapabilities* caps = worker.mutable_capabilities();
+  caps->set_device_kind(v1::DEVICE_KIND_CPU);
+  caps->set_device_name("AMD EPYC");
+  caps->set_slots(1);
+  caps->add_native_precisions(v1::PRECISION_FP32);
+  caps->add_emulated_precisions(v1::PRECISION_BF16_MIXED);
+  caps->add_emulated_precisions(v1::PRECISION_BF16_PURE);
+  v1::DtypeRate* fp32 = caps->add_rates();
+  fp32->set_dtype("fp32");
+  fp32->set_flops_per_second(101e9);
+  fp32->set_native(true);
+  v1::DtypeRate* bf16 = caps->add_rates();
+  bf16->set_dtype("bf16");
+  bf16->set_flops_per_second(97e9);
+  bf16->set_native(false);
+  const std::string table = FormatWorkerTable({worker}, absl::Now(), 200);
+  EXPECT_THAT(table, HasSubstr("EMULATED"));
+  EXPECT_THAT(table, HasSubstr("bf16-mixed,bf16-pure"));
+  EXPECT_THAT(table, HasSubstr("fp32 101, bf16 97 emulated"));
 }
 
 TEST(FormatTest, SavingsDetailWrapsADegradedBaselineReasonWhole) {

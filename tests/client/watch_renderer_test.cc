@@ -170,7 +170,15 @@ TEST(WatchRendererTest, DescribesResumesFallbacksAndNotices) {
       "fp16-mixed overflowed at min_scale; continuing in bf16-mixed");
   add(v1::JOB_EVENT_KIND_NOTICE, v1::JOB_STATE_RUNNING, 2, "",
       "overflow storm: 12 of the last 50 steps\x1b[31m overflowed\n");
+  add(v1::JOB_EVENT_KIND_STATE_CHANGED, v1::JOB_STATE_QUEUED, 3, "",
+      "worker gpu-2 lost");
+  add(v1::JOB_EVENT_KIND_QUEUE_REASON, v1::JOB_STATE_QUEUED, 3, "",
+      "no worker runs bf16-mixed natively; a worker emulates it");
   const std::string out = Feed(renderer, events);
+  EXPECT_THAT(out, HasSubstr("waiting: no worker runs bf16-mixed natively; a "
+                             "worker emulates it\n"));
+  EXPECT_EQ(renderer.queue_reason(),
+            "no worker runs bf16-mixed natively; a worker emulates it");
   EXPECT_THAT(out, HasSubstr("requeued for attempt 2: worker cpu-worker-1 "
                              "lost"));
   EXPECT_THAT(out, HasSubstr("resumed on worker gpu-2 at attempt 2 from "

@@ -23,6 +23,8 @@ KNOWN = {
     "halftime_savings_memory_bytes", "halftime_savings_cost_total",
     "halftime_worker_slots", "halftime_worker_device_memory_bytes",
     "halftime_jobs_unplaceable",
+    "halftime_savings_emulated_jobs_total",
+    "halftime_savings_emulated_memory_bytes",
 }
 
 

@@ -204,7 +204,7 @@ class E2ETest(unittest.TestCase):
         escape = """name: escape
 model: {builtin: gpt-nano}
 data: {kind: text, path: %s}
-precision: bf16-mixed
+precision: fp32
 steps: 5
 savings: {baseline: none}
 """
@@ -225,19 +225,89 @@ savings: {baseline: none}
         c.start_worker("w1")
         from halftime.v1 import job_spec_pb2, job_pb2
         worker = [w for w in c.list_workers() if w.name == "w1"][0]
-        native = {job_spec_pb2.Precision.Name(p)
-                  for p in worker.capabilities.native_precisions}
-        for p in ("PRECISION_BF16_MIXED", "PRECISION_BF16_MASTER",
-                  "PRECISION_BF16_PURE", "PRECISION_FP32"):
-            self.assertIn(p, native)
+        names = lambda ps: {job_spec_pb2.Precision.Name(p) for p in ps}
+        native = names(worker.capabilities.native_precisions)
+        emulated = names(worker.capabilities.emulated_precisions)
+        bf16_modes = {"PRECISION_BF16_MIXED", "PRECISION_BF16_MASTER",
+                      "PRECISION_BF16_PURE"}
+        self.assertIn("PRECISION_FP32", native)
+        # This machine's CPU decides which; either way all three run.
+        self.assertTrue(bf16_modes <= native or bf16_modes <= emulated,
+                        (native, emulated))
+        self.assertFalse(native & emulated)
         for p in ("PRECISION_FP16_MIXED", "PRECISION_FP16_MASTER", "PRECISION_TF32"):
-            self.assertNotIn(p, native)
+            self.assertNotIn(p, native | emulated)
         fp16 = c.submit(spec("fp16", steps=5, precision="fp16-mixed"))
         bf16 = c.submit(spec("bf16", steps=5, precision="bf16-mixed"))
-        c.wait_state(bf16, ["succeeded"])
+        self.assertEqual(c.wait_state(bf16, ["succeeded"]).emulated,
+                         bf16_modes <= emulated)
         job = c.job(fp16)
         self.assertEqual(job.state, job_pb2.JOB_STATE_QUEUED)
         self.assertIn("no worker runs fp16-mixed natively", job.queue_reason)
+        self.assertTrue(job.unplaceable)
+
+    def test_bf16_on_an_emulating_fleet_waits_with_the_remedy_unless_allowed(self):
+        """HALFTIME_CPU_ISA=avx2 caps the worker's CPU to one without native
+        bf16 on any machine: an fp32-only fleet that emulates bf16."""
+        c = self.cluster
+        c.start_worker("w1", env={"HALFTIME_CPU_ISA": "avx2"})
+        from halftime.v1 import job_spec_pb2
+        caps = [w for w in c.list_workers() if w.name == "w1"][0].capabilities
+        self.assertNotIn(job_spec_pb2.PRECISION_BF16_MIXED, caps.native_precisions)
+        self.assertIn(job_spec_pb2.PRECISION_BF16_MIXED, caps.emulated_precisions)
+        rates = {r.dtype: r for r in caps.rates}
+        self.assertFalse(rates["bf16"].native)
+        # The emulated GEMM runs near fp32's rate, far above the ~4 GFLOP/s
+        # of libtorch's naive bf16 loops.
+        self.assertGreater(rates["bf16"].flops_per_second,
+                           rates["fp32"].flops_per_second / 4)
+        workers_table = c.cli("workers", check=True).stdout
+        self.assertIn("EMULATED", workers_table)
+        self.assertIn("bf16-mixed", workers_table)
+        self.assertIn("emul", workers_table)  # the bf16 rate (may be cut)
+
+        spec_path = os.path.join(c.data_root, "deny.yaml")
+        with open(spec_path, "w") as f:
+            f.write(spec("deny", steps=5, emulation="deny"))
+        start = time.time()
+        watch = subprocess.Popen(
+            [cluster.BIN["cli"], "--server", c.address, "submit", spec_path,
+             "--watch"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        try:
+            shown = []
+            for line in watch.stdout:
+                shown.append(line)
+                if "resources.emulation: allow" in line:
+                    break
+            elapsed = time.time() - start
+            self.assertIn("waiting: no worker runs bf16-mixed natively", "".join(shown))
+            self.assertLess(elapsed, 2.0, "".join(shown))
+        finally:
+            watch.kill()
+            watch.wait()
+        # A watch with a queue timeout ends with the reason and exit 1.
+        from halftime.v1 import scheduler_pb2
+        job_id = [j for j in c.stub.ListJobs(scheduler_pb2.ListJobsRequest(),
+                                             timeout=10).jobs
+                  if j.spec.name == "deny"][0].id
+        timed = c.cli("watch", job_id, "--queue-timeout", "1s")
+        self.assertEqual(timed.returncode, 1, timed.stdout + timed.stderr)
+        self.assertIn("still queued after 1s", timed.stderr)
+        self.assertIn("resources.emulation: allow", timed.stderr)
+        job = c.job(job_id)
+        self.assertTrue(job.unplaceable)
+        # `get` wraps the reason whole (never cuts it at the terminal width).
+        shown = " ".join(c.cli("get", job_id).stdout.split())
+        self.assertIn("set resources.emulation: allow to run there", shown)
+
+        allowed = c.submit(spec("allow", steps=12, emulation="allow",
+                                savings="{baseline: probe, probe_steps: 3}"))
+        job = c.wait_state(allowed, ["succeeded", "failed"])
+        self.assertEqual(job.failure_reason, "")
+        self.assertTrue(job.emulated)
+        self.assertTrue(job.savings.emulated)
+        self.assertIn("bf16-mixed (emulated)", c.cli("savings", check=True).stdout)
 
 
 class CliTest(unittest.TestCase):
@@ -300,7 +370,10 @@ class CliTest(unittest.TestCase):
         self.assertNotIn(job_id, c.cli("list", "--state", "running", check=True).stdout)
         workers = self.json("workers")
         self.assertEqual([w["name"] for w in workers["workers"]], ["w1"])
-        self.assertIn("bf16-mixed", workers["workers"][0]["capabilities"]["native_precisions"])
+        caps = workers["workers"][0]["capabilities"]
+        # Native where the CPU has bf16, emulated where it has not.
+        self.assertIn("bf16-mixed", caps.get("native_precisions", []) +
+                      caps.get("emulated_precisions", []))
 
         savings = self.json("savings", job_id)
         self.assertEqual(len(savings["jobs"]), 1)

@@ -56,6 +56,9 @@ v1::WorkerCapabilities CapsOf(const DeviceTraits& traits) {
   for (Mode m : precision::NativeModes(traits)) {
     caps.add_native_precisions(ToProto(m));
   }
+  for (Mode m : precision::EmulatedModes(traits)) {
+    caps.add_emulated_precisions(ToProto(m));
+  }
   return caps;
 }
 
@@ -271,18 +274,38 @@ TEST(PrecisionRules, TheEngineAgrees) {
     trainer::DeviceCapabilities caps;
     caps.kind = device.traits.cuda ? "cuda" : "cpu";
     caps.native_precisions = precision::NativeModes(device.traits);
+    caps.emulated_precisions = precision::EmulatedModes(device.traits);
     trainer::Precision resolved = trainer::Precision::kAuto;
-    ASSERT_TRUE(
-        trainer::ResolvePrecision(trainer::Precision::kAuto, caps, &resolved)
-            .ok());
-    EXPECT_EQ(
-        ToProto(resolved),
-        server::MatchDevice(SpecIn("auto"), CapsOf(device.traits)).precision);
+    bool emulated = false;
+    ASSERT_TRUE(trainer::ResolvePrecision(trainer::Precision::kAuto, caps,
+                                          /*allow_emulation=*/true, &resolved,
+                                          &emulated)
+                    .ok());
+    v1::JobSpec auto_spec = SpecIn("auto");
+    auto_spec.mutable_resources()->set_emulation(v1::EMULATION_ALLOW);
+    EXPECT_EQ(ToProto(resolved),
+              server::MatchDevice(auto_spec, CapsOf(device.traits)).precision);
     for (const precision::Rules& r : precision::AllModes()) {
-      trainer::Precision out;
-      EXPECT_EQ(trainer::ResolvePrecision(r.mode, caps, &out).ok(),
-                precision::RunsNatively(r.mode, device.traits))
-          << r.name;
+      for (bool allow : {false, true}) {
+        trainer::Precision out;
+        v1::JobSpec spec = SpecIn(r.name);
+        spec.mutable_resources()->set_emulation(allow ? v1::EMULATION_ALLOW
+                                                      : v1::EMULATION_DENY);
+        const server::DeviceMatch match =
+            server::MatchDevice(spec, CapsOf(device.traits));
+        const bool runs =
+            precision::RunsNatively(r.mode, device.traits) ||
+            (allow && precision::RunsEmulated(r.mode, device.traits));
+        EXPECT_EQ(
+            trainer::ResolvePrecision(r.mode, caps, allow, &out, &emulated)
+                .ok(),
+            runs)
+            << r.name << " allow " << allow;
+        EXPECT_EQ(match.ok, runs) << r.name << " allow " << allow;
+        if (runs) {
+          EXPECT_EQ(emulated, match.emulated) << r.name;
+        }
+      }
     }
   }
   // This machine's probe reports exactly the table's modes for its traits.
@@ -291,6 +314,7 @@ TEST(PrecisionRules, TheEngineAgrees) {
   DeviceTraits traits;
   traits.cpu_bf16 = !here.bf16_emulated;
   EXPECT_EQ(here.native_precisions, precision::NativeModes(traits));
+  EXPECT_EQ(here.emulated_precisions, precision::EmulatedModes(traits));
 }
 
 TEST(ModelRules, TheEngineHasAPresetForEveryLanguageModel) {

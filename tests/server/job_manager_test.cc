@@ -305,7 +305,11 @@ TEST_F(JobManagerTest, WaitsForANativeWorkerAndResolvesAuto) {
   auto old_gpu = std::make_shared<RecordingSink>();
   Register("v100", CudaCaps("7.0", 4), old_gpu);
   EXPECT_EQ(Get(bf16).state(), v1::JOB_STATE_QUEUED);
-  EXPECT_EQ(Get(bf16).queue_reason(), "no worker runs bf16-mixed natively");
+  EXPECT_EQ(Get(bf16).queue_reason(),
+            "no worker runs bf16-mixed natively; it needs a worker with "
+            "native bf16 (a CPU with avx512_bf16 or amx_bf16, or a CUDA GPU "
+            "of compute capability 8.0 or newer)");
+  EXPECT_TRUE(Get(bf16).unplaceable());
   EXPECT_EQ(Metric("halftime_jobs_unplaceable{precision=\"bf16-mixed\"}"), 1);
   EXPECT_EQ(Metric("halftime_jobs_unplaceable{precision=\"auto\"}"), 0);
   // auto runs fp16-mixed on the sm70 GPU.
@@ -325,6 +329,45 @@ TEST_F(JobManagerTest, WaitsForANativeWorkerAndResolvesAuto) {
   ASSERT_EQ(assignments.size(), 1u);
   EXPECT_EQ(assignments[0].job_id(), bf16);
   EXPECT_EQ(Get(bf16).queue_reason(), "");
+}
+
+TEST_F(JobManagerTest, QueueReasonChangesAreEventsAndEmulationIsOptIn) {
+  std::string denied = SubmitId(Spec("deny", v1::PRECISION_BF16_MIXED));
+  // The first reason is an event right after the submission's.
+  std::vector<v1::JobEvent> events = Events(denied);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].kind(), v1::JOB_EVENT_KIND_QUEUE_REASON);
+  EXPECT_EQ(events[1].message(), "no worker connected");
+  auto cpu = std::make_shared<RecordingSink>();
+  Register("cpu", CpuCaps(2, /*bf16=*/false), cpu);
+  // A worker that only emulates bf16: the job stays queued, and the new
+  // reason (what would let it run) is the next event.
+  EXPECT_TRUE(cpu->TakeAssignments().empty());
+  events = Events(denied);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[2].kind(), v1::JOB_EVENT_KIND_QUEUE_REASON);
+  EXPECT_THAT(events[2].message(),
+              ::testing::HasSubstr("set resources.emulation: allow"));
+  EXPECT_EQ(Get(denied).queue_reason(), events[2].message());
+  EXPECT_TRUE(Get(denied).unplaceable());
+  EXPECT_EQ(Metric("halftime_jobs_unplaceable{precision=\"bf16-mixed\"}"), 1);
+  // An unchanged reason adds no event.
+  SubmitId(Spec("fp32", v1::PRECISION_FP32));
+  EXPECT_EQ(Events(denied).size(), 3u);
+
+  v1::JobSpec spec = Spec("allow", v1::PRECISION_BF16_MIXED);
+  spec.mutable_resources()->set_emulation(v1::EMULATION_ALLOW);
+  std::string allowed = SubmitId(spec);
+  auto assignments = cpu->TakeAssignments();
+  ASSERT_EQ(assignments.size(), 2u);
+  EXPECT_EQ(assignments[1].job_id(), allowed);
+  EXPECT_EQ(assignments[1].spec().resources().emulation(), v1::EMULATION_ALLOW);
+  const v1::Job job = Get(allowed);
+  EXPECT_TRUE(job.emulated());
+  EXPECT_FALSE(job.unplaceable());
+  events = Events(allowed);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_THAT(events[1].message(), ::testing::HasSubstr("emulated"));
 }
 
 TEST_F(JobManagerTest, SlotsAndDraining) {

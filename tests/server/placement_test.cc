@@ -33,13 +33,60 @@ TEST(MatchDeviceTest, ExplicitPrecisionMustBeNative) {
   v1::JobSpec fp16 = Defaults(Spec("a", v1::PRECISION_FP16_MIXED));
   DeviceMatch cpu = MatchDevice(fp16, CpuCaps());
   EXPECT_FALSE(cpu.ok);
-  EXPECT_EQ(cpu.reason, "no worker runs fp16-mixed natively");
+  EXPECT_EQ(cpu.reason,
+            "no worker runs fp16-mixed natively; it needs a worker with a "
+            "CUDA GPU");
   EXPECT_TRUE(MatchDevice(fp16, CudaCaps("7.0")).ok);
 
   v1::JobSpec bf16 = Defaults(Spec("b", v1::PRECISION_BF16_MIXED));
   EXPECT_FALSE(MatchDevice(bf16, CudaCaps("7.5")).ok);
   EXPECT_FALSE(MatchDevice(bf16, CpuCaps(1, /*bf16=*/false)).ok);
   EXPECT_TRUE(MatchDevice(bf16, CpuCaps(1, /*bf16=*/true)).ok);
+}
+
+TEST(MatchDeviceTest, EmulatedPrecisionOnlyWhenTheJobAllowsIt) {
+  v1::JobSpec bf16 = Defaults(Spec("b", v1::PRECISION_BF16_PURE));
+  ASSERT_EQ(bf16.resources().emulation(), v1::EMULATION_DENY);
+  const v1::WorkerCapabilities emulating = CpuCaps(1, /*bf16=*/false);
+  DeviceMatch denied = MatchDevice(bf16, emulating);
+  EXPECT_FALSE(denied.ok);
+  EXPECT_EQ(denied.reason,
+            "no worker runs bf16-pure natively; a worker emulates it (memory "
+            "saved, not time): set resources.emulation: allow to run there, "
+            "or add a worker with native bf16 (a CPU with avx512_bf16 or "
+            "amx_bf16, or a CUDA GPU of compute capability 8.0 or newer)");
+  bf16.mutable_resources()->set_emulation(v1::EMULATION_ALLOW);
+  DeviceMatch allowed = MatchDevice(bf16, emulating);
+  EXPECT_TRUE(allowed.ok);
+  EXPECT_TRUE(allowed.emulated);
+  EXPECT_EQ(allowed.precision, v1::PRECISION_BF16_PURE);
+  DeviceMatch native = MatchDevice(bf16, CpuCaps(1, /*bf16=*/true));
+  EXPECT_TRUE(native.ok);
+  EXPECT_FALSE(native.emulated);
+  // A CUDA worker claiming to emulate is not believed, and auto never
+  // resolves to an emulated mode.
+  v1::WorkerCapabilities volta = CudaCaps("7.0");
+  volta.add_emulated_precisions(v1::PRECISION_BF16_PURE);
+  EXPECT_FALSE(MatchDevice(bf16, volta).ok);
+  v1::JobSpec automatic = Defaults(Spec("a", v1::PRECISION_AUTO));
+  automatic.mutable_resources()->set_emulation(v1::EMULATION_ALLOW);
+  DeviceMatch resolved = MatchDevice(automatic, emulating);
+  EXPECT_EQ(resolved.precision, v1::PRECISION_FP32);
+  EXPECT_FALSE(resolved.emulated);
+}
+
+TEST(PlaceTest, NativeWorkersBeatEmulatingOnes) {
+  v1::JobSpec a = Defaults(Spec("a", v1::PRECISION_BF16_MIXED));
+  a.mutable_resources()->set_emulation(v1::EMULATION_ALLOW);
+  v1::JobSpec b = a, c = a;
+  v1::WorkerCapabilities emulating = CpuCaps(3, false), native = CpuCaps(1);
+  std::vector<PlacementDecision> d =
+      Place({&a, &b, &c}, {{&emulating, 3, true}, {&native, 1, true}});
+  EXPECT_EQ(d[0].worker, 1);  // native, despite fewer free slots
+  EXPECT_FALSE(d[0].emulated);
+  EXPECT_EQ(d[1].worker, 0);  // native full: emulating
+  EXPECT_TRUE(d[1].emulated);
+  EXPECT_EQ(d[2].worker, 0);
 }
 
 TEST(MatchDeviceTest, DeviceKindCapabilityAndMemory) {
@@ -79,7 +126,9 @@ TEST(PlaceTest, QueueReasons) {
   std::vector<PlacementDecision> d =
       Place({&fp16, &fp32, &fp32b}, {{&cpu, 1, true}});
   EXPECT_EQ(d[0].worker, -1);
-  EXPECT_EQ(d[0].queue_reason, "no worker runs fp16-mixed natively");
+  EXPECT_EQ(d[0].queue_reason,
+            "no worker runs fp16-mixed natively; it needs a worker with a "
+            "CUDA GPU");
   EXPECT_TRUE(d[0].unplaceable);
   EXPECT_EQ(d[1].worker, 0);
   EXPECT_FALSE(d[1].unplaceable);

@@ -126,10 +126,14 @@ inline v1::WorkerCapabilities CpuCaps(int slots = 1, bool bf16 = true) {
   caps.set_device_name("test cpu");
   caps.set_memory_bytes(int64_t{16} << 30);
   caps.add_native_precisions(v1::PRECISION_FP32);
-  if (bf16) {
-    caps.add_native_precisions(v1::PRECISION_BF16_MIXED);
-    caps.add_native_precisions(v1::PRECISION_BF16_MASTER);
-    caps.add_native_precisions(v1::PRECISION_BF16_PURE);
+  // Without native bf16, a CPU worker emulates the bf16 modes.
+  for (v1::Precision p : {v1::PRECISION_BF16_MIXED, v1::PRECISION_BF16_MASTER,
+                          v1::PRECISION_BF16_PURE}) {
+    if (bf16) {
+      caps.add_native_precisions(p);
+    } else {
+      caps.add_emulated_precisions(p);
+    }
   }
   caps.set_slots(slots);
   return caps;

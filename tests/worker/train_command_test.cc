@@ -102,6 +102,7 @@ constexpr char kTinySpec[] = R"(name: tiny
 model: {builtin: gpt-nano}
 data: {kind: synthetic, seq_len: 32, vocab_size: 64}
 precision: bf16-mixed
+resources: {emulation: allow}
 batch_size: 4
 steps: 6
 eval: {every_steps: 3, batches: 1}

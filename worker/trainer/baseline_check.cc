@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -14,14 +15,6 @@ namespace {
 
 bool Contains(const std::string& s, const char* part) {
   return s.find(part) != std::string::npos;
-}
-
-bool HasFlag(const std::string& flags, const char* flag) {
-  std::istringstream in(flags);
-  for (std::string f; in >> f;) {
-    if (f == flag) return true;
-  }
-  return false;
 }
 
 std::string CpuInfoField(const char* key) {
@@ -167,9 +160,44 @@ BlasLibrary DetectBlas() {
   return b;
 }
 
+bool CpuHasFlag(const std::string& flags, const char* flag) {
+  std::istringstream in(flags);
+  for (std::string f; in >> f;) {
+    if (f == flag) return true;
+  }
+  return false;
+}
+
+std::string CpuIsaCapError() {
+  const char* value = std::getenv(kCpuIsaVariable);
+  if (value == nullptr) return "";
+  const std::string v = value;
+  if (v.empty() || v == "native" || v == "avx2") return "";
+  return std::string(kCpuIsaVariable) + "=" + v +
+         " is not a CPU cap this build knows; use avx2 (behave as a CPU "
+         "without AVX-512 or native bf16) or native";
+}
+
+std::string CpuIsaCap() {
+  const char* value = std::getenv(kCpuIsaVariable);
+  return value != nullptr && std::string(value) == "avx2" ? "avx2" : "";
+}
+
+std::string CappedCpuFlags(const std::string& flags) {
+  if (CpuIsaCap().empty()) return flags;
+  std::istringstream in(flags);
+  std::string kept;
+  for (std::string f; in >> f;) {
+    if (f.rfind("avx512", 0) == 0 || f.rfind("amx", 0) == 0) continue;
+    if (!kept.empty()) kept += ' ';
+    kept += f;
+  }
+  return kept;
+}
+
 CpuFacts ReadCpuFacts() {
   CpuFacts cpu;
-  cpu.flags = CpuInfoField("flags");
+  cpu.flags = CappedCpuFlags(CpuInfoField("flags"));
   try {
     const std::string mhz = CpuInfoField("cpu MHz");
     if (!mhz.empty()) cpu.mhz = std::stod(mhz);
@@ -191,11 +219,11 @@ CpuFacts ReadCpuFacts() {
 double Fp32PeakFlops(const CpuFacts& cpu, int threads) {
   if (cpu.mhz <= 0 || threads <= 0) return 0;
   double per_cycle = 4;  // SSE: one 4-wide multiply and add
-  if (HasFlag(cpu.flags, "avx512f")) {
+  if (CpuHasFlag(cpu.flags, "avx512f")) {
     per_cycle = 32;
-  } else if (HasFlag(cpu.flags, "avx2") && HasFlag(cpu.flags, "fma")) {
+  } else if (CpuHasFlag(cpu.flags, "avx2") && CpuHasFlag(cpu.flags, "fma")) {
     per_cycle = 16;
-  } else if (HasFlag(cpu.flags, "avx")) {
+  } else if (CpuHasFlag(cpu.flags, "avx")) {
     per_cycle = 8;
   }
   const int cores =

@@ -24,6 +24,8 @@
 #include <thread>
 
 #include "worker/trainer/baseline_check.h"
+#include "worker/trainer/bf16_emulation.h"
+#include "worker/trainer/model.h"
 
 #ifdef HALFTIME_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -103,15 +105,6 @@ std::string CpuInfoField(const std::string& key) {
   return "";
 }
 
-bool CpuHasFlag(const std::string& flags, const std::string& flag) {
-  std::istringstream in(flags);
-  std::string f;
-  while (in >> f) {
-    if (f == flag) return true;
-  }
-  return false;
-}
-
 int64_t MemTotalBytes() {
   std::ifstream in("/proc/meminfo");
   std::string key;
@@ -127,6 +120,8 @@ int64_t MemTotalBytes() {
 // best of several short windows: what the device sustains, not a moment's
 // contention (another library's pool threads still spinning after the
 // previous dtype's run cost bf16 a fifth of its rate in one long window).
+// A CPU bf16 matmul is timed as the engine runs it: emulated through fp32
+// where the CPU lacks native bf16.
 double TimeMatmul(at::ScalarType dtype, at::Device device, int64_t n) {
   constexpr int kWindows = 5;
   constexpr double kWindowSeconds = 0.06;
@@ -135,7 +130,8 @@ double TimeMatmul(at::ScalarType dtype, at::Device device, int64_t n) {
         at::randn({n, n}, at::TensorOptions().device(device)).to(dtype);
     at::Tensor b =
         at::randn({n, n}, at::TensorOptions().device(device)).to(dtype);
-    at::Tensor c = at::matmul(a, b);  // warm-up (and a host sync below)
+    at::NoGradGuard no_grad;
+    at::Tensor c = Matmul(a, b);  // warm-up (and a host sync below)
     if (!at::isfinite(c.to(at::kFloat)).all().item<bool>()) return 0.0;
     double best = 0.0;
     for (int window = 0; window < kWindows; ++window) {
@@ -143,7 +139,7 @@ double TimeMatmul(at::ScalarType dtype, at::Device device, int64_t n) {
       const auto start = std::chrono::steady_clock::now();
       double elapsed = 0.0;
       while (elapsed < kWindowSeconds || reps < 2) {
-        c = at::matmul(a, b);
+        c = Matmul(a, b);
         ++reps;
 #ifdef HALFTIME_WITH_CUDA
         if (device.is_cuda()) at::cuda::getCurrentCUDAStream().synchronize();
@@ -161,6 +157,14 @@ double TimeMatmul(at::ScalarType dtype, at::Device device, int64_t n) {
 }
 
 }  // namespace
+
+bool CpuBf16Native() {
+  static const bool native = [] {
+    const std::string flags = ReadCpuFacts().flags;
+    return CpuHasFlag(flags, "avx512_bf16") || CpuHasFlag(flags, "amx_bf16");
+  }();
+  return native;
+}
 
 bool CudaAvailable() {
 #ifdef HALFTIME_WITH_CUDA
@@ -190,6 +194,7 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
     traits.cuda = true;
     traits.cuda_major = prop->major;
     caps.native_precisions = precision::NativeModes(traits);
+    caps.emulated_precisions = precision::EmulatedModes(traits);
     caps.bf16_emulated =
         !precision::RunsNatively(Precision::kBf16Mixed, traits);
     if (measure) {
@@ -210,8 +215,7 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
   caps.name = CpuInfoField("model name");
   if (caps.name.empty()) caps.name = "cpu";
   caps.memory_bytes = MemTotalBytes();
-  const std::string flags = CpuInfoField("flags");
-  bool bf16 = CpuHasFlag(flags, "avx512_bf16") || CpuHasFlag(flags, "amx_bf16");
+  bool bf16 = CpuBf16Native();
   if (measure) {
     const at::Device dev(at::kCPU);
     caps.fp32_flops = TimeMatmul(at::kFloat, dev, 512);
@@ -225,6 +229,7 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
   precision::DeviceTraits traits;
   traits.cpu_bf16 = bf16;
   caps.native_precisions = precision::NativeModes(traits);
+  caps.emulated_precisions = precision::EmulatedModes(traits);
   caps.bf16_emulated = !precision::RunsNatively(Precision::kBf16Mixed, traits);
   return caps;
 }
@@ -267,7 +272,9 @@ double GemmCeilingFlops(Precision mode, bool cuda) {
 
 TrainStatus ResolvePrecision(Precision requested,
                              const DeviceCapabilities& caps,
-                             Precision* resolved) {
+                             bool allow_emulation, Precision* resolved,
+                             bool* emulated) {
+  *emulated = false;
   if (requested == Precision::kAuto) {
     *resolved = precision::ResolveAuto(
         [&caps](Precision p) { return caps.Supports(p); });
@@ -275,6 +282,11 @@ TrainStatus ResolvePrecision(Precision requested,
   }
   if (caps.Supports(requested)) {
     *resolved = requested;
+    return TrainStatus::Ok();
+  }
+  if (allow_emulation && caps.Emulates(requested)) {
+    *resolved = requested;
+    *emulated = true;
     return TrainStatus::Ok();
   }
   const std::string name = PrecisionName(requested);
@@ -297,6 +309,11 @@ TrainStatus ResolvePrecision(Precision requested,
                  : "needs native bf16 (avx512_bf16 or amx_bf16); this CPU (" +
                        caps.name + ") would only emulate it";
       break;
+  }
+  if (caps.Emulates(requested)) {
+    why +=
+        " (it saves memory but not time there): allow that with "
+        "resources.emulation: allow or --allow-emulation";
   }
   return TrainStatus::Error(TrainStatus::kUnsupported,
                             "precision " + name + " " + why);

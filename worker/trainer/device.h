@@ -22,9 +22,10 @@ namespace halftime::trainer {
 // and this build and machine have one, else the CPU. With `measure`, times a
 // small matmul in each dtype (about a second in all) to fill the *_flops
 // fields and to confirm bf16 runs; without, only static facts are used.
-// bf16 is native on a CPU only with avx512_bf16 or amx_bf16 in
-// /proc/cpuinfo (and, when measured, a successful bf16 matmul); otherwise
-// bf16_emulated is set and no bf16 mode is listed. `threads` <= 0 means all
+// bf16 is native on a CPU only with CpuBf16Native() (and, when measured, a
+// successful bf16 matmul); otherwise bf16_emulated is set, no bf16 mode is
+// listed as native, the bf16 modes are listed as emulated, and bf16_flops
+// is the rate of the engine's emulated bf16 matmul. `threads` <= 0 means all
 // hardware threads.
 DeviceCapabilities ProbeDevice(int threads, bool want_cuda = true,
                                bool measure = true);
@@ -36,13 +37,20 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda = true,
 // dtype does not run here.
 double GemmCeilingFlops(Precision precision, bool cuda);
 
-// Resolves kAuto (bf16-mixed, else fp16-mixed, else fp32) and checks that
-// `caps` runs `requested` natively. Errors (kUnsupported) name the mode and
-// the missing capability, e.g. "precision fp16-mixed needs a CUDA device;
-// this build/device has none".
+// Resolves kAuto (the first of bf16-mixed, fp16-mixed, fp32 that `caps` runs
+// natively) and checks that `caps` runs `requested` natively, or by
+// emulation when `allow_emulation` (then *emulated is set). Errors
+// (kUnsupported) name the mode and the missing capability, e.g. "precision
+// fp16-mixed needs a CUDA device; this build/device has none", and how to
+// allow emulation where the device offers it.
 TrainStatus ResolvePrecision(Precision requested,
                              const DeviceCapabilities& caps,
-                             Precision* resolved);
+                             bool allow_emulation, Precision* resolved,
+                             bool* emulated);
+
+// Whether this CPU computes bf16 natively: avx512_bf16 or amx_bf16 among
+// its flags, as capped by HALFTIME_CPU_ISA (baseline_check.h). Read once.
+bool CpuBf16Native();
 
 // True when this binary was built against a CUDA libtorch and a GPU is
 // visible.

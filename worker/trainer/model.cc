@@ -14,6 +14,8 @@
 #include <limits>
 
 #include "rules/models.h"
+#include "worker/trainer/autograd_util.h"
+#include "worker/trainer/bf16_emulation.h"
 
 namespace halftime::trainer {
 namespace {
@@ -119,26 +121,17 @@ at::Tensor LayerNormOf(const at::Tensor& x, const torch::nn::LayerNorm& ln) {
 // unnoticed: no caller makes one.
 struct WeightGradFirstLinearFn
     : torch::autograd::Function<WeightGradFirstLinearFn> {
-  static constexpr const char* kInput = "input";
   static at::Tensor forward(torch::autograd::AutogradContext* ctx,
                             const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& bias) {
-    // The input goes in saved_data, not save_for_backward, so that backward
-    // can drop it once the weight gradient is done (a saved variable lives
-    // until the whole node has run).
-    ctx->saved_data[kInput] = x;
+    SaveInputOnce(ctx, x);  // dropped once the weight gradient is done
     ctx->save_for_backward({weight});
     return at::linear(x, weight, bias);
   }
   static torch::autograd::variable_list backward(
       torch::autograd::AutogradContext* ctx,
       torch::autograd::variable_list grad_out) {
-    auto input = ctx->saved_data.find(kInput);
-    TORCH_CHECK(input != ctx->saved_data.end(),
-                "Linear: backward a second time (its input is freed after the "
-                "first; pass retain_graph=false)");
-    at::Tensor x = input->second.toTensor();
-    ctx->saved_data.erase(input);
+    at::Tensor x = TakeSavedInput(ctx);
     const at::Tensor weight = ctx->get_saved_variables()[0];
     const std::vector<int64_t> x_sizes = x.sizes().vec();
     const at::Tensor g = grad_out[0].reshape({-1, weight.size(0)});
@@ -181,7 +174,7 @@ struct AttentionImpl : torch::nn::Module {
                     c_proj->weight, c_proj->bias);
     }
 #endif
-    at::Tensor att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(D));
+    at::Tensor att = Matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(D));
     // The causal mask as an additive -inf bias: unlike masked_fill_, an
     // in-place add saves nothing for backward (the softmax's zero outputs
     // already zero the gradient there), so no mask per layer is held until
@@ -198,8 +191,7 @@ struct AttentionImpl : torch::nn::Module {
     // The explicit dtype also keeps CUDA autocast (which would return fp32
     // softmax) from saving an fp32 copy of the probabilities.
     att = at::softmax(att, -1, att.scalar_type());
-    at::Tensor y =
-        at::matmul(att, v).transpose(1, 2).contiguous().view({B, T, C});
+    at::Tensor y = Matmul(att, v).transpose(1, 2).contiguous().view({B, T, C});
     return Linear(y, c_proj->weight, c_proj->bias);
   }
 
@@ -215,7 +207,7 @@ struct MlpBlockImpl : torch::nn::Module {
         c_proj(
             register_module("c_proj", torch::nn::Linear(4 * n_embd, n_embd))) {}
   at::Tensor forward(const at::Tensor& x) {
-    return Linear(at::gelu(Linear(x, c_fc->weight, c_fc->bias)), c_proj->weight,
+    return Linear(Gelu(Linear(x, c_fc->weight, c_fc->bias)), c_proj->weight,
                   c_proj->bias);
   }
   torch::nn::Linear c_fc;
@@ -292,7 +284,7 @@ struct GptNet : torch::nn::Module {
         at::embedding(wte->weight, idx) + wpe->weight.narrow(0, 0, T);
     for (auto& b : blocks) x = b->forward(x);
     x = LayerNormOf(x, ln_f);
-    return at::linear(x, wte->weight);  // tied output embedding
+    return Linear(x, wte->weight, at::Tensor());  // tied output embedding
   }
 
   GptConfig config;
@@ -451,9 +443,10 @@ struct MlpNet : torch::nn::Module {
         fc2(register_module("fc2", torch::nn::Linear(hidden, hidden))),
         fc3(register_module("fc3", torch::nn::Linear(hidden, out))) {}
   at::Tensor forward(const at::Tensor& x) {
-    at::Tensor h = at::gelu(fc1->forward(x.reshape({x.size(0), -1})));
-    h = at::gelu(fc2->forward(h));
-    return fc3->forward(h);
+    at::Tensor h =
+        Gelu(Linear(x.reshape({x.size(0), -1}), fc1->weight, fc1->bias));
+    h = Gelu(Linear(h, fc2->weight, fc2->bias));
+    return Linear(h, fc3->weight, fc3->bias);
   }
   torch::nn::Linear fc1, fc2, fc3;
 };
@@ -563,6 +556,11 @@ at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets) {
 
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
                   const at::Tensor& bias) {
+  if (EmulatesBf16Gemm(weight)) {
+    return EmulatedLinear(
+        x, weight,
+        bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+  }
   // (libtorch 1.13's custom functions refuse undefined inputs: a layer
   // without bias keeps at::linear.)
   if (weight.scalar_type() == at::kFloat || !bias.defined() ||
@@ -570,6 +568,16 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
     return at::linear(x, weight, bias);
   }
   return WeightGradFirstLinearFn::apply(x, weight, bias);
+}
+
+at::Tensor Matmul(const at::Tensor& a, const at::Tensor& b) {
+  if (EmulatesBf16Gemm(a)) return EmulatedMatmul(a, b);
+  return at::matmul(a, b);
+}
+
+at::Tensor Gelu(const at::Tensor& x) {
+  if (EmulatesBf16Op(x)) return EmulatedGelu(x);
+  return at::gelu(x);
 }
 
 at::Tensor LayerNormFp32(const at::Tensor& x, const at::Tensor& weight,

@@ -94,14 +94,22 @@ at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets);
 at::Tensor LayerNormFp32(const at::Tensor& x, const at::Tensor& weight,
                          const at::Tensor& bias);
 
-// x W^T + b, as at::linear. For 16-bit weights that need gradients (master
-// and pure modes) and a defined `bias`, backward computes the weight
-// gradient first and frees `x` before it allocates the input gradient, so
-// neither `x` nor the weight-gradient GEMM's scratch coincides with it.
-// Such a graph can run backward once only (a second run throws c10::Error).
-// Gradients equal at::linear's up to the GEMMs' summation order.
+// x W^T + b, as at::linear (`bias` may be undefined). For 16-bit weights that
+// need gradients (master and pure modes) and a defined `bias`, backward
+// computes the weight gradient first and frees `x` before it allocates the
+// input gradient, so neither `x` nor the weight-gradient GEMM's scratch
+// coincides with it. Such a graph can run backward once only (a second run
+// throws c10::Error). Gradients equal at::linear's up to the GEMMs' summation
+// order.
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
                   const at::Tensor& bias);
+
+// The matmuls and GELU every model calls. Where bf16 compute runs on a CPU
+// without native bf16 (bf16_emulation.h), Linear, Matmul and Gelu compute
+// it in fp32 and round to bf16, instead of libtorch's naive bf16 kernels;
+// elsewhere they are at::linear (above), at::matmul and at::gelu.
+at::Tensor Matmul(const at::Tensor& a, const at::Tensor& b);
+at::Tensor Gelu(const at::Tensor& x);
 
 // The built-in GPT on its own (the benchmark's bare loop uses it).
 std::unique_ptr<TrainModel> MakeGpt(const GptConfig& config);

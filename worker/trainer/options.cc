@@ -81,6 +81,11 @@ bool DeviceCapabilities::Supports(Precision p) const {
          native_precisions.end();
 }
 
+bool DeviceCapabilities::Emulates(Precision p) const {
+  return std::find(emulated_precisions.begin(), emulated_precisions.end(), p) !=
+         emulated_precisions.end();
+}
+
 uint64_t OptionsFingerprint(const TrainOptions& o) {
   std::ostringstream s;
   s.precision(17);

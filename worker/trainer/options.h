@@ -150,6 +150,9 @@ struct TrainOptions {
   EvalOptions eval;
   CheckpointOptions checkpoint;
   DeviceRequest device = DeviceRequest::kAny;
+  // Run a precision the device only emulates (spec resources.emulation:
+  // allow, or halftime-train --allow-emulation); false refuses it.
+  bool allow_emulation = false;
   // Intra-op threads; 0 = all hardware threads.
   int threads = 0;
   // Output directory for checkpoints, final weights and summary.json. Empty =

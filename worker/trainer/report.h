@@ -54,8 +54,11 @@ struct StepReport {
 // The outcome of a whole run; also written as summary.json.
 struct TrainSummary {
   Precision precision = Precision::kFp32;  // resolved (never kAuto)
-  std::string device;                      // "cpu" or "cuda:0"
-  int64_t steps = 0;                       // optimizer steps done
+  // The device only emulates `precision` (rules/precision.h: bf16 on a CPU
+  // without native bf16): memory saved, not time.
+  bool emulated = false;
+  std::string device;  // "cpu" or "cuda:0"
+  int64_t steps = 0;   // optimizer steps done
   int64_t skipped_steps = 0;
   double final_loss = 0.0;  // last step's training loss
   bool has_eval_loss = false;
@@ -97,7 +100,10 @@ struct DeviceCapabilities {
   int threads = 0;
   // Precisions this device runs natively (never kAuto).
   std::vector<Precision> native_precisions;
-  // bf16 runs, but emulated (no avx512_bf16/AMX on CPU): slow, not advertised.
+  // Precisions this device runs only by emulation (a CPU without native
+  // bf16: the bf16 modes), which a job must allow (rules/precision.h).
+  std::vector<Precision> emulated_precisions;
+  // bf16 computes by emulation here (no avx512_bf16/AMX on the CPU).
   bool bf16_emulated = false;
   // Measured matmul throughput per dtype (0 when not run / unsupported).
   double fp32_flops = 0.0;
@@ -110,7 +116,10 @@ struct DeviceCapabilities {
   std::string blas;
   std::vector<std::string> baseline_degradations;
 
+  // Whether the device runs `p` natively (kAuto: true).
   bool Supports(Precision p) const;
+  // Whether it runs `p` only by emulation.
+  bool Emulates(Precision p) const;
 };
 
 }  // namespace halftime::trainer

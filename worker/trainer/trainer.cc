@@ -45,6 +45,7 @@ TrainStatus Invalid(const std::string& msg) {
 // Everything Train() builds before the step loop.
 struct Setup {
   Precision precision = Precision::kFp32;
+  bool emulated = false;  // the device only emulates `precision`
   bool cuda = false;
   at::Device device = at::Device(at::kCPU);
   at::ScalarType param_dtype = at::kFloat;
@@ -134,7 +135,8 @@ TrainStatus Prepare(const TrainOptions& o, Setup* s) {
   }
   const DeviceCapabilities caps = ProbeDevice(
       s->threads, o.device != DeviceRequest::kCpu, /*measure=*/false);
-  st = ResolvePrecision(o.precision, caps, &s->precision);
+  st = ResolvePrecision(o.precision, caps, o.allow_emulation, &s->precision,
+                        &s->emulated);
   if (!st.ok()) return st;
   s->cuda = caps.kind == "cuda";
   s->device = s->cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
@@ -176,6 +178,17 @@ TrainStatus Prepare(const TrainOptions& o, Setup* s) {
   if (!st.ok()) return st;
   st = BuildModel(o.model, *s->data, &s->model);
   if (!st.ok()) return st;
+  if (s->emulated && s->model->is_torchscript()) {
+    // Its ops dispatch inside TorchScript, out of the engine's reach: they
+    // would run libtorch's naive bf16 kernels, ~30x slower than fp32.
+    return TrainStatus::Error(
+        TrainStatus::kUnsupported,
+        "model.torchscript: precision " +
+            std::string(PrecisionName(s->precision)) +
+            " is only emulated on this CPU, and a TorchScript module's "
+            "matmuls cannot be routed through fp32; use fp32, or a worker "
+            "with native bf16");
+  }
   if (!o.model.init_from.empty()) {
     st = ApplyInitFrom(o.model.init_from, *s->model);
     if (!st.ok()) return st;
@@ -384,6 +397,7 @@ TrainStatus Loop::Run(TrainSummary* summary) {
 
   TrainSummary sum;
   sum.precision = s_.precision;
+  sum.emulated = s_.emulated;
   sum.device = s_.cuda ? "cuda:0" : "cpu";
   sum.parameters = n_params;
   StepReport r;
@@ -661,6 +675,7 @@ std::string StepReportJson(const StepReport& r) {
 std::string SummaryJson(const TrainSummary& s) {
   JsonObject o;
   o.Add("precision", PrecisionName(s.precision))
+      .Add("emulated", s.emulated)
       .Add("device", s.device)
       .Add("steps", s.steps)
       .Add("skipped_steps", s.skipped_steps)

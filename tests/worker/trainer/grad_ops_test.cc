@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "worker/trainer/bf16_emulation.h"
 #include "worker/trainer/device.h"
 #include "worker/trainer/loss_scaler.h"
 #include "worker/trainer/model.h"
@@ -412,7 +413,8 @@ TEST_F(GradOpsTest, LayerNormFp32KeepsNoRowStatisticsForBackward) {
 template <typename LinearFn>
 int64_t LinearBackwardExtraPeak(LinearFn linear, int64_t* input_bytes) {
   InstallMemoryCounter();
-  const int64_t rows = 4096, in = 512, out = 32;
+  // 16 MiB of bf16 input: four times an emulated slice's fp32 operand.
+  const int64_t rows = 16384, in = 512, out = 32;
   at::Tensor h = at::randn({1, in}).to(at::kBFloat16).requires_grad_(true);
   at::Tensor w =
       (at::randn({out, in}) * 0.1).to(at::kBFloat16).requires_grad_(true);
@@ -432,21 +434,29 @@ int64_t LinearBackwardExtraPeak(LinearFn linear, int64_t* input_bytes) {
 }
 
 TEST_F(GradOpsTest, LinearFreesItsInputBeforeTheInputGradient) {
-  int64_t input_bytes = 0;
-  const int64_t ours = LinearBackwardExtraPeak(
-      [](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-        return Linear(x, w, b);
-      },
-      &input_bytes);
-  const int64_t aten = LinearBackwardExtraPeak(
-      [](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-        return at::linear(x, w, b);
-      },
-      &input_bytes);
-  // at::linear holds its input while it allocates the input gradient, of
-  // the same size; ours has freed it by then.
-  EXPECT_GE(aten, input_bytes);
-  EXPECT_LT(ours, input_bytes / 2) << "at::linear: " << aten;
+  // Both bf16 paths: the native one (libtorch's bf16 GEMMs) and the one a
+  // CPU without native bf16 runs (fp32 GEMMs on slices, bf16_emulation.h).
+  for (bool emulated : {false, true}) {
+    SCOPED_TRACE(emulated ? "emulated bf16" : "native bf16");
+    SetBf16EmulationForTesting(emulated);
+    int64_t input_bytes = 0;
+    const int64_t ours = LinearBackwardExtraPeak(
+        [](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+          return Linear(x, w, b);
+        },
+        &input_bytes);
+    SetBf16EmulationForTesting(false);
+    const int64_t aten = LinearBackwardExtraPeak(
+        [](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+          return at::linear(x, w, b);
+        },
+        &input_bytes);
+    ClearBf16EmulationForTesting();
+    // at::linear holds its input while it allocates the input gradient, of
+    // the same size; ours has freed it by then.
+    EXPECT_GE(aten, input_bytes);
+    EXPECT_LT(ours, input_bytes / 2) << "at::linear: " << aten;
+  }
 }
 
 TEST_F(GradOpsTest, LinearOfBf16WeightsRunsBackwardOnce) {
@@ -466,6 +476,8 @@ TEST_F(GradOpsTest, LinearOfBf16WeightsRunsBackwardOnce) {
 }
 
 TEST_F(GradOpsTest, LinearOfBf16WeightsMatchesAtenLinearWithItsOwnBackward) {
+  // The native bf16 path (bf16_emulation_test covers the emulated one).
+  SetBf16EmulationForTesting(false);
   at::Tensor x = at::randn({2, 33, 48}).to(at::kBFloat16).requires_grad_(true);
   at::Tensor w = (at::randn({40, 48}) * 0.1).to(at::kBFloat16);
   at::Tensor b = at::randn({40}).to(at::kBFloat16);
@@ -489,6 +501,7 @@ TEST_F(GradOpsTest, LinearOfBf16WeightsMatchesAtenLinearWithItsOwnBackward) {
   EXPECT_LT(RelError(w.grad().to(at::kFloat), w2.grad().to(at::kFloat)), 1e-2);
   EXPECT_LT(RelError(b.grad().to(at::kFloat), b2.grad().to(at::kFloat)), 1e-2);
   EXPECT_EQ(w.grad().sizes(), w.sizes());
+  ClearBf16EmulationForTesting();
 }
 
 TEST_F(GradOpsTest, LinearKeepsAtenLinearForFp32AndFrozenInputs) {

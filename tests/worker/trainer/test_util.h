@@ -82,6 +82,9 @@ inline TrainOptions TinyTextJob(const std::string& text_path) {
   o.steps = 10;
   o.threads = 1;  // 2 threads spin-wait badly on a loaded 2-core box
   o.precision = Precision::kFp32;
+  // bf16 modes run emulated on a CPU without native bf16 (and natively
+  // where it has it), so every test covers this machine's bf16 path.
+  o.allow_emulation = true;
   o.optimizer.lr = 3e-3;
   o.eval.every_steps = 0;
   o.eval.batches = 4;
@@ -101,6 +104,7 @@ inline TrainOptions GptParityJob(Precision p, const std::string& tokens_path) {
   o.data.shuffle = false;
   o.data.eval_fraction = 0.1;
   o.precision = p;
+  o.allow_emulation = true;  // as TinyTextJob
   o.batch_size = 8;
   o.steps = 20;
   o.optimizer.lr = 1e-3;
