@@ -86,6 +86,12 @@ std::string RenderFacts(
   return out;
 }
 
+// Device time saved, negative when the job was slower than fp32 ("-6.1s").
+std::string SavedDuration(double seconds) {
+  return seconds < 0 ? "-" + HumanDuration(absl::Seconds(-seconds))
+                     : HumanDuration(absl::Seconds(seconds));
+}
+
 constexpr absl::string_view kNoPriceHint =
     "no device-hour price is set: start the scheduler with --device-price "
     "NAME=PRICE or --default-device-price PRICE to see cost saved";
@@ -493,6 +499,11 @@ std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
   const std::string currency =
       response.currency().empty() ? "COST" : response.currency();
   std::string out;
+  // Cost figures without a device-hour price read as "-", not 0.
+  bool unpriced = false;
+  for (const v1::Savings& savings : response.jobs()) {
+    unpriced |= savings.device_hour_price() <= 0;
+  }
   if (response.jobs_size() > 0) {
     Table jobs({{"JOB"},
                 {"PRECISION"},
@@ -502,15 +513,13 @@ std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
                 {absl::StrCat(currency, " SAVED"), false, true},
                 {"BASELINE"},
                 {"DEVICE", true}});
-    bool unpriced = false;
     for (int i = 0; i < response.jobs_size(); ++i) {
       const v1::Savings& savings = response.jobs(i);
-      unpriced |= savings.device_hour_price() <= 0;
       jobs.AddRow({i < response.job_ids_size() ? response.job_ids(i) : "-",
                    SavingsPrecision(savings.precision(), savings.emulated()),
                    absl::StrFormat("%.2fx", savings.speedup()),
                    Percent(savings.memory_saved_ratio()),
-                   HumanDuration(absl::Seconds(savings.device_seconds_saved())),
+                   SavedDuration(savings.device_seconds_saved()),
                    CostCell(savings),
                    savings.baseline_degraded()
                        ? "degraded"
@@ -533,12 +542,13 @@ std::string FormatSavingsTables(const v1::GetSavingsResponse& response,
     for (const v1::PrecisionSavings& total : response.totals()) {
       degraded += total.degraded_jobs();
       if (total.jobs() == 0) continue;
-      totals.AddRow({SavingsPrecision(total.precision(), total.emulated()),
-                     absl::StrCat(total.jobs()),
-                     absl::StrFormat("%.2fx", total.mean_speedup()),
-                     Percent(total.mean_memory_saved_ratio()),
-                     HumanDuration(absl::Seconds(total.device_seconds_saved())),
-                     absl::StrFormat("%.4g", total.cost_saved())});
+      totals.AddRow(
+          {SavingsPrecision(total.precision(), total.emulated()),
+           absl::StrCat(total.jobs()),
+           absl::StrFormat("%.2fx", total.mean_speedup()),
+           Percent(total.mean_memory_saved_ratio()),
+           SavedDuration(total.device_seconds_saved()),
+           unpriced ? "-" : absl::StrFormat("%.4g", total.cost_saved())});
     }
     out += totals.Render(width);
     if (degraded > 0) {
@@ -578,7 +588,7 @@ std::string FormatSavingsDetail(const std::string& job_id,
                    Percent(savings.memory_saved_ratio()), " saved)"));
   facts.emplace_back(
       "time saved",
-      absl::StrCat(HumanDuration(absl::Seconds(savings.device_seconds_saved())),
+      absl::StrCat(SavedDuration(savings.device_seconds_saved()),
                    " of device time over the job (the fp32 probe cost ",
                    HumanDuration(absl::Seconds(savings.probe_seconds())), ")"));
   if (savings.device_hour_price() <= 0) {

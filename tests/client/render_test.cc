@@ -182,9 +182,14 @@ TEST(FormatTest, SavingsWithoutAPriceSayHowToSetOne) {
   *fleet.add_jobs() = savings;
   fleet.add_job_ids("j-1");
   fleet.set_currency("USD");
+  v1::PrecisionSavings* total = fleet.add_totals();
+  total->set_precision(v1::PRECISION_BF16_MIXED);
+  total->set_jobs(1);
   const std::string table = FormatSavingsTables(fleet, 200);
   EXPECT_THAT(table, HasSubstr("USD SAVED"));
+  // Neither the job's nor the totals' cost reads 0.
   EXPECT_THAT(table, Not(HasSubstr(" 0 ")));
+  EXPECT_THAT(table, Not(HasSubstr(" 0\n")));
   EXPECT_THAT(table, HasSubstr("no device-hour price is set"));
   *fleet.mutable_jobs(0) = testing::MakeSavings();
   EXPECT_THAT(FormatSavingsTables(fleet, 200), HasSubstr("0.0123 (at 0.75/h)"));
@@ -196,6 +201,7 @@ TEST(FormatTest, EmulatedSavingsAreMarkedEverywhere) {
   v1::Savings savings = testing::MakeSavings();
   savings.set_emulated(true);
   savings.set_speedup(0.9);
+  savings.set_device_seconds_saved(-6.1);  // slower than fp32: time lost
   EXPECT_THAT(FormatSavingsDetail("j-1", savings, "USD", 200),
               HasSubstr("precision:   bf16-mixed (emulated) on"));
   EXPECT_THAT(FormatSavingsDetail("j-1", savings, "USD", 200),
@@ -210,7 +216,9 @@ TEST(FormatTest, EmulatedSavingsAreMarkedEverywhere) {
   total->set_precision(v1::PRECISION_BF16_MIXED);
   total->set_emulated(true);
   total->set_jobs(1);
+  total->set_device_seconds_saved(-6.1);
   const std::string table = FormatSavingsTables(fleet, 200);
+  EXPECT_THAT(table, HasSubstr("-6.1s"));
   // The job row and the totals row both say so.
   size_t first = table.find("bf16-mixed (emulated)");
   ASSERT_NE(first, std::string::npos) << table;

@@ -33,5 +33,12 @@ TEST(BlasEnvTest, AnOlderPresetCoreIsUpgradedAndOthersStand) {
   EXPECT_EQ(OpenBlasCoreTypeToSet(nullptr, ""), "");
 }
 
+TEST(BlasEnvTest, TheAvx2CapAlsoCapsLibtorchAndOneDnn) {
+  using Env = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(CpuCapEnvironment(""), Env{});
+  EXPECT_EQ(CpuCapEnvironment("avx2"), (Env{{"ATEN_CPU_CAPABILITY", "avx2"},
+                                            {"ONEDNN_MAX_CPU_ISA", "AVX2"}}));
+}
+
 }  // namespace
 }  // namespace halftime

@@ -15,6 +15,8 @@
 #include <sstream>
 #include <thread>
 
+#include "worker/trainer/device.h"
+
 namespace halftime {
 namespace {
 
@@ -195,6 +197,34 @@ TEST_F(TrainCommandTest, Fp16OnThisCpuFailsAtStartWithAClearReason) {
   EXPECT_EQ(Run({WriteSpec(kTinySpec), "--set", "precision=fp16-mixed"}, &err),
             2);
   EXPECT_THAT(err, HasSubstr("precision fp16-mixed needs a CUDA device"));
+}
+
+TEST_F(TrainCommandTest, AnUnknownCpuCapIsBadInputNamingTheVariable) {
+  setenv("HALFTIME_CPU_ISA", "avx3", 1);
+  std::string err;
+  const int code = Run({"--probe-device"}, &err);
+  unsetenv("HALFTIME_CPU_ISA");
+  EXPECT_EQ(code, 2);
+  EXPECT_THAT(err, HasSubstr("HALFTIME_CPU_ISA=avx3 is not a CPU cap"));
+}
+
+TEST_F(TrainCommandTest, EmulationIsRefusedUnlessAllowedWhereTheCpuLacksBf16) {
+  if (trainer::CpuBf16Native()) {
+    GTEST_SKIP() << "needs a CPU without native bf16 (or HALFTIME_CPU_ISA="
+                    "avx2): this one runs bf16 natively, so nothing is "
+                    "emulated or refused";
+  }
+  const std::string spec = WriteSpec(kTinySpec);
+  std::string err;
+  EXPECT_EQ(Run({spec, "--set", "resources.emulation=deny"}, &err), 2);
+  EXPECT_THAT(err, HasSubstr("would only emulate it"));
+  EXPECT_THAT(err, HasSubstr("--allow-emulation"));
+  err.clear();
+  EXPECT_EQ(Run({spec, "--set", "resources.emulation=deny", "--set", "steps=2",
+                 "--allow-emulation", "--quiet"},
+                &err),
+            0)
+      << err;
 }
 
 // Reads JSON lines from `fd` until one has "event" == `event`, or `timeout`
