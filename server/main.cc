@@ -2,27 +2,15 @@
 // SIGINT, then shuts down gracefully.
 #include <signal.h>
 
-#include <CLI/CLI.hpp>
 #include <cstdio>
+#include <iostream>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_cat.h"
-#include "absl/time/time.h"
 #include "server/server.h"
+#include "server/server_flags.h"
 
 namespace {
-
-// Parses "15s", "500ms", "1m" (absl durations) or a plain number of seconds.
-bool ParseDurationFlag(const std::string& text, absl::Duration* out) {
-  double seconds = 0;
-  if (absl::SimpleAtod(text, &seconds)) {
-    *out = absl::Seconds(seconds);
-    return true;
-  }
-  return absl::ParseDuration(text, out);
-}
 
 std::string HostOf(const std::string& address) {
   size_t colon = address.rfind(':');
@@ -32,67 +20,13 @@ std::string HostOf(const std::string& address) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{
-      "halftime-scheduler: places mixed-precision fine-tuning jobs "
-      "on workers and records what they saved"};
-  halftime::server::ServerOptions options;
-  std::string lease_grace = "15s";
-  std::string heartbeat_interval = "2s";
-  std::vector<std::string> device_prices;
-  app.add_option("--listen", options.listen,
-                 "gRPC address (port 0 picks a free port)")
-      ->capture_default_str();
-  app.add_option("--metrics", options.metrics_listen,
-                 "Prometheus /metrics address (port 0 picks one; empty: off)")
-      ->capture_default_str();
-  app.add_option("--data-dir", options.data_dir,
-                 "Directory of the database and checkpoints")
-      ->required();
-  app.add_option("--lease-grace", lease_grace,
-                 "A worker silent this long loses its jobs (e.g. 15s)")
-      ->capture_default_str();
-  app.add_option("--heartbeat-interval", heartbeat_interval,
-                 "Heartbeat period asked of workers (e.g. 2s)")
-      ->capture_default_str();
-  app.add_option("--token-file", options.token_file,
-                 "Bearer tokens, lines `user TOKEN` / `worker TOKEN`");
-  app.add_option("--tls-cert", options.tls.cert, "Server certificate (PEM)");
-  app.add_option("--tls-key", options.tls.key, "Server private key (PEM)");
-  app.add_option("--tls-ca", options.tls.ca,
-                 "CA verifying client certificates (mTLS)");
-  app.add_option("--device-price", device_prices,
-                 "Device-hour price NAME=PRICE (repeatable); NAME matches "
-                 "the device name or a part of it")
-      ->take_all();
-  app.add_option("--default-device-price", options.prices.default_price,
-                 "Device-hour price of devices no --device-price matches")
-      ->capture_default_str();
-  app.add_option("--currency", options.prices.currency,
-                 "Currency of the prices")
-      ->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
-  if (!ParseDurationFlag(lease_grace, &options.lease_grace)) {
-    std::fprintf(stderr, "--lease-grace: not a duration: %s\n",
-                 lease_grace.c_str());
-    return 2;
-  }
-  if (!ParseDurationFlag(heartbeat_interval, &options.heartbeat_interval)) {
-    std::fprintf(stderr, "--heartbeat-interval: not a duration: %s\n",
-                 heartbeat_interval.c_str());
-    return 2;
-  }
-  for (const std::string& price : device_prices) {
-    if (absl::Status s = options.prices.AddFlag(price); !s.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
-      return 2;
-    }
-  }
-  options.tick_interval =
-      std::min(absl::Milliseconds(250), options.lease_grace / 4);
+  int exit_code = 0;
+  std::optional<halftime::server::ServerOptions> parsed =
+      halftime::server::ParseServerFlags(
+          std::vector<std::string>(argv, argv + argc), std::cout, std::cerr,
+          &exit_code);
+  if (!parsed) return exit_code;
+  const halftime::server::ServerOptions& options = *parsed;
 
   // A write past RLIMIT_FSIZE (a quota, a size-capped volume) must fail
   // with EFBIG and surface as a store or checkpoint error, not kill the

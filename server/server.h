@@ -95,7 +95,6 @@ class SchedulerServer {
   // Components, for tests and the benchmark. Owned by the server.
   JobManager* jobs() const { return jobs_.get(); }
   SchedulerMetrics* metrics() const { return metrics_.get(); }
-  SqliteStore* store() const { return store_.get(); }
 
   // Graceful shutdown: health turns NOT_SERVING, worker streams and
   // watches end (UNAVAILABLE), new calls are refused, in-flight calls get

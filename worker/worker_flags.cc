@@ -109,19 +109,34 @@ std::optional<WorkerFlags> ParseWorkerFlags(int argc, char** argv,
 
 std::vector<std::string> DescribeCapabilities(
     const v1::WorkerCapabilities& capabilities) {
-  std::string natives;
-  for (int p : capabilities.native_precisions()) {
-    absl::StrAppend(&natives, natives.empty() ? "" : ", ",
-                    PrecisionName(static_cast<v1::Precision>(p)));
-  }
+  auto names = [](const auto& precisions) {
+    std::string list;
+    for (int p : precisions) {
+      absl::StrAppend(&list, list.empty() ? "" : ", ",
+                      PrecisionName(static_cast<v1::Precision>(p)));
+    }
+    return list;
+  };
   double fp32 = 0, bf16 = 0;
+  bool bf16_native = true;
   for (const auto& rate : capabilities.rates()) {
     if (rate.dtype() == "fp32") fp32 = rate.flops_per_second();
-    if (rate.dtype() == "bf16") bf16 = rate.flops_per_second();
+    if (rate.dtype() == "bf16") {
+      bf16 = rate.flops_per_second();
+      bf16_native = rate.native();
+    }
   }
-  std::vector<std::string> lines = {absl::StrCat(
-      capabilities.device_name(), ": runs ", natives, " natively; fp32 ",
-      fp32 / 1e9, " GFLOP/s, bf16 ", bf16 / 1e9, " GFLOP/s")};
+  std::string line =
+      absl::StrCat(capabilities.device_name(), ": runs ",
+                   names(capabilities.native_precisions()), " natively");
+  if (!capabilities.emulated_precisions().empty()) {
+    absl::StrAppend(&line, "; emulates ",
+                    names(capabilities.emulated_precisions()),
+                    " (for jobs with resources.emulation: allow)");
+  }
+  absl::StrAppend(&line, "; fp32 ", fp32 / 1e9, " GFLOP/s, bf16 ", bf16 / 1e9,
+                  " GFLOP/s", bf16_native ? "" : " emulated");
+  std::vector<std::string> lines = {line};
   if (!capabilities.blas().empty()) {
     lines.push_back(absl::StrCat("fp32 GEMMs run on ", capabilities.blas()));
   }

@@ -158,6 +158,10 @@ double TimeMatmul(at::ScalarType dtype, at::Device device, int64_t n) {
 
 }  // namespace
 
+std::string CudaDeviceName() {
+  return "cuda:" + std::to_string(kCudaDeviceIndex);
+}
+
 bool CpuBf16Native() {
   static const bool native = [] {
     const std::string flags = ReadCpuFacts().flags;
@@ -183,7 +187,8 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
   at::set_num_threads(threads);
   if (want_cuda && CudaAvailable()) {
 #ifdef HALFTIME_WITH_CUDA
-    const cudaDeviceProp* prop = at::cuda::getDeviceProperties(0);
+    const cudaDeviceProp* prop =
+        at::cuda::getDeviceProperties(kCudaDeviceIndex);
     caps.kind = "cuda";
     caps.name = prop->name;
     caps.memory_bytes = static_cast<int64_t>(prop->totalGlobalMem);
@@ -198,7 +203,7 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
     caps.bf16_emulated =
         !precision::RunsNatively(Precision::kBf16Mixed, traits);
     if (measure) {
-      const at::Device dev(at::kCUDA, 0);
+      const at::Device dev(at::kCUDA, kCudaDeviceIndex);
       caps.fp32_flops = TimeMatmul(at::kFloat, dev, 4096);
       caps.fp16_flops = TimeMatmul(at::kHalf, dev, 4096);
       if (sm80) {
@@ -240,7 +245,7 @@ double GemmCeilingFlops(Precision mode, bool cuda) {
       rules != nullptr ? rules->compute : precision::Compute::kFp32;
 #ifdef HALFTIME_WITH_CUDA
   if (cuda) {
-    const at::Device dev(at::kCUDA, 0);
+    const at::Device dev(at::kCUDA, kCudaDeviceIndex);
     switch (compute) {
       case precision::Compute::kTf32: {
         const bool before = at::globalContext().allowTF32CuBLAS();
@@ -419,7 +424,8 @@ constexpr size_t kAggregateStat = 0;
 void EnsureCudaInitialized() {
   static std::once_flag once;
   std::call_once(once, [] {
-    (void)at::empty({1}, at::TensorOptions().device(at::kCUDA, 0));
+    (void)at::empty({1},
+                    at::TensorOptions().device(at::kCUDA, kCudaDeviceIndex));
   });
 }
 

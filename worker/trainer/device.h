@@ -52,6 +52,11 @@ TrainStatus ResolvePrecision(Precision requested,
 // its flags, as capped by HALFTIME_CPU_ISA (baseline_check.h). Read once.
 bool CpuBf16Native();
 
+// The CUDA device a job runs on (a rank will choose it), and its name in
+// summaries ("cuda:0").
+inline constexpr int kCudaDeviceIndex = 0;
+std::string CudaDeviceName();
+
 // True when this binary was built against a CUDA libtorch and a GPU is
 // visible.
 bool CudaAvailable();

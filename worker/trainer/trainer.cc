@@ -139,7 +139,8 @@ TrainStatus Prepare(const TrainOptions& o, Setup* s) {
                         &s->emulated);
   if (!st.ok()) return st;
   s->cuda = caps.kind == "cuda";
-  s->device = s->cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  s->device =
+      s->cuda ? at::Device(at::kCUDA, kCudaDeviceIndex) : at::Device(at::kCPU);
   {
     const precision::Rules& rules = *precision::RulesOf(s->precision);
     const bool half = rules.compute == precision::Compute::kFp16 ||
@@ -398,7 +399,7 @@ TrainStatus Loop::Run(TrainSummary* summary) {
   TrainSummary sum;
   sum.precision = s_.precision;
   sum.emulated = s_.emulated;
-  sum.device = s_.cuda ? "cuda:0" : "cpu";
+  sum.device = s_.cuda ? CudaDeviceName() : "cpu";
   sum.parameters = n_params;
   StepReport r;
   double step_seconds_total = 0.0;
