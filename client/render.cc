@@ -32,18 +32,17 @@ std::string ReportProgress(const v1::TrainingReport& report) {
   return absl::StrCat(report.step(), "/", report.total_steps());
 }
 
-std::string JobPrecision(const v1::Job& job) {
-  if (job.resolved_precision() != v1::PRECISION_UNSPECIFIED) {
-    return absl::StrCat(PrecisionName(job.resolved_precision()),
-                        job.emulated() ? " (emulated)" : "");
-  }
-  return PrecisionName(job.spec().precision());
-}
-
 // "bf16-mixed", or "bf16-mixed (emulated)" for a run on a device that only
 // emulates it.
 std::string SavingsPrecision(v1::Precision precision, bool emulated) {
   return absl::StrCat(PrecisionName(precision), emulated ? " (emulated)" : "");
+}
+
+std::string JobPrecision(const v1::Job& job) {
+  if (job.resolved_precision() != v1::PRECISION_UNSPECIFIED) {
+    return SavingsPrecision(job.resolved_precision(), job.emulated());
+  }
+  return PrecisionName(job.spec().precision());
 }
 
 // The cost column: the amount at its device-hour price, or "-" when no
