@@ -3,12 +3,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/cli.h"
 #include "client/command_util.h"
@@ -42,12 +41,12 @@ class InterruptGuard {
     canceller_ = std::thread([this] { CancelOnInterrupt(); });
   }
 
-  ~InterruptGuard() {
+  ~InterruptGuard() ABSL_LOCKS_EXCLUDED(mutex_) {
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      absl::MutexLock lock(&mutex_);
       stop_ = true;
     }
-    wake_.notify_all();
+    wake_.SignalAll();
     canceller_.join();
     if (installed_) ::sigaction(SIGINT, &previous_, nullptr);
   }
@@ -56,8 +55,8 @@ class InterruptGuard {
   InterruptGuard& operator=(const InterruptGuard&) = delete;
 
   // Cancels `context` (not owned; null: none) when Ctrl-C comes.
-  void Watch(grpc::ClientContext* context) {
-    std::lock_guard<std::mutex> lock(mutex_);
+  void Watch(grpc::ClientContext* context) ABSL_LOCKS_EXCLUDED(mutex_) {
+    absl::MutexLock lock(&mutex_);
     context_ = context;
   }
 
@@ -73,20 +72,20 @@ class InterruptGuard {
   }
 
  private:
-  void CancelOnInterrupt() {
-    std::unique_lock<std::mutex> lock(mutex_);
+  void CancelOnInterrupt() ABSL_LOCKS_EXCLUDED(mutex_) {
+    absl::MutexLock lock(&mutex_);
     while (!stop_) {
       if (g_interrupted.load() && context_ != nullptr) context_->TryCancel();
-      wake_.wait_for(lock, std::chrono::milliseconds(20));
+      wake_.WaitWithTimeout(&mutex_, absl::Milliseconds(20));
     }
   }
 
   bool installed_ = false;
   struct sigaction previous_ {};
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stop_ = false;                       // Guarded by mutex_.
-  grpc::ClientContext* context_ = nullptr;  // Guarded by mutex_.
+  absl::Mutex mutex_;
+  absl::CondVar wake_;  // signalled when stop_ is set
+  bool stop_ ABSL_GUARDED_BY(mutex_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mutex_) = nullptr;
   std::thread canceller_;
 };
 

@@ -1,6 +1,6 @@
 // The built-in models a spec's `model.builtin` may name, and which of them are
 // language models. Spec validation (common/spec.cc) and the engine
-// (worker/trainer/model.cc) both read this list; the engine's tests build
+// (engine/model.cc) both read this list; the engine's tests build
 // every entry.
 //
 // Thread safety: constants and pure functions; safe from any thread.

@@ -5,7 +5,7 @@
 // and the loss-scaling defaults.
 //
 // This is the only place these facts are written. The engine
-// (worker/trainer), spec validation (common/spec.cc), placement
+// (engine), spec validation (common/spec.cc), placement
 // (server/placement.cc) and the CLI read them from here. The header depends
 // on the standard library alone, so the engine still builds with libtorch
 // alone and the scheduler links no libtorch.

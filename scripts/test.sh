@@ -32,18 +32,30 @@ else
   echo "test: no native bf16 on this CPU: the run above covered emulated bf16"
 fi
 
-# One sanitizer build (Clang, ASan/UBSan, libFuzzer; no libtorch) of the
-# code that reads untrusted input: the spec parser and CLI tests, the
-# hostile request table against a real scheduler, and each fuzzer for a
-# short while on its seed corpus (CTest label "fuzz").
+# One Clang build (ASan/UBSan, libFuzzer; no libtorch) of the code that
+# reads untrusted input: the spec parser and CLI tests, the hostile request
+# table against a real scheduler, the engine's file formats, and each fuzzer
+# for a short while on its seed corpus (CTest label "fuzz"). Being Clang, it
+# also compiles the scheduler and the worker daemon with -Wthread-safety
+# -Werror=thread-safety: a guarded field read without its lock, or a store
+# read under the JobManager's lock, does not build.
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DHALFTIME_FUZZ=ON \
   -DHALFTIME_WITH_TORCH=OFF -DHALFTIME_WITH_SERVER=ON >/dev/null
-ninja -C build-fuzz -j"$jobs" halftime common_tests client_tests \
-  hostile_requests_test fuzz_spec fuzz_scheduler fuzz_worker_gateway
+# The lock analysis is live: a guarded read without the lock must not build.
+if clang++ -std=c++17 -fsyntax-only -Wthread-safety -Werror=thread-safety \
+    tests/scripts/guarded_read_without_lock.cc 2>/dev/null; then
+  echo "test: clang accepted a guarded read without its lock" >&2
+  exit 1
+fi
+ninja -C build-fuzz -j"$jobs" halftime halftime-scheduler halftime-worker \
+  common_tests client_tests \
+  hostile_requests_test engine_formats_test fuzz_spec fuzz_scheduler \
+  fuzz_worker_gateway fuzz_safetensors_header
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 build-fuzz/tests/common/common_tests --gtest_brief=1
 build-fuzz/tests/client/client_tests --gtest_brief=1
 build-fuzz/tests/fuzz/hostile_requests_test --gtest_brief=1
+build-fuzz/tests/engine/formats/engine_formats_test --gtest_brief=1
 ctest --test-dir build-fuzz --output-on-failure -L fuzz

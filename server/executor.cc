@@ -14,10 +14,10 @@ Executor::~Executor() { Shutdown(); }
 
 void Executor::Post(std::function<void()> work) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!stopping_) {
       queue_.push_back(std::move(work));
-      cv_.notify_one();
+      cv_.Signal();
       return;
     }
   }
@@ -26,10 +26,10 @@ void Executor::Post(std::function<void()> work) {
 
 void Executor::Shutdown() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   for (std::thread& thread : threads_) thread.join();
 }
@@ -38,8 +38,8 @@ void Executor::Loop() {
   for (;;) {
     std::function<void()> work;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      absl::MutexLock lock(&mu_);
+      while (!stopping_ && queue_.empty()) cv_.Wait(&mu_);
       if (queue_.empty()) return;
       work = std::move(queue_.front());
       queue_.pop_front();

@@ -3,12 +3,13 @@
 #ifndef HALFTIME_SERVER_EXECUTOR_H_
 #define HALFTIME_SERVER_EXECUTOR_H_
 
-#include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace halftime::server {
 
@@ -27,18 +28,19 @@ class Executor {
   Executor& operator=(const Executor&) = delete;
 
   // Queues `work`. After Shutdown began, `work` runs inline.
-  void Post(std::function<void()> work);
+  void Post(std::function<void()> work) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Runs what was posted and joins the threads. Idempotent.
-  void Shutdown();
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  void Loop();
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;  // guarded by mu_
-  bool stopping_ = false;                    // guarded by mu_
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Written by the constructor only.
   std::vector<std::thread> threads_;
 };
 

@@ -18,8 +18,6 @@
 namespace halftime::server {
 namespace {
 
-constexpr size_t kMaxIdempotencyKeyBytes = 128;
-
 // A Commit callback that answers `done` with `value` once the change is
 // durable, or with the store's error.
 template <typename Value, typename Done>
@@ -123,7 +121,7 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
   if (!snapshot.ok()) return snapshot.status();
   std::unique_ptr<JobManager> manager(new JobManager(
       options, store, clock, metrics, savings, checkpoints, logger));
-  std::lock_guard<std::mutex> lock(manager->mu_);
+  absl::MutexLock lock(&manager->mu_);
   if (absl::Status s = manager->LoadLocked(*std::move(snapshot)); !s.ok()) {
     return s;
   }
@@ -209,22 +207,66 @@ JobManager::JobEntry* JobManager::FindJob(const std::string& job_id) const {
   return it == jobs_.end() ? nullptr : it->second.get();
 }
 
-absl::StatusOr<JobRecord> JobManager::ReadArchived(
-    const std::string& job_id) const {
+namespace {
+
+JobQuery OneJob(const std::string& job_id) {
   JobQuery query;
   query.job_id = job_id;
-  absl::StatusOr<std::vector<JobRecord>> found = store_->ReadJobs(query);
+  return query;
+}
+
+// The record a one-job query found; NOT_FOUND when it found none.
+absl::StatusOr<JobRecord> FoundJob(
+    const std::string& job_id, absl::StatusOr<std::vector<JobRecord>> found) {
   if (!found.ok()) return found.status();
   if (found->empty()) return absl::NotFoundError(JobNotFound(job_id));
   return std::move(found->front());
 }
 
-absl::Status JobManager::NotLive(const std::string& job_id,
-                                 absl::string_view what) const {
-  absl::StatusOr<JobRecord> archived = ReadArchived(job_id);
+// FAILED_PRECONDITION "job J is STATE<what>" for a found archived job.
+absl::Status ArchivedNotLive(const std::string& job_id,
+                             const absl::StatusOr<JobRecord>& archived,
+                             absl::string_view what) {
   if (!archived.ok()) return archived.status();
   return absl::FailedPreconditionError(absl::StrCat(
       "job ", job_id, " is ", JobStateName(archived->job.state()), what));
+}
+
+}  // namespace
+
+absl::StatusOr<JobRecord> JobManager::ReadArchived(
+    const std::string& job_id) const {
+  return FoundJob(job_id, store_->ReadJobs(OneJob(job_id)));
+}
+
+absl::Status JobManager::NotLive(const std::string& job_id,
+                                 absl::string_view what) const {
+  return ArchivedNotLive(job_id, ReadArchived(job_id), what);
+}
+
+absl::StatusOr<std::vector<std::string>> JobManager::ReadStoredLogs(
+    const std::string& job_id) const {
+  return store_->ReadLogs(job_id);
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> JobManager::ReadStoredEvents(
+    const std::string& job_id, int64_t after, int64_t limit) const {
+  return store_->ReadEvents(job_id, after, limit);
+}
+
+absl::StatusOr<std::vector<JobRecord>> JobManager::ReadJobsUnderLock(
+    const JobQuery& query) const {
+  return store_->ReadJobs(query);
+}
+
+absl::Status JobManager::NotLiveUnderLock(const std::string& job_id,
+                                          absl::string_view what) const {
+  return ArchivedNotLive(
+      job_id, FoundJob(job_id, ReadJobsUnderLock(OneJob(job_id))), what);
+}
+
+absl::StatusOr<StoreSnapshot> JobManager::LoadUnderLock() {
+  return store_->Load();
 }
 
 void JobManager::MaybeArchive(JobEntry* e) {
@@ -355,14 +397,14 @@ void JobManager::RecoverFromStoreFailure(uint64_t commit,
   std::vector<std::shared_ptr<WorkerSink>> sinks;
   std::vector<std::shared_ptr<EventListener>> wake;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (shutting_down_ || commit <= reloaded_through_) return;
     reloaded_through_ = commits_issued_;
     // Whatever was queued after the failed write was built on it.
     store_->DiscardQueued(absl::Status(
         cause.code(), absl::StrCat("not stored (an earlier write failed: ",
                                    cause.message(), ")")));
-    absl::StatusOr<StoreSnapshot> snapshot = store_->Load();
+    absl::StatusOr<StoreSnapshot> snapshot = LoadUnderLock();
     if (!snapshot.ok()) {
       if (logger_->enabled()) {
         logger_->Log("store_reload_failed",
@@ -423,7 +465,7 @@ void JobManager::OnDurable(const std::map<std::string, int64_t>& seqs,
   if (seqs.empty()) return;
   std::vector<std::shared_ptr<EventListener>> wake;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (const auto& [job_id, seq] : seqs) {
       JobEntry* e = FindJob(job_id);
       if (e == nullptr || seq <= e->durable_seq) continue;
@@ -616,51 +658,19 @@ void JobManager::LoseWorker(Txn* txn, WorkerEntry* w,
 // ---------------------------------------------------------------------------
 // Scheduler service.
 
-void JobManager::SubmitJob(const v1::SubmitJobRequest& request,
+void JobManager::SubmitJob(v1::JobSpec spec, const std::string& idempotency_key,
                            SubmitDone done) {
-  bool has_spec = request.has_spec();
-  bool has_text = !request.spec_text().empty();
-  if (has_spec && has_text) {
-    done(absl::InvalidArgumentError(
-        "spec, spec_text: set exactly one of them, not both"));
-    return;
-  }
-  if (!has_spec && !has_text) {
-    done(absl::InvalidArgumentError("spec: required (or spec_text)"));
-    return;
-  }
-  if (request.idempotency_key().size() > kMaxIdempotencyKeyBytes) {
-    done(absl::InvalidArgumentError(absl::StrCat(
-        "idempotency_key: longer than ", kMaxIdempotencyKeyBytes, " bytes")));
-    return;
-  }
-  v1::JobSpec spec;
-  if (has_spec) {
-    spec = request.spec();
-    ApplyJobSpecDefaults(&spec);
-    if (absl::Status s = ValidateJobSpec(spec); !s.ok()) {
-      done(s);
-      return;
-    }
-  } else {
-    absl::StatusOr<v1::JobSpec> parsed =
-        ParseJobSpec(request.spec_text(), "spec_text");
-    if (!parsed.ok()) {
-      done(parsed.status());
-      return;
-    }
-    spec = *std::move(parsed);
-  }
-
-  std::lock_guard<std::mutex> lock(mu_);
+  // `done` never runs under mu_ (it may call back into the manager).
+  absl::ReleasableMutexLock lock(&mu_);
   if (absl::Status s = CheckOpen(); !s.ok()) {
+    lock.Release();
     done(s);
     return;
   }
   Txn txn;
   v1::SubmitJobResponse response;
-  if (!request.idempotency_key().empty()) {
-    auto it = by_idempotency_key_.find(request.idempotency_key());
+  if (!idempotency_key.empty()) {
+    auto it = by_idempotency_key_.find(idempotency_key);
     if (it != by_idempotency_key_.end()) {
       *response.mutable_job() = FindJob(it->second)->rec.job;
       response.set_deduplicated(true);
@@ -670,15 +680,17 @@ void JobManager::SubmitJob(const v1::SubmitJobRequest& request,
     }
     // A finished job is only in the store.
     JobQuery query;
-    query.idempotency_key = request.idempotency_key();
-    absl::StatusOr<std::vector<JobRecord>> archived = store_->ReadJobs(query);
+    query.idempotency_key = idempotency_key;
+    absl::StatusOr<std::vector<JobRecord>> archived = ReadJobsUnderLock(query);
     if (!archived.ok()) {
+      lock.Release();
       done(archived.status());
       return;
     }
     if (!archived->empty()) {
       *response.mutable_job() = std::move(archived->front().job);
       response.set_deduplicated(true);
+      lock.Release();
       done(std::move(response));
       return;
     }
@@ -686,7 +698,7 @@ void JobManager::SubmitJob(const v1::SubmitJobRequest& request,
   auto owned = std::make_unique<JobEntry>();
   JobEntry* e = owned.get();
   e->rec.seq = next_seq_++;
-  e->rec.idempotency_key = request.idempotency_key();
+  e->rec.idempotency_key = idempotency_key;
   e->rec.enqueue_time = clock_->Now();
   v1::Job& job = e->rec.job;
   job.set_id(absl::StrFormat("j-%06d", e->rec.seq));
@@ -710,7 +722,7 @@ void JobManager::SubmitJob(const v1::SubmitJobRequest& request,
 
 absl::StatusOr<v1::Job> JobManager::GetJob(const std::string& job_id) const {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (JobEntry* e = FindJob(job_id); e != nullptr) return e->rec.job;
   }
   absl::StatusOr<JobRecord> archived = ReadArchived(job_id);
@@ -745,7 +757,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(
     }
   }
   v1::ListJobsResponse response;
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   // Finished jobs live in the store, the others in memory (newer than the
   // store's rows of them). The store's newest `limit` matches hold at least
   // page_size + 1 jobs that are not in memory, so the page is complete.
@@ -753,7 +765,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(
   query.states.assign(states.begin(), states.end());
   query.before_seq = before;
   query.limit = page_size + 1 + static_cast<int>(jobs_.size());
-  absl::StatusOr<std::vector<JobRecord>> stored = store_->ReadJobs(query);
+  absl::StatusOr<std::vector<JobRecord>> stored = ReadJobsUnderLock(query);
   if (!stored.ok()) return stored.status();
   int64_t window_start = 0;  // the store's rows cover seqs >= this
   if (static_cast<int>(stored->size()) == query.limit) {
@@ -785,21 +797,18 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(
 void JobManager::CancelJob(const std::string& job_id, const std::string& reason,
                            JobDone done) {
   absl::Status error;
+  bool archived = false;  // not in memory: the store says why
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     error = CheckOpen();
     JobEntry* e = error.ok() ? FindJob(job_id) : nullptr;
     if (error.ok() && e == nullptr) {
-      absl::StatusOr<JobRecord> archived = ReadArchived(job_id);
-      error = !archived.ok() ? archived.status()
-                             : absl::FailedPreconditionError(absl::StrCat(
-                                   "job ", job_id, " is already ",
-                                   JobStateName(archived->job.state())));
+      archived = true;
     } else if (error.ok() && IsTerminal(e->state())) {
       error = absl::FailedPreconditionError(absl::StrCat(
           "job ", job_id, " is already ", JobStateName(e->state())));
     }
-    if (error.ok()) {
+    if (error.ok() && !archived) {
       std::string why = reason.empty() ? "by user" : reason;
       Txn txn;
       WorkerEntry* w = nullptr;
@@ -830,16 +839,23 @@ void JobManager::CancelJob(const std::string& job_id, const std::string& reason,
       return;
     }
   }
+  if (archived) {
+    absl::StatusOr<JobRecord> record = ReadArchived(job_id);
+    error = !record.ok() ? record.status()
+                         : absl::FailedPreconditionError(
+                               absl::StrCat("job ", job_id, " is already ",
+                                            JobStateName(record->job.state())));
+  }
   done(error);
 }
 
 int JobManager::live_jobs() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return static_cast<int>(jobs_.size());
 }
 
 v1::ListWorkersResponse JobManager::ListWorkers() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   v1::ListWorkersResponse response;
   for (const auto& [name, w] : workers_) {
     v1::Worker* worker = response.add_workers();
@@ -852,11 +868,14 @@ v1::ListWorkersResponse JobManager::ListWorkers() const {
 absl::StatusOr<v1::GetSavingsResponse> JobManager::GetSavings(
     const std::string& job_id) const {
   if (job_id.empty()) return savings_->Fleet();
+  bool live;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (FindJob(job_id) == nullptr) {
-      if (absl::Status s = ReadArchived(job_id).status(); !s.ok()) return s;
-    }
+    absl::MutexLock lock(&mu_);
+    live = FindJob(job_id) != nullptr;
+  }
+  if (!live) {
+    // Archived jobs stay in the store, so this read needs no lock.
+    if (absl::Status s = ReadArchived(job_id).status(); !s.ok()) return s;
   }
   v1::GetSavingsResponse response;
   response.set_currency(savings_->currency());
@@ -873,13 +892,15 @@ absl::StatusOr<v1::GetSavingsResponse> JobManager::GetSavings(
 
 absl::StatusOr<v1::GetJobLogsResponse> JobManager::GetJobLogs(
     const std::string& job_id) const {
+  bool live;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (FindJob(job_id) == nullptr) {
-      if (absl::Status s = ReadArchived(job_id).status(); !s.ok()) return s;
-    }
+    absl::MutexLock lock(&mu_);
+    live = FindJob(job_id) != nullptr;
   }
-  absl::StatusOr<std::vector<std::string>> lines = store_->ReadLogs(job_id);
+  if (!live) {
+    if (absl::Status s = ReadArchived(job_id).status(); !s.ok()) return s;
+  }
+  absl::StatusOr<std::vector<std::string>> lines = ReadStoredLogs(job_id);
   if (!lines.ok()) return lines.status();
   v1::GetJobLogsResponse response;
   for (std::string& line : *lines) response.add_lines(std::move(line));
@@ -896,8 +917,9 @@ absl::StatusOr<JobManager::EventBatch> JobManager::ReadEvents(
   }
   EventBatch batch;
   int64_t upto = 0;
+  bool archived = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (absl::Status s = CheckOpen(); !s.ok()) return s;
     if (const JobEntry* e = FindJob(job_id); e != nullptr) {
       int64_t last = e->rec.job.last_event_sequence();
@@ -915,19 +937,23 @@ absl::StatusOr<JobManager::EventBatch> JobManager::ReadEvents(
         return batch;
       }
     } else {
-      // Finished and archived: every event is in the store.
-      absl::StatusOr<JobRecord> archived = ReadArchived(job_id);
-      if (!archived.ok()) return archived.status();
-      const int64_t last = archived->job.last_event_sequence();
-      if (after >= last) {
-        batch.end = true;
-        return batch;
-      }
-      upto = std::min(last, after + max);
+      archived = true;
     }
   }
+  if (archived) {
+    // Finished and archived: every event is in the store (and the job never
+    // returns to memory), so neither read needs the lock.
+    absl::StatusOr<JobRecord> record = ReadArchived(job_id);
+    if (!record.ok()) return record.status();
+    const int64_t last = record->job.last_event_sequence();
+    if (after >= last) {
+      batch.end = true;
+      return batch;
+    }
+    upto = std::min(last, after + max);
+  }
   absl::StatusOr<std::vector<v1::JobEvent>> events =
-      store_->ReadEvents(job_id, after, upto - after);
+      ReadStoredEvents(job_id, after, upto - after);
   if (!events.ok()) return events.status();
   batch.events = *std::move(events);
   return batch;
@@ -935,23 +961,24 @@ absl::StatusOr<JobManager::EventBatch> JobManager::ReadEvents(
 
 absl::StatusOr<uint64_t> JobManager::Watch(
     const std::string& job_id, std::shared_ptr<EventListener> listener) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckOpen(); !s.ok()) return s;
-  JobEntry* e = FindJob(job_id);
-  if (e == nullptr) {
-    // Archived (finished): no events will come; the reader gets them all
-    // from the store.
-    if (absl::Status s = ReadArchived(job_id).status(); !s.ok()) return s;
-    return 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = CheckOpen(); !s.ok()) return s;
+    if (JobEntry* e = FindJob(job_id); e != nullptr) {
+      uint64_t id = ++next_subscription_;
+      e->listeners[id] = std::move(listener);
+      return id;
+    }
   }
-  uint64_t id = ++next_subscription_;
-  e->listeners[id] = std::move(listener);
-  return id;
+  // Archived (finished): no events will come; the reader gets them all
+  // from the store.
+  if (absl::Status s = ReadArchived(job_id).status(); !s.ok()) return s;
+  return 0;
 }
 
 void JobManager::Unwatch(const std::string& job_id, uint64_t subscription) {
   std::shared_ptr<EventListener> release;  // destroyed after unlocking
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   JobEntry* e = FindJob(job_id);
   if (e == nullptr) return;
   auto it = e->listeners.find(subscription);
@@ -987,7 +1014,7 @@ absl::StatusOr<uint64_t> JobManager::RegisterWorker(
     return absl::InvalidArgumentError(
         "register.capabilities.slots: must not be negative");
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckOpen(); !s.ok()) return s;
   Txn txn;
   absl::Time now = clock_->Now();
@@ -1086,7 +1113,7 @@ absl::StatusOr<uint64_t> JobManager::RegisterWorker(
 
 void JobManager::Heartbeat(const std::string& worker, uint64_t session,
                            const v1::Heartbeat& heartbeat) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (shutting_down_) return;
   auto it = workers_.find(worker);
   if (it == workers_.end() || it->second->session != session || session == 0 ||
@@ -1137,7 +1164,7 @@ absl::StatusOr<JobManager::JobEntry*> JobManager::Fence(
   JobEntry* e = FindJob(job_id);
   if (e == nullptr) {
     // Finished and archived: a late message of a run that is over.
-    absl::Status s = NotLive(job_id, "; its runs are over");
+    absl::Status s = NotLiveUnderLock(job_id, "; its runs are over");
     if (s.code() == absl::StatusCode::kFailedPrecondition) {
       metrics_->StaleMessage(kind);
     }
@@ -1185,7 +1212,7 @@ absl::StatusOr<JobManager::JobEntry*> JobManager::Fence(
 
 absl::Status JobManager::JobStarted(const std::string& worker, uint64_t session,
                                     const v1::JobStarted& started) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   absl::StatusOr<JobEntry*> e =
       Fence(worker, session, started.job_id(), started.attempt(), "started");
   if (!e.ok()) return e.status();
@@ -1209,7 +1236,7 @@ absl::Status JobManager::Report(const std::string& worker, uint64_t session,
         "report: step and total_steps must not be negative (got ",
         report.report().step(), " of ", report.report().total_steps(), ")"));
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   absl::StatusOr<JobEntry*> fenced =
       Fence(worker, session, report.job_id(), report.attempt(), "report");
   if (!fenced.ok()) return fenced.status();
@@ -1272,7 +1299,7 @@ absl::Status JobManager::Result(const std::string& worker, uint64_t session,
   if (result.outcome() == v1::JOB_OUTCOME_UNSPECIFIED) {
     return absl::InvalidArgumentError("result.outcome: required");
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   absl::StatusOr<JobEntry*> fenced =
       Fence(worker, session, result.job_id(), result.attempt(), "result");
   if (!fenced.ok()) return fenced.status();
@@ -1287,7 +1314,7 @@ absl::Status JobManager::Result(const std::string& worker, uint64_t session,
     }
     txn.mutation.logs.emplace_back(e->id(), std::move(lines));
   }
-  auto record_savings = [&] {
+  auto record_savings = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!result.has_savings()) return;
     const v1::Savings& measured = result.savings();
     if (measured.baseline_step_seconds() <= 0 || measured.step_seconds() <= 0) {
@@ -1359,7 +1386,7 @@ absl::Status JobManager::Result(const std::string& worker, uint64_t session,
 
 void JobManager::WorkerDisconnected(const std::string& worker,
                                     uint64_t session) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker);
   if (it == workers_.end() || it->second->session != session) return;
   it->second->sink = nullptr;
@@ -1377,38 +1404,44 @@ void JobManager::WorkerDisconnected(const std::string& worker,
 
 absl::Status JobManager::CheckUpload(const std::string& job_id,
                                      int32_t attempt) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Status s = CheckOpen(); !s.ok()) return s;
-  JobEntry* e = FindJob(job_id);
-  if (e == nullptr) {
-    absl::Status s = NotLive(job_id, "; it takes no checkpoints");
-    if (s.code() == absl::StatusCode::kFailedPrecondition) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = CheckOpen(); !s.ok()) return s;
+    if (JobEntry* e = FindJob(job_id); e != nullptr) {
+      if (IsActive(e->state()) && e->rec.job.attempt() == attempt) {
+        return absl::OkStatus();
+      }
       metrics_->StaleMessage("upload");
+      return absl::FailedPreconditionError(
+          e->rec.job.attempt() != attempt
+              ? absl::StrCat("attempt ", attempt, " of job ", job_id,
+                             " is superseded (current attempt ",
+                             e->rec.job.attempt(), ")")
+              : absl::StrCat("job ", job_id, " is ", JobStateName(e->state()),
+                             "; it takes no checkpoints"));
     }
-    return s;
   }
-  if (IsActive(e->state()) && e->rec.job.attempt() == attempt) {
-    return absl::OkStatus();
+  return StaleUpload(job_id);
+}
+
+absl::Status JobManager::StaleUpload(const std::string& job_id) {
+  absl::Status s = NotLive(job_id, "; it takes no checkpoints");
+  if (s.code() == absl::StatusCode::kFailedPrecondition) {
+    metrics_->StaleMessage("upload");
   }
-  metrics_->StaleMessage("upload");
-  return absl::FailedPreconditionError(
-      e->rec.job.attempt() != attempt
-          ? absl::StrCat("attempt ", attempt, " of job ", job_id,
-                         " is superseded (current attempt ",
-                         e->rec.job.attempt(), ")")
-          : absl::StrCat("job ", job_id, " is ", JobStateName(e->state()),
-                         "; it takes no checkpoints"));
+  return s;
 }
 
 void JobManager::RecordCheckpoint(const CheckpointRecord& record,
                                   StatusDone done) {
   absl::Status error;
+  bool archived = false;  // not in memory: the store says why
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     error = CheckOpen();
     JobEntry* e = error.ok() ? FindJob(record.job_id) : nullptr;
     if (error.ok() && e == nullptr) {
-      error = NotLive(record.job_id, "; it takes no checkpoints");
+      archived = true;
     } else if (error.ok() && (!IsActive(e->state()) ||
                               e->rec.job.attempt() != record.attempt)) {
       metrics_->StaleMessage("upload");
@@ -1416,7 +1449,7 @@ void JobManager::RecordCheckpoint(const CheckpointRecord& record,
           "attempt ", record.attempt, " of job ", record.job_id,
           " is superseded (current attempt ", e->rec.job.attempt(), ")"));
     }
-    if (error.ok()) {
+    if (error.ok() && !archived) {
       Txn txn;
       auto it = latest_checkpoint_.find(record.job_id);
       if (it != latest_checkpoint_.end() && it->second.path != record.path) {
@@ -1431,12 +1464,13 @@ void JobManager::RecordCheckpoint(const CheckpointRecord& record,
       return;
     }
   }
+  if (archived) error = NotLive(record.job_id, "; it takes no checkpoints");
   done(error);
 }
 
 absl::StatusOr<CheckpointRecord> JobManager::LatestCheckpoint(
     const std::string& job_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (FindJob(job_id) == nullptr) {
     return absl::NotFoundError(JobNotFound(job_id));
   }
@@ -1452,7 +1486,7 @@ absl::StatusOr<CheckpointRecord> JobManager::LatestCheckpoint(
 // Time and shutdown.
 
 void JobManager::Tick() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (shutting_down_) return;
   std::vector<std::string> expired = leases_.TakeExpired(clock_->Now());
   if (expired.empty()) return;
@@ -1472,7 +1506,7 @@ void JobManager::Shutdown() {
   std::vector<std::shared_ptr<WorkerSink>> sinks;
   std::vector<std::shared_ptr<EventListener>> listeners;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (shutting_down_) return;
     shutting_down_ = true;
     for (auto& [name, w] : workers_) {

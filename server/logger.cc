@@ -55,7 +55,7 @@ void Logger::Log(absl::string_view event, std::initializer_list<Field> fields) {
     AppendValue(&line, field.second);
   }
   line.push_back('\n');
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::fwrite(line.data(), 1, line.size(), out_);
   std::fflush(out_);
 }

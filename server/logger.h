@@ -6,11 +6,11 @@
 
 #include <cstdio>
 #include <initializer_list>
-#include <mutex>
 #include <string>
 #include <utility>
 
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 
 namespace halftime::server {
 
@@ -37,7 +37,8 @@ class Logger {
 
  private:
   std::FILE* const out_;
-  std::mutex mu_;
+  // Serializes the lines written to out_ (one fprintf per line).
+  absl::Mutex mu_;
 };
 
 }  // namespace halftime::server

@@ -1,6 +1,7 @@
 #include "server/request_checks.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/spec.h"
 
 namespace halftime::server {
 namespace {
@@ -43,6 +44,36 @@ class MalformedRequestInterceptor : public grpc::experimental::Interceptor {
 };
 
 }  // namespace
+
+absl::StatusOr<v1::JobSpec> CheckSubmitRequest(
+    const v1::SubmitJobRequest& request) {
+  const bool has_spec = request.has_spec();
+  const bool has_text = !request.spec_text().empty();
+  if (has_spec && has_text) {
+    return absl::InvalidArgumentError(
+        "spec, spec_text: set exactly one of them, not both");
+  }
+  if (!has_spec && !has_text) {
+    return absl::InvalidArgumentError("spec: required (or spec_text)");
+  }
+  if (request.idempotency_key().size() > kMaxIdempotencyKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "idempotency_key: longer than ", kMaxIdempotencyKeyBytes, " bytes"));
+  }
+  v1::JobSpec spec;
+  if (has_spec) {
+    spec = request.spec();
+    ApplyJobSpecDefaults(&spec);
+    if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
+  } else {
+    absl::StatusOr<v1::JobSpec> parsed =
+        ParseJobSpec(request.spec_text(), "spec_text");
+    if (!parsed.ok()) return parsed.status();
+    spec = *std::move(parsed);
+  }
+  if (absl::Status s = ValidateDataRootPaths(spec); !s.ok()) return s;
+  return spec;
+}
 
 absl::Status CheckJobIdArgument(absl::string_view field,
                                 absl::string_view job_id) {

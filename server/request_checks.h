@@ -9,6 +9,9 @@
 // (On streams a message that does not parse ends the read side; the
 // services answer as for an early end of stream.)
 //
+// Submissions: CheckSubmitRequest is the one validation a job spec gets in
+// the scheduler; the JobManager takes its result as valid.
+//
 // Arguments: job ids are required and short, so an error never echoes a
 // megabyte of caller-chosen bytes back (status messages travel in HTTP/2
 // trailers, whose size clients limit).
@@ -21,7 +24,10 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "halftime/v1/job_spec.pb.h"
+#include "halftime/v1/scheduler.pb.h"
 
 namespace halftime::server {
 
@@ -29,6 +35,17 @@ namespace halftime::server {
 inline constexpr std::size_t kMaxJobIdBytes = 64;
 // Longest free text accepted in a request (a cancel reason), in bytes.
 inline constexpr std::size_t kMaxReasonBytes = 4096;
+
+// Longest idempotency key accepted, in bytes.
+inline constexpr std::size_t kMaxIdempotencyKeyBytes = 128;
+
+// The spec a SubmitJobRequest carries, defaults applied and validated:
+// `spec` (defaults filled, then checked) or `spec_text` (parsed as a YAML
+// or JSON spec), exactly one of them; its paths inside the worker's data
+// root; an idempotency key of at most kMaxIdempotencyKeyBytes.
+// INVALID_ARGUMENT names the field (every problem of a spec at once).
+absl::StatusOr<v1::JobSpec> CheckSubmitRequest(
+    const v1::SubmitJobRequest& request);
 
 // INVALID_ARGUMENT naming `field` when `job_id` is empty or longer than
 // kMaxJobIdBytes; OK otherwise (whether the job exists is not checked).

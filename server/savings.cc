@@ -94,7 +94,7 @@ v1::Savings SavingsLedger::Derive(const v1::Savings& measured,
 void SavingsLedger::Record(const std::string& job_id,
                            const v1::Savings& savings) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto [it, inserted] = by_job_.insert_or_assign(job_id, savings);
     if (inserted) order_.push_back(job_id);
     // Only measured, fair baselines seed the cache; a cached one is a copy.
@@ -116,7 +116,7 @@ void SavingsLedger::Record(const std::string& job_id,
 
 std::optional<v1::Savings> SavingsLedger::CachedBaseline(
     const std::string& fingerprint) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = baselines_.find(fingerprint);
   if (it == baselines_.end()) return std::nullopt;
   return it->second;
@@ -124,7 +124,7 @@ std::optional<v1::Savings> SavingsLedger::CachedBaseline(
 
 absl::StatusOr<v1::Savings> SavingsLedger::ForJob(
     const std::string& job_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = by_job_.find(job_id);
   if (it == by_job_.end()) {
     return absl::NotFoundError(
@@ -134,7 +134,11 @@ absl::StatusOr<v1::Savings> SavingsLedger::ForJob(
 }
 
 std::vector<v1::PrecisionSavings> SavingsLedger::Totals() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
+  return TotalsLocked();
+}
+
+std::vector<v1::PrecisionSavings> SavingsLedger::TotalsLocked() const {
   // Emulated jobs (memory saved, time lost) apart from the native ones.
   std::map<std::pair<int, bool>, v1::PrecisionSavings> totals;
   for (const auto& [job_id, s] : by_job_) {
@@ -169,14 +173,13 @@ std::vector<v1::PrecisionSavings> SavingsLedger::Totals() const {
 
 v1::GetSavingsResponse SavingsLedger::Fleet() const {
   v1::GetSavingsResponse response;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const std::string& job_id : order_) {
-      *response.add_jobs() = by_job_.at(job_id);
-      response.add_job_ids(job_id);
-    }
+  // One lock: the jobs and the totals describe the same records.
+  absl::MutexLock lock(&mu_);
+  for (const std::string& job_id : order_) {
+    *response.add_jobs() = by_job_.at(job_id);
+    response.add_job_ids(job_id);
   }
-  for (v1::PrecisionSavings& t : Totals()) {
+  for (v1::PrecisionSavings& t : TotalsLocked()) {
     *response.add_totals() = std::move(t);
   }
   response.set_currency(prices_.currency);

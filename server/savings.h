@@ -19,13 +19,14 @@
 
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "halftime/v1/job.pb.h"
 #include "halftime/v1/scheduler.pb.h"
 #include "server/metrics.h"
@@ -67,23 +68,25 @@ class SavingsLedger {
   // record of the same job, and adds it to the metrics. At start-up the
   // stored records are recorded again, which re-seeds the counters with
   // the stored totals.
-  void Record(const std::string& job_id, const v1::Savings& savings);
+  void Record(const std::string& job_id, const v1::Savings& savings)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // The latest measured (probe) fp32 baseline with `fingerprint`, as an
   // Assignment's cached_baseline: baseline_* fields, fingerprint,
   // device_name, baseline = CACHED. nullopt when none was recorded.
   std::optional<v1::Savings> CachedBaseline(
-      const std::string& fingerprint) const;
+      const std::string& fingerprint) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Savings of `job_id`; NOT_FOUND when none were recorded.
-  absl::StatusOr<v1::Savings> ForJob(const std::string& job_id) const;
+  absl::StatusOr<v1::Savings> ForJob(const std::string& job_id) const
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Every measured job (in recording order) and totals by precision.
-  v1::GetSavingsResponse Fleet() const;
+  v1::GetSavingsResponse Fleet() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Totals by precision only; jobs with a degraded baseline are counted in
   // degraded_jobs and left out of every other figure.
-  std::vector<v1::PrecisionSavings> Totals() const;
+  std::vector<v1::PrecisionSavings> Totals() const ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::string& currency() const { return prices_.currency; }
 
@@ -91,11 +94,14 @@ class SavingsLedger {
   const PriceTable prices_;
   SchedulerMetrics* const metrics_;
 
-  mutable std::mutex mu_;
-  std::vector<std::string> order_;             // guarded by mu_
-  std::map<std::string, v1::Savings> by_job_;  // guarded by mu_
-  // Latest probe baseline by fingerprint; guarded by mu_.
-  std::map<std::string, v1::Savings> baselines_;
+  std::vector<v1::PrecisionSavings> TotalsLocked() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, v1::Savings> by_job_ ABSL_GUARDED_BY(mu_);
+  // Latest probe baseline by fingerprint.
+  std::map<std::string, v1::Savings> baselines_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace halftime::server

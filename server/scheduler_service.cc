@@ -3,9 +3,10 @@
 #include <atomic>
 #include <deque>
 #include <memory>
-#include <mutex>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/spec.h"
 #include "common/status.h"
 #include "server/request_checks.h"
@@ -60,9 +61,9 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
     Pump();
   }
 
-  void OnWriteDone(bool ok) override {
+  void OnWriteDone(bool ok) override ABSL_LOCKS_EXCLUDED(mu_) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       writing_ = false;
       if (!ok) {
         FinishLocked(
@@ -73,7 +74,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
     Pump();
   }
 
-  void OnCancel() override {
+  void OnCancel() override ABSL_LOCKS_EXCLUDED(mu_) {
     FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled"));
   }
 
@@ -87,10 +88,10 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   class Listener : public EventListener {
    public:
     explicit Listener(WatchReactor* reactor) : reactor_(reactor) {}
-    void OnEvents() override {
+    void OnEvents() override ABSL_LOCKS_EXCLUDED(mu_) {
       WatchReactor* reactor;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         reactor = reactor_;
         if (reactor != nullptr) reactor->Ref();
       }
@@ -98,14 +99,14 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
       reactor->Pump();
       reactor->Unref();
     }
-    void Detach() {
-      std::lock_guard<std::mutex> lock(mu_);
+    void Detach() ABSL_LOCKS_EXCLUDED(mu_) {
+      absl::MutexLock lock(&mu_);
       reactor_ = nullptr;
     }
 
    private:
-    std::mutex mu_;
-    WatchReactor* reactor_;
+    absl::Mutex mu_;
+    WatchReactor* reactor_ ABSL_GUARDED_BY(mu_);
   };
 
   void Ref() { refs_.fetch_add(1); }
@@ -113,20 +114,23 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
     if (refs_.fetch_sub(1) == 1) delete this;
   }
 
-  void FinishOnce(const grpc::Status& status) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void FinishOnce(const grpc::Status& status) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     FinishLocked(status);
   }
 
-  void FinishLocked(const grpc::Status& status) {
+  void FinishLocked(const grpc::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
     Finish(status);
   }
 
   // Writes the next event when no write is in flight; finishes at the end.
-  void Pump() {
-    std::lock_guard<std::mutex> lock(mu_);
+  // Events of an archived job come from the store, read under mu_ on the
+  // calling (reactor or commit) thread: the one place a watch blocks on I/O.
+  void Pump() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     while (!finished_ && !writing_) {
       if (buffer_.empty()) {
         absl::StatusOr<JobManager::EventBatch> batch =
@@ -161,13 +165,13 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   uint64_t subscription_ = 0;
   std::atomic<int> refs_{1};
 
-  std::mutex mu_;
-  int64_t next_after_;  // guarded by mu_
+  absl::Mutex mu_;
+  int64_t next_after_ ABSL_GUARDED_BY(mu_);
   const bool include_reports_;
-  std::deque<v1::JobEvent> buffer_;  // guarded by mu_
-  v1::JobEvent current_;             // guarded by mu_ (in flight)
-  bool writing_ = false;             // guarded by mu_
-  bool finished_ = false;            // guarded by mu_
+  std::deque<v1::JobEvent> buffer_ ABSL_GUARDED_BY(mu_);
+  v1::JobEvent current_ ABSL_GUARDED_BY(mu_);  // in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
@@ -181,30 +185,14 @@ grpc::ServerUnaryReactor* SchedulerService::SubmitJob(
   auto done = [reactor, response](absl::StatusOr<v1::SubmitJobResponse> r) {
     FinishWith(reactor, std::move(r), response);
   };
-  // Spec paths must stay inside the worker's data root. A spec_text is
-  // parsed here (errors as the JobManager would give them) and handed on
-  // as the parsed spec.
-  const bool has_spec = request->has_spec();
-  const bool has_text = !request->spec_text().empty();
-  if (has_spec == has_text) {
-    jobs_->SubmitJob(*request, std::move(done));  // the manager says why
+  // The one validation of the spec in the scheduler.
+  absl::StatusOr<v1::JobSpec> spec = CheckSubmitRequest(*request);
+  if (!spec.ok()) {
+    reactor->Finish(ToGrpcStatus(spec.status()));
     return reactor;
   }
-  v1::SubmitJobRequest parsed;
-  const v1::SubmitJobRequest* submit = request;
-  if (has_text) {
-    absl::StatusOr<v1::JobSpec> spec =
-        ParseJobSpec(request->spec_text(), "spec_text");
-    if (!spec.ok()) {
-      reactor->Finish(ToGrpcStatus(spec.status()));
-      return reactor;
-    }
-    *parsed.mutable_spec() = *std::move(spec);
-    parsed.set_idempotency_key(request->idempotency_key());
-    submit = &parsed;
-  }
-  if (Refused(reactor, ValidateDataRootPaths(submit->spec()))) return reactor;
-  jobs_->SubmitJob(*submit, std::move(done));
+  jobs_->SubmitJob(*std::move(spec), request->idempotency_key(),
+                   std::move(done));
   return reactor;
 }
 

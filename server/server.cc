@@ -143,22 +143,22 @@ std::shared_ptr<grpc::Channel> SchedulerServer::InProcessChannel(
 }
 
 void SchedulerServer::TickLoop(absl::Duration interval) {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!stopping_) {
-    cv_.wait_for(lock, absl::ToChronoNanoseconds(interval));
-    if (stopping_) break;
-    lock.unlock();
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      // Returns at once when Shutdown began, else after `interval`.
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval);
+      if (stopping_) return;
+    }
     jobs_->Tick();
-    lock.lock();
   }
 }
 
 void SchedulerServer::Shutdown(absl::Duration deadline) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
-    cv_.notify_all();
   }
   if (ticker_.joinable()) ticker_.join();
   if (server_ != nullptr) {
@@ -175,14 +175,13 @@ void SchedulerServer::Shutdown(absl::Duration deadline) {
   if (logger_ != nullptr && logger_->enabled()) {
     logger_->Log("scheduler_stopped", {});
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   stopped_ = true;
-  cv_.notify_all();
 }
 
 void SchedulerServer::Wait() {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return stopped_; });
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&stopped_));
 }
 
 }  // namespace halftime::server

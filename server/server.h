@@ -9,14 +9,14 @@
 #include <grpcpp/server.h>
 #include <grpcpp/support/channel_arguments.h>
 
-#include <condition_variable>
 #include <cstdio>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "server/auth.h"
@@ -100,14 +100,15 @@ class SchedulerServer {
   // watches end (UNAVAILABLE), new calls are refused, in-flight calls get
   // up to `deadline` to finish (then they are cancelled), queued store
   // writes are committed and the store closed. Idempotent.
-  void Shutdown(absl::Duration deadline = absl::Seconds(5));
+  void Shutdown(absl::Duration deadline = absl::Seconds(5))
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Blocks until Shutdown has finished.
-  void Wait();
+  void Wait() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   SchedulerServer() = default;
-  void TickLoop(absl::Duration interval);
+  void TickLoop(absl::Duration interval) ABSL_LOCKS_EXCLUDED(mu_);
 
   std::unique_ptr<Clock> owned_clock_;
   Clock* clock_ = nullptr;
@@ -125,10 +126,9 @@ class SchedulerServer {
   int port_ = 0;
 
   std::thread ticker_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;  // guarded by mu_
-  bool stopped_ = false;   // guarded by mu_
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace halftime::server

@@ -332,11 +332,11 @@ absl::Status SqliteStore::Exec(const char* sql) {
 
 void SqliteStore::Apply(StoreMutation mutation, Done done) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!closing_) {
       queue_.push_back(
           Pending{std::move(mutation), std::move(done), absl::OkStatus()});
-      cv_.notify_one();
+      cv_.Signal();
       return;
     }
   }
@@ -344,7 +344,7 @@ void SqliteStore::Apply(StoreMutation mutation, Done done) {
 }
 
 void SqliteStore::DiscardQueued(const absl::Status& status) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (Pending& pending : queue_) {
     if (pending.discarded.ok()) pending.discarded = status;
   }
@@ -354,8 +354,8 @@ void SqliteStore::WriterLoop() {
   for (;;) {
     std::deque<Pending> batch;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return closing_ || !queue_.empty(); });
+      absl::MutexLock lock(&mu_);
+      while (!closing_ && queue_.empty()) cv_.Wait(&mu_);
       if (queue_.empty()) return;  // closing and drained
       batch.swap(queue_);
     }
@@ -379,7 +379,7 @@ void SqliteStore::WriterLoop() {
       if (status.ok() && options_.on_commit) {
         options_.on_commit(static_cast<int>(batch.size()), absl::Now() - start);
       }
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (status.ok()) ++commits_;
     }
     for (Pending& pending : batch) {
@@ -460,7 +460,7 @@ absl::Status SqliteStore::ApplyOne(const StoreMutation& m) {
 }
 
 absl::StatusOr<StoreSnapshot> SqliteStore::Load() {
-  std::lock_guard<std::mutex> lock(read_mu_);
+  absl::MutexLock lock(&read_mu_);
   StoreSnapshot snapshot;
   const std::string finished =
       absl::StrCat("(", v1::JOB_STATE_SUCCEEDED, ", ", v1::JOB_STATE_FAILED,
@@ -553,7 +553,7 @@ absl::StatusOr<StoreSnapshot> SqliteStore::Load() {
 
 absl::StatusOr<std::vector<v1::JobEvent>> SqliteStore::ReadEvents(
     const std::string& job_id, int64_t after, int64_t limit) {
-  std::lock_guard<std::mutex> lock(read_mu_);
+  absl::MutexLock lock(&read_mu_);
   Statement q(reader_db_,
               "SELECT event FROM events WHERE job_id = ? AND seq > ? ORDER BY "
               "seq LIMIT ?");
@@ -590,7 +590,7 @@ absl::StatusOr<std::vector<JobRecord>> SqliteStore::ReadJobs(
     absl::StrAppend(&sql, ")");
   }
   absl::StrAppend(&sql, " ORDER BY seq DESC LIMIT ?");
-  std::lock_guard<std::mutex> lock(read_mu_);
+  absl::MutexLock lock(&read_mu_);
   Statement q(reader_db_, sql.c_str());
   if (!q.status().ok()) return q.status();
   int index = 1;
@@ -614,7 +614,7 @@ absl::StatusOr<std::vector<JobRecord>> SqliteStore::ReadJobs(
 
 absl::StatusOr<std::vector<std::string>> SqliteStore::ReadLogs(
     const std::string& job_id) {
-  std::lock_guard<std::mutex> lock(read_mu_);
+  absl::MutexLock lock(&read_mu_);
   Statement q(reader_db_, "SELECT lines FROM logs WHERE job_id = ?");
   if (!q.status().ok()) return q.status();
   BindText(q.get(), 1, job_id);
@@ -634,17 +634,17 @@ absl::StatusOr<std::vector<std::string>> SqliteStore::ReadLogs(
 
 void SqliteStore::Close() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (closed_) return;
     closing_ = true;
     closed_ = true;
-    cv_.notify_one();
+    cv_.Signal();
   }
   if (writer_.joinable()) writer_.join();
 }
 
 int64_t SqliteStore::commits() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return commits_;
 }
 

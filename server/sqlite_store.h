@@ -17,17 +17,17 @@
 #ifndef HALFTIME_SERVER_SQLITE_STORE_H_
 #define HALFTIME_SERVER_SQLITE_STORE_H_
 
-#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/store.h"
 
@@ -64,19 +64,22 @@ class SqliteStore : public Store {
 
   ~SqliteStore() override;
 
-  absl::StatusOr<StoreSnapshot> Load() override;
-  void Apply(StoreMutation mutation, Done done) override;
-  void DiscardQueued(const absl::Status& status) override;
+  absl::StatusOr<StoreSnapshot> Load() override ABSL_LOCKS_EXCLUDED(read_mu_);
+  void Apply(StoreMutation mutation, Done done) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void DiscardQueued(const absl::Status& status) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(
-      const std::string& job_id, int64_t after, int64_t limit) override;
+      const std::string& job_id, int64_t after, int64_t limit) override
+      ABSL_LOCKS_EXCLUDED(read_mu_);
   absl::StatusOr<std::vector<JobRecord>> ReadJobs(
-      const JobQuery& query) override;
+      const JobQuery& query) override ABSL_LOCKS_EXCLUDED(read_mu_);
   absl::StatusOr<std::vector<std::string>> ReadLogs(
-      const std::string& job_id) override;
-  void Close() override;
+      const std::string& job_id) override ABSL_LOCKS_EXCLUDED(read_mu_);
+  void Close() override ABSL_LOCKS_EXCLUDED(mu_);
 
   // Number of transactions committed so far (for tests of group commit).
-  int64_t commits() const;
+  int64_t commits() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Pending {
@@ -88,7 +91,7 @@ class SqliteStore : public Store {
 
   SqliteStore(sqlite3* writer, sqlite3* reader, Options options);
 
-  void WriterLoop();
+  void WriterLoop() ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status ApplyOne(const StoreMutation& mutation);
   absl::Status Exec(const char* sql);
 
@@ -103,15 +106,16 @@ class SqliteStore : public Store {
   sqlite3_stmt* put_log_ = nullptr;
   sqlite3_stmt* put_savings_ = nullptr;
 
-  std::mutex read_mu_;
-  sqlite3* const reader_db_;  // guarded by read_mu_
+  // One connection serves every read; reads take turns on it.
+  absl::Mutex read_mu_;
+  sqlite3* const reader_db_ ABSL_GUARDED_BY(read_mu_);
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Pending> queue_;  // guarded by mu_
-  bool closing_ = false;       // guarded by mu_
-  bool closed_ = false;        // guarded by mu_
-  int64_t commits_ = 0;        // guarded by mu_
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;  // signalled when queue_ grows or closing_ is set
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread writer_;
 };
 

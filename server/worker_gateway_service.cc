@@ -3,9 +3,10 @@
 #include <atomic>
 #include <deque>
 #include <memory>
-#include <mutex>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status.h"
 #include "server/request_checks.h"
 
@@ -45,8 +46,8 @@ class ConnectReactor
     if (Handle()) StartRead(&in_);
   }
 
-  void OnWriteDone(bool ok) override {
-    std::lock_guard<std::mutex> lock(mu_);
+  void OnWriteDone(bool ok) override ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     out_.pop_front();
     if (ok && !out_.empty()) {
       StartWrite(&out_.front());
@@ -71,22 +72,24 @@ class ConnectReactor
   class Session : public WorkerSink {
    public:
     explicit Session(ConnectReactor* reactor) : reactor_(reactor) {}
-    void Send(const v1::SchedulerMessage& message) override {
-      std::lock_guard<std::mutex> lock(mu_);
+    // Each takes mu_ and then the reactor's: mu_ is acquired before it.
+    void Send(const v1::SchedulerMessage& message) override
+        ABSL_LOCKS_EXCLUDED(mu_) {
+      absl::MutexLock lock(&mu_);
       if (reactor_ != nullptr) reactor_->Enqueue(message);
     }
-    void Close(const absl::Status& status) override {
-      std::lock_guard<std::mutex> lock(mu_);
+    void Close(const absl::Status& status) override ABSL_LOCKS_EXCLUDED(mu_) {
+      absl::MutexLock lock(&mu_);
       if (reactor_ != nullptr) reactor_->Close(ToGrpcStatus(status));
     }
-    void Detach() {
-      std::lock_guard<std::mutex> lock(mu_);
+    void Detach() ABSL_LOCKS_EXCLUDED(mu_) {
+      absl::MutexLock lock(&mu_);
       reactor_ = nullptr;
     }
 
    private:
-    std::mutex mu_;
-    ConnectReactor* reactor_;  // guarded by mu_; null after OnDone
+    absl::Mutex mu_;
+    ConnectReactor* reactor_ ABSL_GUARDED_BY(mu_);  // null after OnDone
   };
 
   void Unref() {
@@ -145,8 +148,8 @@ class ConnectReactor
     }
   }
 
-  void Enqueue(const v1::SchedulerMessage& message) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void Enqueue(const v1::SchedulerMessage& message) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     if (closed_) return;
     out_.push_back(message);
     if (!writing_) {
@@ -155,8 +158,8 @@ class ConnectReactor
     }
   }
 
-  void Close(const grpc::Status& status) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void Close(const grpc::Status& status) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
     if (closed_) return;
     closed_ = true;
     if (writing_) {
@@ -176,12 +179,13 @@ class ConnectReactor
   uint64_t session_id_ = 0;
   std::atomic<bool> disconnected_{false};
 
-  std::mutex mu_;
-  std::deque<v1::SchedulerMessage> out_;  // guarded by mu_; front in flight
-  bool writing_ = false;                  // guarded by mu_
-  bool closed_ = false;                   // guarded by mu_
-  bool finish_pending_ = false;           // guarded by mu_
-  grpc::Status pending_status_;           // guarded by mu_
+  absl::Mutex mu_;
+  std::deque<v1::SchedulerMessage> out_
+      ABSL_GUARDED_BY(mu_);  // front in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status pending_status_ ABSL_GUARDED_BY(mu_);
 };
 
 // Receives a checkpoint; file writes run on the executor.

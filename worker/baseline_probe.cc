@@ -1,19 +1,32 @@
 #include "worker/baseline_probe.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <filesystem>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "worker/trainer/events.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "engine/events.h"
 
 namespace halftime {
 namespace {
 
 namespace fs = std::filesystem;
-namespace events = trainer::events;
+namespace events = engine::events;
+
+// What the probe's callbacks, on the probe's own thread, tell the thread
+// that waits for it.
+struct ProbeState {
+  absl::Mutex mu;
+  absl::CondVar cv;  // signalled when `enough` or `exited` is set
+  bool exited ABSL_GUARDED_BY(mu) = false;
+  // Measured what we need; the rest is killed.
+  bool enough ABSL_GUARDED_BY(mu) = false;
+  StepRecord steps ABSL_GUARDED_BY(mu);
+  ExitInfo exit_info ABSL_GUARDED_BY(mu);
+};
 
 }  // namespace
 
@@ -45,7 +58,7 @@ absl::StatusOr<Baseline> RunBaselineProbe(
     const std::function<bool()>& should_stop) {
   const int min_steps = std::max(3, options.min_steps);
   const int max_steps = min_steps * kProbeMaxStepsFactor;
-  TrainerOptions trainer;
+  TrainerRunOptions trainer;
   trainer.binary = options.trainer_binary;
   trainer.args = {options.spec_path,
                   "--set",
@@ -74,32 +87,27 @@ absl::StatusOr<Baseline> RunBaselineProbe(
 
   const double min_steady_seconds =
       std::chrono::duration<double>(options.min_steady_time).count();
-  std::mutex mu;
-  std::condition_variable cv;
-  bool exited = false;
-  bool enough = false;  // measured what we need; the rest is killed
-  StepRecord steps;
-  ExitInfo exit_info;
-  TrainerCallbacks callbacks;
+  ProbeState state;
+  TrainerRunCallbacks callbacks;
   callbacks.on_event = [&](const std::string& line) {
     nlohmann::json e = nlohmann::json::parse(line, nullptr, false);
     if (e.is_discarded() || !e.is_object() ||
         e.value(events::kKind, "") != events::kStep) {
       return;
     }
-    std::lock_guard<std::mutex> lock(mu);
-    steps.Add(ReportFromEvent(e, 0));
-    if (steps.SteadyCount() >= min_steps &&
-        steps.SteadySeconds() >= min_steady_seconds) {
-      enough = true;
-      cv.notify_all();
+    absl::MutexLock lock(&state.mu);
+    state.steps.Add(ReportFromEvent(e, 0));
+    if (state.steps.SteadyCount() >= min_steps &&
+        state.steps.SteadySeconds() >= min_steady_seconds) {
+      state.enough = true;
+      state.cv.SignalAll();
     }
   };
   callbacks.on_exit = [&](const ExitInfo& exit) {
-    std::lock_guard<std::mutex> lock(mu);
-    exit_info = exit;
-    exited = true;
-    cv.notify_all();
+    absl::MutexLock lock(&state.mu);
+    state.exit_info = exit;
+    state.exited = true;
+    state.cv.SignalAll();
   };
   const absl::Time began = clock.Now();
   auto process = launcher.Start(trainer, std::move(callbacks));
@@ -109,13 +117,13 @@ absl::StatusOr<Baseline> RunBaselineProbe(
   }
   bool stopped = false;
   {
-    std::unique_lock<std::mutex> lock(mu);
+    absl::MutexLock lock(&state.mu);
     bool killed = false;
-    while (!exited) {
-      cv.wait_for(lock, std::chrono::milliseconds(100));
-      if (exited || killed) continue;
-      if (!enough && should_stop()) stopped = true;
-      if (enough || stopped) {
+    while (!state.exited) {
+      state.cv.WaitWithTimeout(&state.mu, absl::Milliseconds(100));
+      if (state.exited || killed) continue;
+      if (!state.enough && should_stop()) stopped = true;
+      if (state.enough || stopped) {
         (*process)->Kill();
         killed = true;
       }
@@ -123,15 +131,16 @@ absl::StatusOr<Baseline> RunBaselineProbe(
   }
   (*process)->Wait();
   const double probe_seconds = absl::ToDoubleSeconds(clock.Now() - began);
-  std::lock_guard<std::mutex> lock(mu);
+  absl::MutexLock lock(&state.mu);
   if (stopped) return absl::CancelledError("fp32 probe stopped");
   // A probe we stopped once it had measured enough died of our SIGKILL;
   // one that ran all its steps exits cleanly.
-  if ((!enough && exit_info.exit_code != events::kExitOk) || steps.empty()) {
+  if ((!state.enough && state.exit_info.exit_code != events::kExitOk) ||
+      state.steps.empty()) {
     return absl::UnavailableError(
-        absl::StrCat("fp32 probe failed (", exit_info.Describe(), ")"));
+        absl::StrCat("fp32 probe failed (", state.exit_info.Describe(), ")"));
   }
-  return BaselineFromProbe(steps, probe_seconds, options.fingerprint);
+  return BaselineFromProbe(state.steps, probe_seconds, options.fingerprint);
 }
 
 }  // namespace halftime

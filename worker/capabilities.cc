@@ -1,11 +1,11 @@
 #include "worker/capabilities.h"
 
-#include <condition_variable>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "common/enum_names.h"
 #include "worker/trainer_process.h"
 
@@ -28,6 +28,15 @@ bool ComputesNatively(const v1::WorkerCapabilities& caps,
   }
   return false;
 }
+
+// What the device probe's callbacks, on the probe's own thread, hand over.
+struct DeviceProbeState {
+  absl::Mutex mu;
+  absl::CondVar cv;  // signalled when `done` is set
+  std::string answer ABSL_GUARDED_BY(mu);
+  bool done ABSL_GUARDED_BY(mu) = false;
+  ExitInfo exit_info ABSL_GUARDED_BY(mu);
+};
 
 }  // namespace
 
@@ -85,11 +94,7 @@ absl::StatusOr<v1::WorkerCapabilities> CapabilitiesFromProbeJson(
 absl::StatusOr<v1::WorkerCapabilities> ProbeWithTrainer(
     const std::string& trainer_binary, const std::string& work_dir, int slots,
     int threads_per_job) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::string answer;
-  bool done = false;
-  ExitInfo exit_info;
+  DeviceProbeState state;
   TrainerProcess::Options options;
   options.binary = trainer_binary;
   options.args = {"--probe-device", "--threads",
@@ -98,26 +103,26 @@ absl::StatusOr<v1::WorkerCapabilities> ProbeWithTrainer(
   options.stderr_log = work_dir + "/probe-device.log";
   TrainerProcess::Callbacks callbacks;
   callbacks.on_event = [&](const std::string& line) {
-    std::lock_guard<std::mutex> lock(mu);
-    answer = line;
+    absl::MutexLock lock(&state.mu);
+    state.answer = line;
   };
   callbacks.on_exit = [&](const ExitInfo& exit) {
-    std::lock_guard<std::mutex> lock(mu);
-    exit_info = exit;
-    done = true;
-    cv.notify_all();
+    absl::MutexLock lock(&state.mu);
+    state.exit_info = exit;
+    state.done = true;
+    state.cv.SignalAll();
   };
   auto process = TrainerProcess::Start(options, callbacks);
   if (!process.ok()) return process.status();
   (*process)->Wait();
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait(lock, [&] { return done; });
-  if (exit_info.exit_code != 0 || answer.empty()) {
+  absl::MutexLock lock(&state.mu);
+  while (!state.done) state.cv.Wait(&state.mu);
+  if (state.exit_info.exit_code != 0 || state.answer.empty()) {
     return absl::UnavailableError(
-        absl::StrCat("device probe failed (", exit_info.Describe(),
+        absl::StrCat("device probe failed (", state.exit_info.Describe(),
                      "): ", absl::StrJoin((*process)->StderrTail(), "\n")));
   }
-  return CapabilitiesFromProbeJson(answer, slots, threads_per_job);
+  return CapabilitiesFromProbeJson(state.answer, slots, threads_per_job);
 }
 
 }  // namespace halftime

@@ -2,11 +2,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "worker/trainer/events.h"
+#include "engine/events.h"
 
 namespace halftime {
 
-namespace events = trainer::events;
+namespace events = engine::events;
 
 v1::JobResult MakeJobResult(const std::string& job_id, int attempt,
                             v1::JobOutcome outcome, const std::string& reason,

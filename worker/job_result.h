@@ -23,7 +23,7 @@ v1::JobResult MakeJobResult(const std::string& job_id, int attempt,
 // How a trainer run ended, as the worker saw it.
 struct TrainerEnd {
   ExitInfo exit;
-  // The trainer's done event (worker/trainer/events.h); empty if none.
+  // The trainer's done event (engine/events.h); empty if none.
   std::string done_status;
   std::string done_message;
   // What the worker had asked of it.

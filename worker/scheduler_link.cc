@@ -118,13 +118,14 @@ GrpcCheckpointTransfer::GrpcCheckpointTransfer(
 class GrpcCheckpointTransfer::Registration {
  public:
   Registration(GrpcCheckpointTransfer* owner, grpc::ClientContext* context)
+      ABSL_LOCKS_EXCLUDED(owner->mu_)
       : owner_(owner), context_(context) {
-    std::lock_guard<std::mutex> lock(owner_->mu_);
+    absl::MutexLock lock(&owner_->mu_);
     registered_ = !owner_->cancelled_;
     if (registered_) owner_->in_flight_.insert(context_);
   }
   ~Registration() {
-    std::lock_guard<std::mutex> lock(owner_->mu_);
+    absl::MutexLock lock(&owner_->mu_);
     owner_->in_flight_.erase(context_);
   }
   // False when CancelAll() came first: the call must not start.
@@ -137,7 +138,7 @@ class GrpcCheckpointTransfer::Registration {
 };
 
 void GrpcCheckpointTransfer::CancelAll() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   cancelled_ = true;
   for (grpc::ClientContext* context : in_flight_) context->TryCancel();
 }

@@ -13,13 +13,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/channel.h"
 #include "halftime/v1/worker_gateway.grpc.pb.h"
 
@@ -127,10 +127,12 @@ class GrpcCheckpointTransfer : public CheckpointTransfer {
                          std::function<void(grpc::ClientContext*)> decorate);
 
   absl::Status Upload(const CheckpointRef& ref,
-                      const std::string& path) override;
+                      const std::string& path) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<int64_t> Download(const std::string& job_id,
-                                   const std::string& path) override;
-  void CancelAll() override;
+                                   const std::string& path) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void CancelAll() override ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   // Keeps one call where CancelAll() reaches it, for its lifetime.
@@ -139,7 +141,8 @@ class GrpcCheckpointTransfer : public CheckpointTransfer {
   const std::unique_ptr<v1::WorkerGateway::Stub> stub_;
   const std::function<void(grpc::ClientContext*)> decorate_;
 
-  std::mutex mu_;
+  // The calls in flight, where CancelAll() reaches them.
+  absl::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::set<grpc::ClientContext*> in_flight_ ABSL_GUARDED_BY(mu_);
 };

@@ -5,13 +5,13 @@
 
 #include "absl/strings/str_join.h"
 #include "common/enum_names.h"
-#include "worker/trainer/events.h"
-#include "worker/trainer/step_stats.h"
+#include "engine/events.h"
+#include "engine/step_stats.h"
 
 namespace halftime {
 namespace {
 
-namespace events = trainer::events;
+namespace events = engine::events;
 
 }  // namespace
 
@@ -70,17 +70,17 @@ void StepRecord::Add(const v1::TrainingReport& report) {
 }
 
 double StepRecord::SteadyStepSeconds() const {
-  return trainer::SteadyMedian(step_seconds_);
+  return engine::SteadyMedian(step_seconds_);
 }
 
 int64_t StepRecord::SteadyCount() const {
   return size() -
-         static_cast<int64_t>(trainer::WarmupSteps(step_seconds_.size()));
+         static_cast<int64_t>(engine::WarmupSteps(step_seconds_.size()));
 }
 
 double StepRecord::SteadySeconds() const {
   double total = 0;
-  for (std::size_t i = trainer::WarmupSteps(step_seconds_.size());
+  for (std::size_t i = engine::WarmupSteps(step_seconds_.size());
        i < step_seconds_.size(); ++i) {
     total += step_seconds_[i];
   }
@@ -88,7 +88,7 @@ double StepRecord::SteadySeconds() const {
 }
 
 double StepRecord::SteadyTokensPerSecond() const {
-  return trainer::SteadyMedian(tokens_per_second_);
+  return engine::SteadyMedian(tokens_per_second_);
 }
 
 Baseline BaselineFromProbe(const StepRecord& probe, double probe_seconds,

@@ -1,6 +1,6 @@
 // The step events of one trainer run, a job's or its fp32 probe's, and the
 // savings arithmetic on them: what the worker daemon reads from a trainer's
-// events (worker/trainer/events.h) and sends the scheduler.
+// events (engine/events.h) and sends the scheduler.
 //
 // Thread-safety: StepRecord is thread-compatible (its owner locks around
 // it); the free functions are pure and thread-safe.
@@ -33,7 +33,7 @@ class StepRecord {
 
   bool empty() const { return step_seconds_.empty(); }
   int64_t size() const { return static_cast<int64_t>(step_seconds_.size()); }
-  // Medians after the warm-up steps (trainer::SteadyMedian), as the
+  // Medians after the warm-up steps (engine::SteadyMedian), as the
   // engine's summary and the probe both measure; 0 when empty.
   double SteadyStepSeconds() const;
   double SteadyTokensPerSecond() const;

@@ -22,14 +22,14 @@ struct ExitInfo {
   int exit_code = -1;
   // Signal that killed it, else 0.
   int signal = 0;
-  // The stall watchdog killed it (see TrainerOptions::stall_timeout).
+  // The stall watchdog killed it (see TrainerRunOptions::stall_timeout).
   bool stalled = false;
   // "exit code 1", "killed by signal 9 (SIGKILL)", ...
   std::string Describe() const;
 };
 
 // What a trainer run is started with.
-struct TrainerOptions {
+struct TrainerRunOptions {
   // Path of the halftime-train binary.
   std::string binary;
   // Arguments after the program name; `--events-fd 3` is appended.
@@ -57,8 +57,8 @@ struct TrainerOptions {
 
 // What a trainer run reports, on the run's own thread, one call at a time,
 // in the order the trainer wrote them; `on_exit` comes last.
-struct TrainerCallbacks {
-  // One JSON line of the trainer's events (worker/trainer/events.h).
+struct TrainerRunCallbacks {
+  // One JSON line of the trainer's events (engine/events.h).
   std::function<void(const std::string& line)> on_event;
   // The trainer is gone and every event was delivered.
   std::function<void(const ExitInfo& exit)> on_exit;
@@ -68,9 +68,9 @@ struct TrainerCallbacks {
 // waits for its callbacks to end; never destroy it from its own callback.
 //
 // Thread-safety: all methods are thread-safe.
-class Trainer {
+class TrainerRun {
  public:
-  virtual ~Trainer() = default;
+  virtual ~TrainerRun() = default;
 
   // Asks the trainer to checkpoint and exit (SIGTERM), and kills it if it
   // still runs after `grace`. Returns at once.
@@ -96,8 +96,8 @@ class TrainerLauncher {
 
   // Starts a run. FAILED_PRECONDITION when the binary is not executable,
   // INTERNAL when the process could not be started.
-  virtual absl::StatusOr<std::unique_ptr<Trainer>> Start(
-      const TrainerOptions& options, TrainerCallbacks callbacks) = 0;
+  virtual absl::StatusOr<std::unique_ptr<TrainerRun>> Start(
+      const TrainerRunOptions& options, TrainerRunCallbacks callbacks) = 0;
 };
 
 }  // namespace halftime

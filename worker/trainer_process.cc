@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -130,13 +129,16 @@ absl::StatusOr<std::unique_ptr<TrainerProcess>> TrainerProcess::Start(
 }
 
 TrainerProcess::~TrainerProcess() {
+  std::thread killer;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!exited_ && pid_ > 0) kill(pid_, SIGKILL);
+    // No Stop() starts a killer from now on.
     stop_requested_ = true;
+    killer = std::move(killer_);
   }
   if (reader_.joinable()) reader_.join();
-  if (killer_.joinable()) killer_.join();
+  if (killer.joinable()) killer.join();
   if (stderr_log_fd_ >= 0) close(stderr_log_fd_);
   if (acks_fd_ >= 0) close(acks_fd_);
 }
@@ -146,7 +148,7 @@ absl::Status TrainerProcess::Acknowledge(const std::string& line) {
     return absl::FailedPreconditionError("no acknowledgement socket");
   }
   const std::string text = line + "\n";
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::size_t written = 0;
   while (written < text.size()) {
     // A socket, so that a gone reader is EPIPE and never a SIGPIPE.
@@ -171,7 +173,7 @@ void TrainerProcess::AppendStderr(const std::string& chunk) {
     ssize_t ignored = write(stderr_log_fd_, chunk.data(), chunk.size());
     (void)ignored;
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   stderr_partial_ += chunk;
   std::size_t start = 0, nl;
   while ((nl = stderr_partial_.find_first_of("\n\r", start)) !=
@@ -222,7 +224,7 @@ void TrainerProcess::ReadLoop(int events_fd, int stderr_fd) {
         // Killed, not stopped: SIGTERM waits for a handler that a stopped
         // or wedged trainer never runs. The whole process group (the child
         // leads its own), so that nothing it started keeps the pipes open.
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         if (!exited_) {
           kill(-pid_, SIGKILL);
           kill(pid_, SIGKILL);
@@ -269,7 +271,7 @@ void TrainerProcess::ReadLoop(int events_fd, int stderr_fd) {
   if (WIFEXITED(status)) exit.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) exit.signal = WTERMSIG(status);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     exited_ = true;
     exit.stalled = stalled_ && exit.signal == SIGKILL;
   }
@@ -277,7 +279,7 @@ void TrainerProcess::ReadLoop(int events_fd, int stderr_fd) {
 }
 
 void TrainerProcess::Stop(std::chrono::milliseconds grace) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (exited_ || stop_requested_) return;
   stop_requested_ = true;
   kill(pid_, SIGTERM);
@@ -285,18 +287,18 @@ void TrainerProcess::Stop(std::chrono::milliseconds grace) {
     const auto deadline = std::chrono::steady_clock::now() + grace;
     while (std::chrono::steady_clock::now() < deadline) {
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        absl::MutexLock lock(&mu_);
         if (exited_) return;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (!exited_) kill(pid_, SIGKILL);
   });
 }
 
 void TrainerProcess::Kill() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (!exited_) kill(pid_, SIGKILL);
 }
 
@@ -307,15 +309,15 @@ void TrainerProcess::Wait() {
 }
 
 std::vector<std::string> TrainerProcess::StderrTail() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return {stderr_tail_.begin(), stderr_tail_.end()};
 }
 
-absl::StatusOr<std::unique_ptr<Trainer>> ProcessLauncher::Start(
-    const TrainerOptions& options, TrainerCallbacks callbacks) {
+absl::StatusOr<std::unique_ptr<TrainerRun>> ProcessLauncher::Start(
+    const TrainerRunOptions& options, TrainerRunCallbacks callbacks) {
   auto process = TrainerProcess::Start(options, std::move(callbacks));
   if (!process.ok()) return process.status();
-  return std::unique_ptr<Trainer>(std::move(*process));
+  return std::unique_ptr<TrainerRun>(std::move(*process));
 }
 
 }  // namespace halftime

@@ -18,13 +18,14 @@
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "worker/trainer_launcher.h"
 
 namespace halftime {
@@ -36,10 +37,10 @@ namespace halftime {
 // would otherwise make the whole JobResult unparseable.
 std::string ToValidUtf8(const std::string& text, std::size_t max_bytes);
 
-class TrainerProcess : public Trainer {
+class TrainerProcess : public TrainerRun {
  public:
-  using Options = TrainerOptions;
-  using Callbacks = TrainerCallbacks;
+  using Options = TrainerRunOptions;
+  using Callbacks = TrainerRunCallbacks;
 
   // Starts the child. INTERNAL when fork/exec or pipes fail; the binary not
   // being executable is reported as FAILED_PRECONDITION.
@@ -47,44 +48,48 @@ class TrainerProcess : public Trainer {
       const Options& options, Callbacks callbacks);
 
   // Kills the child (SIGKILL) if still running and joins the reader.
-  ~TrainerProcess() override;
+  ~TrainerProcess() override ABSL_LOCKS_EXCLUDED(mu_);
   TrainerProcess(const TrainerProcess&) = delete;
   TrainerProcess& operator=(const TrainerProcess&) = delete;
 
   // Sends SIGTERM (the trainer checkpoints and exits), then SIGKILL if it is
   // still running after `grace`. Returns at once.
-  void Stop(std::chrono::milliseconds grace) override;
+  void Stop(std::chrono::milliseconds grace) override ABSL_LOCKS_EXCLUDED(mu_);
   // Sends SIGKILL now.
-  void Kill() override;
+  void Kill() override ABSL_LOCKS_EXCLUDED(mu_);
   // Blocks until the child has exited and on_exit has run.
   void Wait() override;
   // Writes `line` and a newline to the child's acknowledgement socket.
   // FAILED_PRECONDITION when it was not requested; UNAVAILABLE when
   // the child is gone (its end is closed).
-  absl::Status Acknowledge(const std::string& line) override;
+  absl::Status Acknowledge(const std::string& line) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Last stderr lines so far.
-  std::vector<std::string> StderrTail() const override;
+  std::vector<std::string> StderrTail() const override ABSL_LOCKS_EXCLUDED(mu_);
   pid_t pid() const { return pid_; }
 
  private:
   TrainerProcess(const Options& options, Callbacks callbacks);
-  void ReadLoop(int events_fd, int stderr_fd);
-  void AppendStderr(const std::string& chunk);
+  void ReadLoop(int events_fd, int stderr_fd) ABSL_LOCKS_EXCLUDED(mu_);
+  void AppendStderr(const std::string& chunk) ABSL_LOCKS_EXCLUDED(mu_);
 
   Options options_;
   Callbacks callbacks_;
+  // Set by Start() before the reader thread starts, read-only from then on.
   pid_t pid_ = -1;
   std::thread reader_;
-  std::thread killer_;
+  int stderr_log_fd_ = -1;  // the reader thread appends stderr to it
+  int acks_fd_ = -1;        // our end of the acknowledgement socket
 
-  mutable std::mutex mu_;
-  bool exited_ = false;
-  bool stop_requested_ = false;
-  bool stalled_ = false;
-  std::deque<std::string> stderr_tail_;
-  std::string stderr_partial_;
-  int stderr_log_fd_ = -1;
-  int acks_fd_ = -1;  // our end of the acknowledgement socket
+  // Also serializes the writes on acks_fd_.
+  mutable absl::Mutex mu_;
+  bool exited_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool stalled_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<std::string> stderr_tail_ ABSL_GUARDED_BY(mu_);
+  std::string stderr_partial_ ABSL_GUARDED_BY(mu_);
+  // Started by the first Stop(); joined by the destructor.
+  std::thread killer_ ABSL_GUARDED_BY(mu_);
 };
 
 // Starts each run as a TrainerProcess.
@@ -92,8 +97,8 @@ class TrainerProcess : public Trainer {
 // Thread-safety: thread-safe (stateless).
 class ProcessLauncher : public TrainerLauncher {
  public:
-  absl::StatusOr<std::unique_ptr<Trainer>> Start(
-      const TrainerOptions& options, TrainerCallbacks callbacks) override;
+  absl::StatusOr<std::unique_ptr<TrainerRun>> Start(
+      const TrainerRunOptions& options, TrainerRunCallbacks callbacks) override;
 };
 
 }  // namespace halftime

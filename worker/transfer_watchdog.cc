@@ -12,20 +12,20 @@ TransferWatchdog::TransferWatchdog(grpc::ClientContext* context,
 
 TransferWatchdog::~TransferWatchdog() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     done_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   thread_.join();
 }
 
 void TransferWatchdog::Progress() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   last_progress_ = Clock::now();
 }
 
 bool TransferWatchdog::stalled() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return stalled_;
 }
 
@@ -40,7 +40,7 @@ absl::Status TransferWatchdog::Outcome(absl::Status finished,
 }
 
 void TransferWatchdog::Watch() {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   while (!done_) {
     const Clock::time_point deadline = last_progress_ + stall_;
     if (Clock::now() >= deadline) {
@@ -49,8 +49,9 @@ void TransferWatchdog::Watch() {
       return;
     }
     // Woken by the destructor, or at the deadline to look again (progress
-    // moves it on without a wake-up).
-    cv_.wait_until(lock, deadline);
+    // moves it on without a wake-up). The deadline is on the steady clock,
+    // which absl does not take: wait for what is left of it.
+    cv_.WaitWithTimeout(&mu_, absl::FromChrono(deadline - Clock::now()));
   }
 }
 

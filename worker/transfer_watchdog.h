@@ -14,13 +14,13 @@
 #include <grpcpp/client_context.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 
 namespace halftime {
 
@@ -29,31 +29,31 @@ class TransferWatchdog {
   // Watches `context` (not owned) from now on.
   TransferWatchdog(grpc::ClientContext* context,
                    std::chrono::milliseconds stall);
-  ~TransferWatchdog();
+  ~TransferWatchdog() ABSL_LOCKS_EXCLUDED(mu_);
   TransferWatchdog(const TransferWatchdog&) = delete;
   TransferWatchdog& operator=(const TransferWatchdog&) = delete;
 
   // A chunk moved: the stall clock starts again.
-  void Progress();
+  void Progress() ABSL_LOCKS_EXCLUDED(mu_);
   // True once the watchdog has cancelled the call.
-  bool stalled() const;
+  bool stalled() const ABSL_LOCKS_EXCLUDED(mu_);
   // `finished` (the call's own status) unless the watchdog cancelled it;
   // then DEADLINE_EXCEEDED naming `transfer` (e.g. "checkpoint upload"),
   // the stall and the `bytes` moved before it.
   absl::Status Outcome(absl::Status finished, absl::string_view transfer,
-                       int64_t bytes) const;
+                       int64_t bytes) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   using Clock = std::chrono::steady_clock;
-  void Watch();
+  void Watch() ABSL_LOCKS_EXCLUDED(mu_);
 
   grpc::ClientContext* const context_;
   const std::chrono::milliseconds stall_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  Clock::time_point last_progress_;
-  bool done_ = false;
-  bool stalled_ = false;
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;  // signalled (with mu_) when done_ is set
+  Clock::time_point last_progress_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool stalled_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -10,16 +10,16 @@
 #include "common/baseline_fingerprint.h"
 #include "common/enum_names.h"
 #include "common/spec.h"
+#include "engine/events.h"
 #include "worker/baseline_probe.h"
 #include "worker/step_record.h"
-#include "worker/trainer/events.h"
 #include "worker/trainer_process.h"
 
 namespace halftime {
 namespace {
 
 namespace fs = std::filesystem;
-namespace events = trainer::events;
+namespace events = engine::events;
 
 void Log(const std::string& line) { std::cerr << "worker: " << line << "\n"; }
 
@@ -50,24 +50,31 @@ struct Worker::Job {
   std::string spec_path;
   std::string precision;
 
-  std::mutex mu;  // guards the rest
-  std::unique_ptr<Trainer> trainer;
-  bool cancel_requested = false;
-  bool release_requested = false;
-  std::string done_status;
-  std::string done_message;
-  StepRecord steps;
-  bool has_baseline = false;
-  Baseline baseline;
+  absl::Mutex mu;  // guards the rest
+  std::unique_ptr<TrainerRun> trainer ABSL_GUARDED_BY(mu);
+  bool cancel_requested ABSL_GUARDED_BY(mu) = false;
+  bool release_requested ABSL_GUARDED_BY(mu) = false;
+  std::string done_status ABSL_GUARDED_BY(mu);
+  std::string done_message ABSL_GUARDED_BY(mu);
+  StepRecord steps ABSL_GUARDED_BY(mu);
+  bool has_baseline ABSL_GUARDED_BY(mu) = false;
+  Baseline baseline ABSL_GUARDED_BY(mu);
   // Checkpoint uploads run on their own thread (UploadLoop), newest first:
   // the trainer's callback thread stays free for its events, and one
   // superseded before its upload began (the trainer stops waiting once it
   // is told to stop) is skipped instead of queued.
-  std::condition_variable upload_cv;
-  std::thread uploader;     // started and joined by the callback thread
-  std::string upload_path;  // newest checkpoint not yet uploaded
-  int64_t upload_step = 0;
-  bool uploads_closed = false;  // the trainer is gone: flush, then end
+  //
+  // Signalled (with mu) when upload_path or uploads_closed is set, and on
+  // Shutdown().
+  absl::CondVar upload_cv;
+  // Started by the callback thread, which takes it out (under mu) to join
+  // it.
+  std::thread uploader ABSL_GUARDED_BY(mu);
+  // Newest checkpoint not yet uploaded.
+  std::string upload_path ABSL_GUARDED_BY(mu);
+  int64_t upload_step ABSL_GUARDED_BY(mu) = 0;
+  // The trainer is gone: flush, then end.
+  bool uploads_closed ABSL_GUARDED_BY(mu) = false;
 };
 
 Worker::Worker(WorkerOptions options, WorkerEdges edges, WorkerMetrics* metrics)
@@ -142,7 +149,7 @@ Worker::~Worker() {
   std::vector<Starter> starters;
   std::thread drain_waiter;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     starters.swap(starters_);
     drain_waiter.swap(drain_waiter_);
   }
@@ -151,13 +158,13 @@ Worker::~Worker() {
   if (drain_waiter.joinable()) drain_waiter.join();
   std::map<std::string, std::shared_ptr<Job>> jobs;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     jobs.swap(jobs_);
   }
   for (auto& [id, job] : jobs) {
-    std::unique_ptr<Trainer> trainer;
+    std::unique_ptr<TrainerRun> trainer;
     {
-      std::lock_guard<std::mutex> lock(job->mu);
+      absl::MutexLock lock(&job->mu);
       trainer = std::move(job->trainer);
     }
     trainer.reset();  // kills and joins
@@ -169,14 +176,14 @@ void Worker::UpdateSlotMetrics() {
   if (metrics_ == nullptr) return;
   int busy;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     busy = static_cast<int>(jobs_.size());
   }
   metrics_->SetSlots(options_.capabilities.slots(), busy);
 }
 
 std::vector<v1::RunningJob> Worker::RunningJobs() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::vector<v1::RunningJob> running;
   for (const auto& [id, job] : jobs_) {
     v1::RunningJob r;
@@ -188,15 +195,15 @@ std::vector<v1::RunningJob> Worker::RunningJobs() {
 }
 
 bool Worker::Busy() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return !jobs_.empty();
 }
 
 bool Worker::Send(const v1::WorkerMessage& message) {
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  absl::MutexLock write_lock(&write_mu_);
   SchedulerStream* stream;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stream = stream_.get();
   }
   // stream_ is only replaced under write_mu_, which we hold.
@@ -208,7 +215,7 @@ void Worker::SendResult(const v1::JobResult& result) {
   *message.mutable_result() = result;
   if (!Send(message)) {
     // Delivered after the next successful registration.
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     pending_results_.push_back(result);
   }
 }
@@ -221,7 +228,7 @@ void Worker::Run() {
     ServeOneConnection();
     if (stopping_) break;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (draining_ && jobs_.empty()) break;
     }
     const auto wait =
@@ -237,19 +244,19 @@ void Worker::ServeOneConnection() {
   SchedulerStream* const raw = stream.get();
   {
     // Shutdown() from now on cancels this stream.
-    std::lock_guard<std::mutex> write_lock(write_mu_);
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock write_lock(&write_mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_) return;
     stream_ = std::move(stream);
   }
   auto close = [&] {
     std::unique_ptr<SchedulerStream> closed;
     {
-      std::lock_guard<std::mutex> write_lock(write_mu_);
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock write_lock(&write_mu_);
+      absl::MutexLock lock(&mu_);
       closed = std::move(stream_);
     }
-    cv_.notify_all();
+    cv_.SignalAll();
     return closed;
   };
 
@@ -271,7 +278,7 @@ void Worker::ServeOneConnection() {
   for (const v1::RunningJob& stale : registered.stale_jobs()) {
     std::shared_ptr<Job> job;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       auto it = jobs_.find(stale.job_id());
       if (it != jobs_.end() && it->second->attempt == stale.attempt())
         job = it->second;
@@ -279,14 +286,14 @@ void Worker::ServeOneConnection() {
     if (job) {
       Log(absl::StrCat("stopping stale job ", stale.job_id(), " attempt ",
                        stale.attempt()));
-      std::lock_guard<std::mutex> lock(job->mu);
+      absl::MutexLock lock(&job->mu);
       job->cancel_requested = true;
       if (job->trainer) job->trainer->Kill();
     }
   }
   std::vector<v1::JobResult> pending;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     pending.swap(pending_results_);
   }
   for (const auto& result : pending) SendResult(result);
@@ -298,7 +305,7 @@ void Worker::ServeOneConnection() {
   v1::SchedulerMessage message;
   while (raw->Read(&message)) {
     if (message.has_assignment()) {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       // Join the starters that have finished (each is past its last act).
       for (auto it = starters_.begin(); it != starters_.end();) {
         if (it->done->load()) {
@@ -330,9 +337,15 @@ void Worker::ServeOneConnection() {
 void Worker::HeartbeatLoop(std::chrono::milliseconds interval) {
   while (true) {
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, interval,
-                   [this] { return stream_ == nullptr || stopping_; });
+      absl::MutexLock lock(&mu_);
+      // absl waits take no steady-clock deadline: wait out what is left of
+      // the interval, however often woken.
+      const auto deadline = std::chrono::steady_clock::now() + interval;
+      while (stream_ != nullptr && !stopping_) {
+        const auto left = deadline - std::chrono::steady_clock::now();
+        if (left <= left.zero()) break;
+        cv_.WaitWithTimeout(&mu_, absl::FromChrono(left));
+      }
       if (stream_ == nullptr || stopping_) return;
     }
     ReapFinished();
@@ -345,7 +358,7 @@ void Worker::HeartbeatLoop(std::chrono::milliseconds interval) {
 }
 
 std::string Worker::Admit(const std::shared_ptr<Job>& job) {
-  std::unique_lock<std::mutex> lock(mu_);
+  mu_.Lock();
   // An older attempt of this job still here was found stale (the
   // scheduler gave up on it, e.g. after a network cut, and now hands the
   // new attempt back to us): it is being killed; take the new attempt
@@ -353,18 +366,31 @@ std::string Worker::Admit(const std::shared_ptr<Job>& job) {
   auto older = jobs_.find(job->id);
   if (older != jobs_.end() && older->second->attempt < job->attempt) {
     std::shared_ptr<Job> stale = older->second;
-    lock.unlock();
+    mu_.Unlock();
     {
-      std::lock_guard<std::mutex> stale_lock(stale->mu);
+      absl::MutexLock stale_lock(&stale->mu);
       stale->cancel_requested = true;
       if (stale->trainer) stale->trainer->Kill();
     }
-    lock.lock();
-    cv_.wait_for(lock, options_.stop_grace + std::chrono::seconds(10), [&] {
+    mu_.Lock();
+    // absl waits take no steady-clock deadline: wait out what is left of
+    // it, however often woken.
+    const auto deadline = std::chrono::steady_clock::now() +
+                          options_.stop_grace + std::chrono::seconds(10);
+    while (true) {
       auto it = jobs_.find(job->id);
-      return it == jobs_.end() || it->second != stale || stopping_;
-    });
+      if (it == jobs_.end() || it->second != stale || stopping_) break;
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= left.zero()) break;
+      cv_.WaitWithTimeout(&mu_, absl::FromChrono(left));
+    }
   }
+  std::string refused = TakeSlot(job);
+  mu_.Unlock();
+  return refused;
+}
+
+std::string Worker::TakeSlot(const std::shared_ptr<Job>& job) {
   if (draining_ || stopping_) return "worker is draining";
   if (jobs_.count(job->id)) return "job already runs here";
   if (static_cast<int>(jobs_.size()) >= options_.capabilities.slots()) {
@@ -441,7 +467,7 @@ void Worker::StartJob(const v1::Assignment& assignment) {
 
   if (WantsBaseline(job->spec)) PrepareBaseline(assignment, job.get());
 
-  TrainerOptions trainer;
+  TrainerRunOptions trainer;
   trainer.binary = options_.trainer_binary;
   trainer.args = {job->spec_path,
                   "--out",
@@ -465,7 +491,7 @@ void Worker::StartJob(const v1::Assignment& assignment) {
   // The trainer waits for each checkpoint to be stored before it trains on,
   // so a crash repeats at most the checkpoint interval.
   trainer.acknowledgements = true;
-  TrainerCallbacks callbacks;
+  TrainerRunCallbacks callbacks;
   callbacks.on_event = [this, job](const std::string& line) {
     OnTrainerEvent(job, line);
   };
@@ -473,10 +499,10 @@ void Worker::StartJob(const v1::Assignment& assignment) {
     OnTrainerExit(job, exit);
   };
 
-  std::unique_lock<std::mutex> lock(job->mu);
+  job->mu.Lock();
   if (job->cancel_requested || job->release_requested) {
     const bool cancelled = job->cancel_requested;
-    lock.unlock();
+    job->mu.Unlock();
     end(cancelled ? v1::JOB_OUTCOME_CANCELLED : v1::JOB_OUTCOME_RELEASED,
         cancelled ? "cancelled before start" : "worker is draining", false);
     return;
@@ -484,13 +510,13 @@ void Worker::StartJob(const v1::Assignment& assignment) {
   // Under job->mu, so a cancel arriving now finds the trainer to stop.
   auto started_trainer = edges_.launcher->Start(trainer, std::move(callbacks));
   if (!started_trainer.ok()) {
-    lock.unlock();
+    job->mu.Unlock();
     end(v1::JOB_OUTCOME_FAILED, std::string(started_trainer.status().message()),
         false);
     return;
   }
   job->trainer = std::move(*started_trainer);
-  lock.unlock();
+  job->mu.Unlock();
   v1::WorkerMessage started;
   started.mutable_started()->set_job_id(job->id);
   started.mutable_started()->set_attempt(job->attempt);
@@ -505,7 +531,7 @@ void Worker::PrepareBaseline(const v1::Assignment& assignment, Job* job) {
           CachedBaseline(assignment, fingerprint)) {
     Log(absl::StrCat(job->id, ": reusing cached fp32 baseline ", fingerprint,
                      " (", cached->step_seconds, " s/step)"));
-    std::lock_guard<std::mutex> lock(job->mu);
+    absl::MutexLock lock(&job->mu);
     job->has_baseline = true;
     job->baseline = *cached;
     return;
@@ -524,7 +550,7 @@ void Worker::PrepareBaseline(const v1::Assignment& assignment, Job* job) {
   probe.fingerprint = fingerprint;
   absl::StatusOr<Baseline> baseline =
       RunBaselineProbe(*edges_.launcher, clock_, probe, [&] {
-        std::lock_guard<std::mutex> lock(job->mu);
+        absl::MutexLock lock(&job->mu);
         return job->cancel_requested || job->release_requested ||
                stopping_.load();
       });
@@ -535,7 +561,7 @@ void Worker::PrepareBaseline(const v1::Assignment& assignment, Job* job) {
   }
   Log(absl::StrCat(job->id, ": fp32 baseline ", baseline->step_seconds,
                    " s/step, probe took ", baseline->probe_seconds, " s"));
-  std::lock_guard<std::mutex> lock(job->mu);
+  absl::MutexLock lock(&job->mu);
   job->has_baseline = true;
   job->baseline = *baseline;
 }
@@ -548,7 +574,7 @@ void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
   if (kind == events::kStep) {
     v1::TrainingReport report = ReportFromEvent(e, job->attempt);
     {
-      std::lock_guard<std::mutex> lock(job->mu);
+      absl::MutexLock lock(&job->mu);
       job->steps.Add(report);
     }
     if (metrics_ != nullptr)
@@ -562,7 +588,7 @@ void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
   } else if (kind == events::kCheckpoint) {
     const int64_t step =
         static_cast<int64_t>(EventNumber(e, events::kStepNumber));
-    std::lock_guard<std::mutex> lock(job->mu);
+    absl::MutexLock lock(&job->mu);
     if (!job->upload_path.empty()) {
       Log(absl::StrCat(job->id, ": skipping the upload of step ",
                        job->upload_step, ": step ", step, " is newer"));
@@ -572,32 +598,32 @@ void Worker::OnTrainerEvent(const std::shared_ptr<Job>& job,
     if (!job->uploader.joinable()) {
       job->uploader = std::thread([this, raw = job.get()] { UploadLoop(raw); });
     }
-    job->upload_cv.notify_all();
+    job->upload_cv.SignalAll();
   } else if (kind == events::kDone) {
-    std::lock_guard<std::mutex> lock(job->mu);
+    absl::MutexLock lock(&job->mu);
     job->done_status = e.value(events::kStatus, "");
     job->done_message = e.value(events::kMessage, "");
   }
 }
 
 void Worker::UploadLoop(Job* job) {
-  std::unique_lock<std::mutex> lock(job->mu);
+  job->mu.Lock();
   while (true) {
-    job->upload_cv.wait(lock, [job] {
-      return !job->upload_path.empty() || job->uploads_closed;
-    });
+    while (job->upload_path.empty() && !job->uploads_closed) {
+      job->upload_cv.Wait(&job->mu);
+    }
     if (job->upload_path.empty() || stopping_) break;
     const std::string path = std::move(job->upload_path);
     job->upload_path.clear();
     const int64_t step = job->upload_step;
-    lock.unlock();
+    job->mu.Unlock();
     absl::Status uploaded =
         edges_.transfer->Upload({job->id, job->attempt, step}, path);
     if (!uploaded.ok()) {
       Log(absl::StrCat(job->id, ": checkpoint upload of step ", step,
                        " failed: ", uploaded.message()));
     }
-    lock.lock();
+    job->mu.Lock();
     // Not while a newer checkpoint waits: that one's ack covers this one.
     if (job->trainer && job->upload_path.empty()) {
       job->trainer
@@ -606,15 +632,18 @@ void Worker::UploadLoop(Job* job) {
           .IgnoreError();  // a trainer already gone needs no answer
     }
   }
+  job->mu.Unlock();
 }
 
 void Worker::FlushUploads(Job* job) {
+  std::thread uploader;
   {
-    std::lock_guard<std::mutex> lock(job->mu);
+    absl::MutexLock lock(&job->mu);
     job->uploads_closed = true;
-    job->upload_cv.notify_all();
+    job->upload_cv.SignalAll();
+    uploader = std::move(job->uploader);
   }
-  if (job->uploader.joinable()) job->uploader.join();
+  if (uploader.joinable()) uploader.join();
 }
 
 void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
@@ -625,7 +654,7 @@ void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
   FlushUploads(job.get());
   v1::JobResult result;
   {
-    std::lock_guard<std::mutex> lock(job->mu);
+    absl::MutexLock lock(&job->mu);
     TrainerEnd end;
     end.exit = exit;
     end.done_status = job->done_status;
@@ -654,26 +683,26 @@ void Worker::OnTrainerExit(const std::shared_ptr<Job>& job,
 
 void Worker::FinishJob(const std::shared_ptr<Job>& job) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = jobs_.find(job->id);
     if (it != jobs_.end() && it->second == job) jobs_.erase(it);
     // The trainer object may not be destroyed on its own callback thread.
     finished_.push_back(job);
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   UpdateSlotMetrics();
 }
 
 void Worker::ReapFinished() {
   std::vector<std::shared_ptr<Job>> finished;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     finished.swap(finished_);
   }
   for (auto& job : finished) {
-    std::unique_ptr<Trainer> trainer;
+    std::unique_ptr<TrainerRun> trainer;
     {
-      std::lock_guard<std::mutex> lock(job->mu);
+      absl::MutexLock lock(&job->mu);
       trainer = std::move(job->trainer);
     }
     trainer.reset();
@@ -683,7 +712,7 @@ void Worker::ReapFinished() {
 void Worker::CancelJob(const v1::Cancel& cancel) {
   std::shared_ptr<Job> job;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = jobs_.find(cancel.job_id());
     // A Cancel names an attempt: one for an earlier attempt must not stop
     // the attempt running here now.
@@ -700,7 +729,7 @@ void Worker::CancelJob(const v1::Cancel& cancel) {
     return;
   }
   Log(absl::StrCat(job->id, ": cancelling (", cancel.reason(), ")"));
-  std::lock_guard<std::mutex> lock(job->mu);
+  absl::MutexLock lock(&job->mu);
   job->cancel_requested = true;
   if (job->trainer) job->trainer->Stop(options_.stop_grace);
 }
@@ -710,7 +739,7 @@ void Worker::Drain() {
   Log("draining: checkpointing running jobs and handing them back");
   std::vector<std::shared_ptr<Job>> jobs;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (auto& [id, job] : jobs_) jobs.push_back(job);
   }
   v1::WorkerMessage message;
@@ -719,18 +748,20 @@ void Worker::Drain() {
     *message.mutable_heartbeat()->add_running_jobs() = r;
   Send(message);
   for (auto& job : jobs) {
-    std::lock_guard<std::mutex> lock(job->mu);
+    absl::MutexLock lock(&job->mu);
     job->release_requested = true;
     if (job->trainer) job->trainer->Stop(options_.stop_grace);
   }
   // Run() ends once every job has been handed back.
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (drain_waiter_.joinable()) return;  // a drain is already under way
   drain_waiter_ = std::thread([this] {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return jobs_.empty() || stopping_; });
-    const bool stopped = stopping_;
-    lock.unlock();
+    bool stopped;
+    {
+      absl::MutexLock lock(&mu_);
+      while (!jobs_.empty() && !stopping_) cv_.Wait(&mu_);
+      stopped = stopping_;
+    }
     if (stopped) return;  // Shutdown() came first (e.g. the destructor)
     // Let the last results reach the scheduler before closing.
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -742,15 +773,15 @@ void Worker::Shutdown() {
   stopping_ = true;
   std::vector<std::shared_ptr<Job>> jobs;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stream_ != nullptr) stream_->Cancel();
     for (auto& [id, job] : jobs_) jobs.push_back(job);
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   edges_.transfer->CancelAll();
   for (auto& job : jobs) {
-    std::lock_guard<std::mutex> lock(job->mu);
-    job->upload_cv.notify_all();
+    absl::MutexLock lock(&job->mu);
+    job->upload_cv.SignalAll();
   }
 }
 

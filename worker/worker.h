@@ -12,9 +12,11 @@
 // fakes.
 //
 // Thread-safety: Run() blocks the calling thread; Drain() and Shutdown()
-// may be called from any thread (e.g. a signal-watching thread). Trainer
-// callbacks run on each trainer's own thread; no lock is held across a
-// call to the scheduler or a trainer start.
+// may be called from any thread (e.g. a signal-watching thread). TrainerRun
+// callbacks run on each trainer's own thread. mu_ is never held across a
+// call to the scheduler or to a trainer; write_mu_ (taken before mu_) is
+// held across each write on the stream, and a job's own mutex across its
+// trainer's start and the calls into its trainer (stop, kill, acknowledge).
 #ifndef HALFTIME_WORKER_WORKER_H_
 #define HALFTIME_WORKER_WORKER_H_
 
@@ -22,11 +24,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -34,6 +34,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/channel.h"
 #include "common/clock.h"
 #include "halftime/v1/worker_gateway.pb.h"
@@ -122,47 +123,57 @@ class Worker {
   static absl::StatusOr<std::unique_ptr<Worker>> Create(WorkerOptions options,
                                                         WorkerEdges edges,
                                                         WorkerMetrics* metrics);
-  ~Worker();
+  ~Worker() ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
 
   // Connects and serves until Shutdown(), or until a Drain() has handed
   // every job back.
-  void Run();
+  void Run() ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
   // Stops taking work, asks every trainer to checkpoint and exit, uploads
   // the checkpoints, hands the jobs back (RELEASED) and then ends Run().
-  void Drain();
+  void Drain() ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
   // Ends Run() now; running trainers are killed.
-  void Shutdown();
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Job;
 
   Worker(WorkerOptions options, WorkerEdges edges, WorkerMetrics* metrics);
 
-  void ServeOneConnection();
-  void HeartbeatLoop(std::chrono::milliseconds interval);
-  bool Send(const v1::WorkerMessage& message);
-  void SendResult(const v1::JobResult& result);
-  std::vector<v1::RunningJob> RunningJobs();
-  bool Busy();
+  void ServeOneConnection() ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
+  void HeartbeatLoop(std::chrono::milliseconds interval)
+      ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
+  bool Send(const v1::WorkerMessage& message)
+      ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
+  void SendResult(const v1::JobResult& result)
+      ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
+  std::vector<v1::RunningJob> RunningJobs() ABSL_LOCKS_EXCLUDED(mu_);
+  bool Busy() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Admits `assignment` to a slot, prepares it (spec file, checkpoint,
   // baseline) and starts its trainer; blocking, on a starter thread.
-  void StartJob(const v1::Assignment& assignment);
+  void StartJob(const v1::Assignment& assignment)
+      ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
   // Takes a slot for `job`; the refusal's reason when there is none.
-  std::string Admit(const std::shared_ptr<Job>& job);
+  std::string Admit(const std::shared_ptr<Job>& job) ABSL_LOCKS_EXCLUDED(mu_);
+  // Admit()'s last step: enters `job` in jobs_ unless the worker drains,
+  // the job already runs here or every slot is taken (the reason then).
+  std::string TakeSlot(const std::shared_ptr<Job>& job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PrepareBaseline(const v1::Assignment& assignment, Job* job);
-  void CancelJob(const v1::Cancel& cancel);
-  void OnTrainerEvent(const std::shared_ptr<Job>& job, const std::string& line);
-  void OnTrainerExit(const std::shared_ptr<Job>& job, const ExitInfo& exit);
+  void CancelJob(const v1::Cancel& cancel) ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
+  void OnTrainerEvent(const std::shared_ptr<Job>& job, const std::string& line)
+      ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
+  void OnTrainerExit(const std::shared_ptr<Job>& job, const ExitInfo& exit)
+      ABSL_LOCKS_EXCLUDED(write_mu_, mu_);
   // Uploads checkpoints of `job` as its trainer writes them, newest first,
   // until FlushUploads, and acknowledges each to the trainer, which waits
   // for that before it trains on.
   void UploadLoop(Job* job);
   // Uploads what is pending and ends `job`'s upload thread.
   void FlushUploads(Job* job);
-  void FinishJob(const std::shared_ptr<Job>& job);
-  void ReapFinished();
-  void UpdateSlotMetrics();
+  void FinishJob(const std::shared_ptr<Job>& job) ABSL_LOCKS_EXCLUDED(mu_);
+  void ReapFinished() ABSL_LOCKS_EXCLUDED(mu_);
+  void UpdateSlotMetrics() ABSL_LOCKS_EXCLUDED(mu_);
 
   const WorkerOptions options_;
   const WorkerEdges edges_;
@@ -174,9 +185,13 @@ class Worker {
   // The scheduler's lease grace, from the last registration (0: unknown).
   std::atomic<int64_t> lease_grace_ms_{0};
 
-  std::mutex write_mu_;  // serializes writes on stream_; taken before mu_
-  std::mutex mu_;
-  std::condition_variable cv_;
+  // Serializes writes on stream_; taken before mu_. stream_ is replaced only
+  // under both, so holding either keeps it from being replaced.
+  absl::Mutex write_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  absl::Mutex mu_ ABSL_ACQUIRED_AFTER(write_mu_);
+  // Signalled (with mu_) when a job leaves jobs_, when stream_ is closed and
+  // on Shutdown().
+  absl::CondVar cv_;
   std::unique_ptr<SchedulerStream> stream_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   // Ended jobs whose trainer objects wait to be destroyed off their own

@@ -13,14 +13,23 @@
 namespace halftime {
 namespace {
 
-// halftime-train beside this binary.
+// halftime-train beside this binary (an install, the images), else where a
+// build tree puts it (build/train/ beside build/worker/).
 std::string DefaultTrainerPath() {
   char self[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (n <= 0) return "halftime-train";
   self[n] = '\0';
-  return (std::filesystem::path(self).parent_path() / "halftime-train")
-      .string();
+  const std::filesystem::path dir = std::filesystem::path(self).parent_path();
+  const std::filesystem::path beside = dir / "halftime-train";
+  const std::filesystem::path build_tree =
+      dir.parent_path() / "train" / "halftime-train";
+  std::error_code error;
+  if (!std::filesystem::exists(beside, error) &&
+      std::filesystem::exists(build_tree, error)) {
+    return build_tree.string();
+  }
+  return beside.string();
 }
 
 std::string Hostname() {

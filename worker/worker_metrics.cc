@@ -88,7 +88,7 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(
 void WorkerMetrics::RecordReport(const std::string& job,
                                  const std::string& precision,
                                  const v1::TrainingReport& report) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job);
   if (it == jobs_.end()) {
     const std::map<std::string, std::string> labels = {
@@ -119,7 +119,7 @@ void WorkerMetrics::RecordReport(const std::string& job,
 }
 
 void WorkerMetrics::RemoveJob(const std::string& job) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job);
   if (it == jobs_.end()) return;
   JobSeries& s = it->second;
@@ -146,7 +146,7 @@ void WorkerMetrics::SetBaselineDegraded(bool degraded) {
 
 void WorkerMetrics::SetGemmRate(const std::string& dtype,
                                 double flops_per_second) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   gemm_rate_->Add({{"dtype", dtype}}).Set(flops_per_second);
 }
 

@@ -16,10 +16,11 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "halftime/v1/job.pb.h"
 
 namespace halftime {
@@ -36,9 +37,9 @@ class WorkerMetrics {
 
   // Records one training report of `job` (creates its series on first use).
   void RecordReport(const std::string& job, const std::string& precision,
-                    const v1::TrainingReport& report);
+                    const v1::TrainingReport& report) ABSL_LOCKS_EXCLUDED(mu_);
   // Removes every series of `job`.
-  void RemoveJob(const std::string& job);
+  void RemoveJob(const std::string& job) ABSL_LOCKS_EXCLUDED(mu_);
   // Worker-level gauges.
   void SetSlots(int total, int busy);
   void SetDeviceMemory(int64_t bytes);
@@ -46,7 +47,8 @@ class WorkerMetrics {
   // out of fleet totals), else 0.
   void SetBaselineDegraded(bool degraded);
   // The probed matmul rate of `dtype` (fp32, tf32, fp16, bf16), FLOP/s.
-  void SetGemmRate(const std::string& dtype, double flops_per_second);
+  void SetGemmRate(const std::string& dtype, double flops_per_second)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   WorkerMetrics() = default;
@@ -82,8 +84,9 @@ class WorkerMetrics {
   prometheus::Gauge* baseline_degraded_;
   prometheus::Family<prometheus::Gauge>* gemm_rate_;
 
-  std::mutex mu_;
-  std::map<std::string, JobSeries> jobs_;
+  // Also serializes the series' creation and removal in the families.
+  absl::Mutex mu_;
+  std::map<std::string, JobSeries> jobs_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace halftime

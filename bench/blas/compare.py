@@ -4,7 +4,7 @@ the measurement behind scripts/setup.sh's choice (run by hand).
 usage: /usr/bin/python3 bench/blas/compare.py [--rounds 3] [--threads 2]
 
 Runs PyTorch's fp32 training step of the demo's gpt-nano shape and of
-gpt-micro (bench/trainer/pytorch_autocast.py; Debian's python3-torch uses
+gpt-micro (bench/engine/pytorch_autocast.py; Debian's python3-torch uses
 the same libtorch and libblas.so.3 as halftime-train) with each BLAS build
 installed under /usr/lib/x86_64-linux-gnu, switched per run through
 LD_LIBRARY_PATH (the machine's alternatives stay as they are), plus the

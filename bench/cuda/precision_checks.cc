@@ -36,18 +36,18 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include "tests/worker/trainer/test_util.h"
-#include "worker/trainer/device.h"
-#include "worker/trainer/json_writer.h"
-#include "worker/trainer/step_stats.h"
-#include "worker/trainer/trainer.h"
+#include "engine/device.h"
+#include "engine/step_stats.h"
+#include "engine/train.h"
+#include "tests/engine/test_util.h"
 
-namespace ht = halftime::trainer;
-namespace testing = halftime::trainer::testing;
+namespace ht = halftime::engine;
+namespace testing = halftime::engine::testing;
 namespace fs = std::filesystem;
 
 namespace {
@@ -56,7 +56,7 @@ struct Args {
   bool cuda = true;
   bool speed = false;
   std::string python = "/usr/bin/python3";
-  std::string fixtures;  // tests/worker/trainer/python
+  std::string fixtures;  // tests/engine/python
   std::string work = "/tmp/halftime-precision-checks";
   std::string json;  // results file; empty: none
   ht::DeviceRequest device() const {
@@ -64,37 +64,39 @@ struct Args {
   }
 };
 
-// Every result, as JSON text per section, written out after each section.
+using Json = nlohmann::ordered_json;
+
+// Every result, per section, written out after each section.
 struct Results {
   std::string path;
-  std::string device;                // an object
-  std::vector<std::string> checks;   // objects: name, pass, detail
-  std::vector<std::string> quality;  // objects per precision
-  std::vector<std::string> parity;   // objects per precision
-  std::vector<std::string> speed;    // objects per precision
+  Json device;                   // an object, null until probed
+  Json checks = Json::array();   // objects: name, pass, detail
+  Json quality = Json::array();  // objects per precision
+  Json parity = Json::array();   // objects per precision
+  Json speed = Json::array();    // objects per precision
   int failures = 0;
 
-  static std::string Array(const std::vector<std::string>& items) {
-    std::string out = "[";
-    for (size_t i = 0; i < items.size(); ++i) {
-      out += (i ? ",\n  " : "\n  ") + items[i];
-    }
-    return out + (items.empty() ? "]" : "\n]");
-  }
   void Write() const {
     if (path.empty()) return;
-    ht::JsonObject o;
-    o.AddRaw("device", device.empty() ? "null" : device);
-    o.AddRaw("checks", Array(checks));
-    o.AddRaw("quality", Array(quality));
-    o.AddRaw("parity", Array(parity));
-    o.AddRaw("speed", Array(speed));
-    o.Add("failures", failures);
+    const Json o = {{"device", device},   {"checks", checks},
+                    {"quality", quality}, {"parity", parity},
+                    {"speed", speed},     {"failures", failures}};
     const std::string tmp = path + ".tmp";
-    std::ofstream(tmp) << o.str() << "\n";
+    std::ofstream(tmp) << o.dump(2, ' ', false, Json::error_handler_t::replace)
+                       << "\n";
     fs::rename(tmp, path);
   }
 };
+
+// Shortest round-trip text of `v` (as the results file writes it).
+std::string Number(double v) { return Json(v).dump(); }
+
+// `v` as one line of numbers, for the log.
+std::string Series(const std::vector<double>& v) {
+  std::string out;
+  for (double x : v) out += (out.empty() ? "" : " ") + Number(x);
+  return out;
+}
 
 Results results;
 
@@ -102,11 +104,9 @@ void Check(bool ok, const std::string& what) {
   std::printf("%s  %s\n", ok ? "PASS" : "FAIL", what.c_str());
   std::fflush(stdout);
   if (!ok) ++results.failures;
-  results.checks.push_back(ht::JsonObject()
-                               .Add("name", what.substr(0, what.find(':')))
-                               .Add("pass", ok)
-                               .Add("detail", what)
-                               .str());
+  results.checks.push_back({{"name", what.substr(0, what.find(':'))},
+                            {"pass", ok},
+                            {"detail", what}});
 }
 
 // The text job of the quality and overflow checks on the device under
@@ -223,18 +223,16 @@ void GatingAndQuality(const Args& a, const ht::DeviceCapabilities& caps) {
                   r.summary.final_loss_scale);
     Check(rel <= 0.02, line);
     results.quality.push_back(
-        ht::JsonObject()
-            .Add("precision", ht::PrecisionName(p))
-            .Add("emulated", r.summary.emulated)
-            .Add("model", o.model.builtin)
-            .Add("steps", static_cast<int64_t>(o.steps))
-            .Add("eval_loss", r.summary.eval_loss)
-            .Add("fp32_eval_loss", fp32_eval)
-            .Add("relative_to_fp32", rel)
-            .Add("final_train_loss", r.summary.final_loss)
-            .Add("skipped_steps", r.summary.skipped_steps)
-            .Add("final_loss_scale", r.summary.final_loss_scale)
-            .str());
+        {{"precision", ht::PrecisionName(p)},
+         {"emulated", r.summary.emulated},
+         {"model", o.model.builtin},
+         {"steps", static_cast<int64_t>(o.steps)},
+         {"eval_loss", r.summary.eval_loss},
+         {"fp32_eval_loss", fp32_eval},
+         {"relative_to_fp32", rel},
+         {"final_train_loss", r.summary.final_loss},
+         {"skipped_steps", r.summary.skipped_steps},
+         {"final_loss_scale", r.summary.final_loss_scale}});
   }
 }
 
@@ -283,12 +281,6 @@ bool PythonHasTorchFor(const Args& a) {
   return Shell(a.python + " -c 'import torch,sys; sys.exit(0 if " +
                (a.cuda ? "torch.cuda.is_available()" : "True") +
                " else 1)' 2>/dev/null") == 0;
-}
-
-std::string Series(const std::vector<double>& v) {
-  std::string out;
-  for (double x : v) out += (out.empty() ? "" : " ") + ht::JsonNumber(x);
-  return out;
 }
 
 void Parity(const Args& a, const ht::DeviceCapabilities& caps) {
@@ -375,17 +367,15 @@ void Parity(const Args& a, const ht::DeviceCapabilities& caps) {
                     name.c_str(), device.c_str(), first, worst, m.tolerance);
       Check(complete && worst <= m.tolerance, line);
     }
-    results.parity.push_back(ht::JsonObject()
-                                 .Add("precision", tag)
-                                 .Add("complete", complete)
-                                 .Add("step1_relative_difference", first)
-                                 .Add("worst_relative_difference", worst)
-                                 .Add("tolerance", m.tolerance)
-                                 .Add("ours_losses", Series(ours.losses))
-                                 .Add("pytorch_losses", Series(theirs))
-                                 .Add("ours_scales", Series(ours.scales))
-                                 .Add("pytorch_scales", Series(their_scales))
-                                 .str());
+    results.parity.push_back({{"precision", tag},
+                              {"complete", complete},
+                              {"step1_relative_difference", first},
+                              {"worst_relative_difference", worst},
+                              {"tolerance", m.tolerance},
+                              {"ours_losses", ours.losses},
+                              {"pytorch_losses", theirs},
+                              {"ours_scales", ours.scales},
+                              {"pytorch_scales", their_scales}});
   }
 }
 
@@ -407,12 +397,13 @@ std::map<std::string, double> PyTorchStepSeconds(const Args& a,
   std::ifstream in(file);
   std::string line;
   while (std::getline(in, line)) {
-    // {"mode": "fp32", "step_seconds": 0.25, ...}: the two first fields.
-    const auto m = line.find("\"mode\": \"");
-    const auto t = line.find("\"step_seconds\": ");
-    if (m == std::string::npos || t == std::string::npos) continue;
-    const auto m_end = line.find('"', m + 9);
-    out[line.substr(m + 9, m_end - m - 9)] = std::atof(line.c_str() + t + 16);
+    // {"mode": "fp32", "step_seconds": 0.25, ...}; other lines are skipped.
+    const Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("mode") || !j["mode"].is_string() ||
+        !j.contains("step_seconds") || !j["step_seconds"].is_number()) {
+      continue;
+    }
+    out[j["mode"].get<std::string>()] = j["step_seconds"].get<double>();
   }
   return out;
 }
@@ -473,27 +464,27 @@ void Speed(const Args& a, const ht::DeviceCapabilities& caps) {
         peak / 1048576.0,
         loss == final_eval_loss.end()
             ? "-"
-            : ht::JsonNumber(std::round(loss->second * 1e4) / 1e4).c_str(),
-        pt > 0 ? ht::JsonNumber(std::round(pt * 1e4) / 1e4).c_str() : "-",
-        pt > 0 ? ht::JsonNumber(std::round(step / pt * 1e3) / 1e3).c_str()
-               : "-");
+            : Number(std::round(loss->second * 1e4) / 1e4).c_str(),
+        pt > 0 ? Number(std::round(pt * 1e4) / 1e4).c_str() : "-",
+        pt > 0 ? Number(std::round(step / pt * 1e3) / 1e3).c_str() : "-");
     std::fflush(stdout);
-    ht::JsonObject row;
-    row.Add("precision", name)
-        .Add("model", o.model.builtin)
-        .Add("batch", batch)
-        .Add("seq", seq)
-        .Add("step_seconds", step)
-        .Add("speedup_vs_fp32", fp32_step / step)
-        .Add("tokens_per_second", tokens)
-        .Add("model_flops_per_second", flops)
-        .Add("mfu_vs_bf16_ceiling", mfu)
-        .Add("peak_memory_bytes", r.summary.peak_memory_bytes)
-        .Add("step_seconds_all", Series(r.step_seconds));
-    if (loss != final_eval_loss.end()) row.Add("final_eval_loss", loss->second);
-    if (pt > 0)
-      row.Add("pytorch_step_seconds", pt).Add("ours_over_pytorch", step / pt);
-    results.speed.push_back(row.str());
+    Json row = {{"precision", name},
+                {"model", o.model.builtin},
+                {"batch", batch},
+                {"seq", seq},
+                {"step_seconds", step},
+                {"speedup_vs_fp32", fp32_step / step},
+                {"tokens_per_second", tokens},
+                {"model_flops_per_second", flops},
+                {"mfu_vs_bf16_ceiling", mfu},
+                {"peak_memory_bytes", r.summary.peak_memory_bytes},
+                {"step_seconds_all", r.step_seconds}};
+    if (loss != final_eval_loss.end()) row["final_eval_loss"] = loss->second;
+    if (pt > 0) {
+      row["pytorch_step_seconds"] = pt;
+      row["ours_over_pytorch"] = step / pt;
+    }
+    results.speed.push_back(std::move(row));
     results.Write();
   }
 }
@@ -542,25 +533,22 @@ int main(int argc, char** argv) {
   std::printf("matmul TFLOP/s: fp32 %.1f, tf32 %.1f, fp16 %.1f, bf16 %.1f\n",
               caps.fp32_flops / 1e12, caps.tf32_flops / 1e12,
               caps.fp16_flops / 1e12, caps.bf16_flops / 1e12);
-  std::string native;
+  Json native = Json::array();
   std::printf("native:");
   for (ht::Precision p : caps.native_precisions) {
     std::printf(" %s", ht::PrecisionName(p));
-    native += std::string(native.empty() ? "" : ",") + "\"" +
-              ht::PrecisionName(p) + "\"";
+    native.push_back(ht::PrecisionName(p));
   }
   std::printf("\n\n");
-  results.device = ht::JsonObject()
-                       .Add("kind", caps.kind)
-                       .Add("name", caps.name)
-                       .Add("compute_capability", caps.compute_capability)
-                       .Add("memory_bytes", caps.memory_bytes)
-                       .Add("fp32_flops", caps.fp32_flops)
-                       .Add("tf32_flops", caps.tf32_flops)
-                       .Add("fp16_flops", caps.fp16_flops)
-                       .Add("bf16_flops", caps.bf16_flops)
-                       .AddRaw("native_precisions", "[" + native + "]")
-                       .str();
+  results.device = {{"kind", caps.kind},
+                    {"name", caps.name},
+                    {"compute_capability", caps.compute_capability},
+                    {"memory_bytes", caps.memory_bytes},
+                    {"fp32_flops", caps.fp32_flops},
+                    {"tf32_flops", caps.tf32_flops},
+                    {"fp16_flops", caps.fp16_flops},
+                    {"bf16_flops", caps.bf16_flops},
+                    {"native_precisions", native}};
   results.Write();
   GatingAndQuality(a, caps);
   results.Write();

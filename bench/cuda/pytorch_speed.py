@@ -7,7 +7,7 @@ usage: python3 bench/cuda/pytorch_speed.py [--modes fp32,tf32,...]
            [--layers 12] [--embd 768] [--heads 12] [--vocab 50257]
            [--device cuda]
 
-The model is the engine's GPT as tests/worker/trainer/python/gpt_parity.py
+The model is the engine's GPT as tests/engine/python/gpt_parity.py
 mirrors it (pre-LN, fp32 LayerNorm and loss, tied embeddings), with
 attention through F.scaled_dot_product_attention (flash or memory-efficient
 kernels, as the engine uses on CUDA) and AdamW(fused=True), zero_grad

@@ -15,8 +15,12 @@
 # (default 420), the build HALFTIME_BUILD_TIMEOUT (default 240).
 # Rehearsal on a machine without a GPU: HALFTIME_CHECK_DEVICE=cpu and
 # TORCH_PREFIX=<libtorch's cmake prefix> (e.g. /usr/lib/x86_64-linux-gnu).
-# Needs: cmake >= 3.18, a C++17 compiler, the CUDA toolkit, and python3 (or
-# $PYTHON) with a CUDA build of torch. Exit status: 0 when every check
+# Needs: cmake >= 3.18, a C++17 compiler, the CUDA toolkit, python3 (or
+# $PYTHON) with a CUDA build of torch, and nlohmann-json's headers: the
+# system's, else HALFTIME_JSON_INCLUDE=<folder holding nlohmann/json.hpp>
+# (PyTorch wheels lack them; from a machine that has them, copy
+# /usr/include/nlohmann into the tree, e.g. build-deps/nlohmann, and point
+# HALFTIME_JSON_INCLUDE at build-deps). Exit status: 0 when every check
 # passed, 1 when one failed, 2 when the machine cannot run them, 3 when the
 # build failed (its first error is printed), 124 when the checks timed out.
 set -uo pipefail
@@ -87,7 +91,7 @@ speed=()
 if [ "$device" = cuda ]; then speed=(--speed); fi
 timeout "${HALFTIME_CHECKS_TIMEOUT:-420}" \
   "$build/cuda/precision_checks" --device "$device" "${speed[@]}" \
-  --python "$python" --fixtures "$root/tests/worker/trainer/python" \
+  --python "$python" --fixtures "$root/tests/engine/python" \
   --work "$build/work" --json "$results/results.json" 2>&1 |
   tee "$results/checks.log"
 rc=${PIPESTATUS[0]}

@@ -85,7 +85,7 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
  && jobs=${BUILD_JOBS}; [ "$jobs" -gt 0 ] || jobs=$(nproc) \
  && ninja -C build -j"$jobs" halftime-worker halftime-train \
  && install -D -s -m 0755 build/worker/halftime-worker /out/usr/local/bin/halftime-worker \
- && install -D -s -m 0755 build/worker/halftime-train /out/usr/local/bin/halftime-train \
+ && install -D -s -m 0755 build/train/halftime-train /out/usr/local/bin/halftime-train \
  && install -D -m 0755 deploy/docker/healthcheck-worker.sh /out/usr/local/bin/halftime-healthcheck \
  && mkdir -p /out/opt/halftime && cp -r examples /out/opt/halftime/examples
 

@@ -20,10 +20,10 @@
 #include "rules/precision.h"
 #include "server/placement.h"
 #ifdef HALFTIME_RULES_TEST_ENGINE
-#include "worker/spec_options.h"
-#include "worker/trainer/device.h"
-#include "worker/trainer/loss_scaler.h"
-#include "worker/trainer/model.h"
+#include "engine/device.h"
+#include "engine/loss_scaler.h"
+#include "engine/model.h"
+#include "train/spec_options.h"
 #endif
 
 namespace halftime {
@@ -258,12 +258,12 @@ TEST(ModelRules, SpecValidationAcceptsEveryBuiltinAndOnlyThose) {
 TEST(PrecisionRules, TheEngineAgrees) {
   for (const precision::Rules& r : precision::AllModes()) {
     SCOPED_TRACE(r.name);
-    const trainer::TrainOptions options = TrainOptionsFromSpec(SpecIn(r.name));
+    const engine::TrainOptions options = TrainOptionsFromSpec(SpecIn(r.name));
     EXPECT_EQ(options.precision, r.mode);
-    EXPECT_EQ(trainer::ResolveLossScalingMode(
-                  trainer::LossScalingMode::kDefault, r.mode),
-              r.default_dynamic_scaling ? trainer::LossScalingMode::kDynamic
-                                        : trainer::LossScalingMode::kNone);
+    EXPECT_EQ(engine::ResolveLossScalingMode(engine::LossScalingMode::kDefault,
+                                             r.mode),
+              r.default_dynamic_scaling ? engine::LossScalingMode::kDynamic
+                                        : engine::LossScalingMode::kNone);
     EXPECT_EQ(options.loss_scaling.init_scale,
               precision::loss_scaling::kInitScale);
   }
@@ -271,15 +271,15 @@ TEST(PrecisionRules, TheEngineAgrees) {
   // every kind of device.
   for (const NamedDevice& device : Devices()) {
     SCOPED_TRACE(device.what);
-    trainer::DeviceCapabilities caps;
+    engine::DeviceCapabilities caps;
     caps.kind = device.traits.cuda ? "cuda" : "cpu";
     caps.native_precisions = precision::NativeModes(device.traits);
     caps.emulated_precisions = precision::EmulatedModes(device.traits);
-    trainer::Precision resolved = trainer::Precision::kAuto;
+    engine::Precision resolved = engine::Precision::kAuto;
     bool emulated = false;
-    ASSERT_TRUE(trainer::ResolvePrecision(trainer::Precision::kAuto, caps,
-                                          /*allow_emulation=*/true, &resolved,
-                                          &emulated)
+    ASSERT_TRUE(engine::ResolvePrecision(engine::Precision::kAuto, caps,
+                                         /*allow_emulation=*/true, &resolved,
+                                         &emulated)
                     .ok());
     v1::JobSpec auto_spec = SpecIn("auto");
     auto_spec.mutable_resources()->set_emulation(v1::EMULATION_ALLOW);
@@ -287,7 +287,7 @@ TEST(PrecisionRules, TheEngineAgrees) {
               server::MatchDevice(auto_spec, CapsOf(device.traits)).precision);
     for (const precision::Rules& r : precision::AllModes()) {
       for (bool allow : {false, true}) {
-        trainer::Precision out;
+        engine::Precision out;
         v1::JobSpec spec = SpecIn(r.name);
         spec.mutable_resources()->set_emulation(allow ? v1::EMULATION_ALLOW
                                                       : v1::EMULATION_DENY);
@@ -297,8 +297,7 @@ TEST(PrecisionRules, TheEngineAgrees) {
             precision::RunsNatively(r.mode, device.traits) ||
             (allow && precision::RunsEmulated(r.mode, device.traits));
         EXPECT_EQ(
-            trainer::ResolvePrecision(r.mode, caps, allow, &out, &emulated)
-                .ok(),
+            engine::ResolvePrecision(r.mode, caps, allow, &out, &emulated).ok(),
             runs)
             << r.name << " allow " << allow;
         EXPECT_EQ(match.ok, runs) << r.name << " allow " << allow;
@@ -309,8 +308,8 @@ TEST(PrecisionRules, TheEngineAgrees) {
     }
   }
   // This machine's probe reports exactly the table's modes for its traits.
-  const trainer::DeviceCapabilities here =
-      trainer::ProbeDevice(1, /*want_cuda=*/false, /*measure=*/false);
+  const engine::DeviceCapabilities here =
+      engine::ProbeDevice(1, /*want_cuda=*/false, /*measure=*/false);
   DeviceTraits traits;
   traits.cpu_bf16 = !here.bf16_emulated;
   EXPECT_EQ(here.native_precisions, precision::NativeModes(traits));
@@ -319,8 +318,8 @@ TEST(PrecisionRules, TheEngineAgrees) {
 
 TEST(ModelRules, TheEngineHasAPresetForEveryLanguageModel) {
   for (const models::Builtin& b : models::Builtins()) {
-    trainer::GptConfig config;
-    EXPECT_EQ(trainer::GptPreset(b.name, {}, 256, &config), b.language_model)
+    engine::GptConfig config;
+    EXPECT_EQ(engine::GptPreset(b.name, {}, 256, &config), b.language_model)
         << b.name;
   }
 }

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/baseline_fingerprint.h"
+#include "server/request_checks.h"
 #include "server/sqlite_store.h"
 #include "tests/server/test_util.h"
 
@@ -115,12 +116,17 @@ class JobManagerTest : public ::testing::Test {
     return SubmitRequest(request);
   }
 
+  // As the Scheduler service submits: the request checked once, then the
+  // manager.
   absl::StatusOr<v1::SubmitJobResponse> SubmitRequest(
       const v1::SubmitJobRequest& request) {
+    absl::StatusOr<v1::JobSpec> spec = CheckSubmitRequest(request);
+    if (!spec.ok()) return spec.status();
     std::promise<absl::StatusOr<v1::SubmitJobResponse>> done;
-    jobs_->SubmitJob(request, [&](absl::StatusOr<v1::SubmitJobResponse> r) {
-      done.set_value(std::move(r));
-    });
+    jobs_->SubmitJob(*std::move(spec), request.idempotency_key(),
+                     [&](absl::StatusOr<v1::SubmitJobResponse> r) {
+                       done.set_value(std::move(r));
+                     });
     return done.get_future().get();
   }
 
@@ -534,9 +540,12 @@ TEST_F(JobManagerTest, WorkersHearOfAChangeOnlyOnceItIsDurable) {
   v1::SubmitJobRequest submit;
   *submit.mutable_spec() = Spec("held");
   submit.set_idempotency_key("held-key");
-  jobs_->SubmitJob(submit, [&](absl::StatusOr<v1::SubmitJobResponse> r) {
-    submitted.set_value(std::move(r));
-  });
+  absl::StatusOr<v1::JobSpec> checked = CheckSubmitRequest(submit);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  jobs_->SubmitJob(*std::move(checked), submit.idempotency_key(),
+                   [&](absl::StatusOr<v1::SubmitJobResponse> r) {
+                     submitted.set_value(std::move(r));
+                   });
   // Placed in memory, not durable: a crash now forgets the job, so the
   // worker must not run it (after a restart the id and attempt 1 would be
   // handed out again).

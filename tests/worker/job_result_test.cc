@@ -4,12 +4,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "worker/trainer/events.h"
+#include "engine/events.h"
 
 namespace halftime {
 namespace {
 
-namespace events = trainer::events;
+namespace events = engine::events;
 constexpr std::chrono::milliseconds kStall = std::chrono::seconds(30);
 
 TrainerEnd Exited(int code, const std::string& status = "",

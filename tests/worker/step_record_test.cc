@@ -14,7 +14,7 @@ namespace halftime {
 namespace {
 
 // A step event as halftime-train writes it (keys from
-// worker/trainer/events.h; an overflowed step's grad_norm is null).
+// engine/events.h; an overflowed step's grad_norm is null).
 std::string StepLine(int step, double seconds, double tokens, int64_t peak,
                      bool overflow = false) {
   return absl::StrFormat(

@@ -17,15 +17,15 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "engine/events.h"
 #include "tests/testing/fake_clock.h"
 #include "worker/baseline_probe.h"
-#include "worker/trainer/events.h"
 
 namespace halftime {
 namespace {
 
 namespace fs = std::filesystem;
-namespace events = trainer::events;
+namespace events = engine::events;
 using ::halftime::testing::FakeClock;
 using std::chrono::milliseconds;
 using ::testing::AllOf;
@@ -186,7 +186,7 @@ class FakeTransfer : public CheckpointTransfer {
 // What a fake trainer was asked and did, kept after the worker drops it.
 struct TrainerLog {
   std::mutex mu;
-  TrainerOptions options;
+  TrainerRunOptions options;
   int stops = 0;
   bool killed = false;
   int steps_emitted = 0;
@@ -201,11 +201,11 @@ struct TrainerLog {
 
 // A trainer whose run is a script on its own thread; its callbacks come
 // from there, as a TrainerProcess's do from its reader thread.
-class FakeTrainer : public Trainer {
+class FakeTrainer : public TrainerRun {
  public:
   using Script = std::function<ExitInfo(FakeTrainer&)>;
 
-  FakeTrainer(std::shared_ptr<TrainerLog> log, TrainerCallbacks callbacks,
+  FakeTrainer(std::shared_ptr<TrainerLog> log, TrainerRunCallbacks callbacks,
               Script script)
       : log_(std::move(log)), callbacks_(std::move(callbacks)) {
     thread_ = std::thread([this, script] {
@@ -281,11 +281,11 @@ class FakeTrainer : public Trainer {
     std::lock_guard<std::mutex> lock(log_->mu);
     return log_->killed;
   }
-  const TrainerOptions& options() { return log_->options; }
+  const TrainerRunOptions& options() { return log_->options; }
 
  private:
   std::shared_ptr<TrainerLog> log_;
-  TrainerCallbacks callbacks_;
+  TrainerRunCallbacks callbacks_;
   std::condition_variable cv_;
   bool exited_ = false;
   std::thread thread_;
@@ -298,8 +298,9 @@ class FakeLauncher : public TrainerLauncher {
   FakeTrainer::Script probe_script;
   FakeTrainer::Script job_script;
 
-  absl::StatusOr<std::unique_ptr<Trainer>> Start(
-      const TrainerOptions& options, TrainerCallbacks callbacks) override {
+  absl::StatusOr<std::unique_ptr<TrainerRun>> Start(
+      const TrainerRunOptions& options,
+      TrainerRunCallbacks callbacks) override {
     auto log = std::make_shared<TrainerLog>();
     log->options = options;
     const bool probe = log->IsProbe();
@@ -307,7 +308,7 @@ class FakeLauncher : public TrainerLauncher {
       std::lock_guard<std::mutex> lock(mu_);
       (probe ? probes_ : jobs_).push_back(log);
     }
-    return std::unique_ptr<Trainer>(std::make_unique<FakeTrainer>(
+    return std::unique_ptr<TrainerRun>(std::make_unique<FakeTrainer>(
         log, std::move(callbacks), probe ? probe_script : job_script));
   }
   std::vector<std::shared_ptr<TrainerLog>> jobs() {

@@ -1,0 +1,92 @@
+// Internal: training data sources and deterministic batching.
+//
+// Token data (text, tokens, synthetic) is one token stream; its tail
+// (eval_fraction) is the held-out split. A training micro-batch is a pure
+// function of (seed, micro-batch index): each row starts at a splitmix64-
+// derived offset (shuffle) or at the next seq_len window (no shuffle), so the
+// data position in a checkpoint is just that index. Tensor data (inputs,
+// targets) keeps its last eval_fraction rows for eval and visits the rest in
+// a seeded per-epoch permutation (or in order without shuffle).
+//
+// Thread safety: Dataset is immutable after Open() except for a per-epoch
+// permutation cache; use from one thread.
+
+#ifndef HALFTIME_ENGINE_DATA_H_
+#define HALFTIME_ENGINE_DATA_H_
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/options.h"
+#include "engine/status.h"
+
+namespace halftime::engine {
+
+struct Batch {
+  at::Tensor inputs;
+  at::Tensor targets;
+};
+
+// splitmix64 of `x`; the data order's only source of randomness.
+uint64_t SplitMix64(uint64_t x);
+
+class Dataset {
+ public:
+  // Loads and validates the data. Errors name the path and the problem
+  // (missing, empty, truncated, too short for seq_len, wrong dtype).
+  static TrainStatus Open(const DataOptions& options, uint64_t seed,
+                          int batch_size, std::unique_ptr<Dataset>* out);
+
+  // The `index`-th training micro-batch (deterministic).
+  Batch TrainBatch(int64_t index);
+  // The `index`-th eval batch (the same batches at every evaluation).
+  Batch EvalBatch(int64_t index);
+
+  // True for token streams (inputs/targets are int64 [B, seq_len]).
+  bool is_token_stream() const { return !tokens_.empty(); }
+  // Token ids are < vocab_size (token streams; tensor data with int64
+  // inputs sets it to max input + 1).
+  int64_t vocab_size() const { return vocab_size_; }
+  // Tensor data: per-sample input/target shapes and dtypes.
+  const at::Tensor& inputs() const { return inputs_; }
+  const at::Tensor& targets() const { return targets_; }
+  // Number of classes for cross-entropy on tensor data (max target + 1).
+  int64_t num_classes() const { return num_classes_; }
+  int64_t seq_len() const { return seq_len_; }
+  // Tokens per sample for throughput (seq_len, or 1 for tensor data without
+  // a sequence dimension).
+  int64_t tokens_per_sample() const;
+  bool has_eval() const { return eval_rows_ > 0 || eval_tokens_ > 0; }
+
+ private:
+  Dataset() = default;
+  Batch TokenBatch(int64_t begin, int64_t len, uint64_t stream, int64_t index,
+                   bool shuffle);
+  const std::vector<int64_t>& Permutation(int64_t epoch);
+
+  DataOptions options_;
+  uint64_t seed_ = 0;
+  int batch_size_ = 1;
+  int64_t seq_len_ = 0;
+  int64_t vocab_size_ = 0;
+  // Token streams.
+  std::vector<uint16_t> tokens_;
+  int64_t train_tokens_ = 0;
+  int64_t eval_tokens_ = 0;
+  // Tensor data.
+  at::Tensor inputs_;
+  at::Tensor targets_;
+  int64_t train_rows_ = 0;
+  int64_t eval_rows_ = 0;
+  int64_t num_classes_ = 0;
+  int64_t perm_epoch_ = -1;
+  std::vector<int64_t> perm_;
+};
+
+}  // namespace halftime::engine
+
+#endif  // HALFTIME_ENGINE_DATA_H_
