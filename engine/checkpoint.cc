@@ -9,7 +9,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "engine/json_writer.h"
+#include "engine/formats/safetensors_header.h"
 
 namespace halftime::engine {
 namespace {
@@ -24,164 +24,17 @@ TrainStatus Failed(const std::string& msg) {
   return TrainStatus::Error(TrainStatus::kTrainingFailed, msg);
 }
 
-struct DtypeName {
+// Safetensors dtypes and the libtorch ones they hold.
+struct DtypePair {
+  formats::DType file;
   at::ScalarType type;
-  const char* name;
 };
-constexpr DtypeName kDtypes[] = {
-    {at::kDouble, "F64"},    {at::kFloat, "F32"}, {at::kHalf, "F16"},
-    {at::kBFloat16, "BF16"}, {at::kLong, "I64"},  {at::kInt, "I32"},
-    {at::kShort, "I16"},     {at::kChar, "I8"},   {at::kByte, "U8"},
-    {at::kBool, "BOOL"},
-};
-
-// A JSON value, just enough for safetensors headers.
-struct Json {
-  enum Kind { kNull, kNumber, kString, kArray, kObject } kind = kNull;
-  double number = 0;
-  std::string str;
-  std::vector<Json> items;
-  std::vector<std::pair<std::string, Json>> members;
-  const Json* Get(const std::string& key) const {
-    for (const auto& [k, v] : members) {
-      if (k == key) return &v;
-    }
-    return nullptr;
-  }
-};
-
-class JsonParser {
- public:
-  explicit JsonParser(std::string s) : s_(std::move(s)) {}
-  bool Parse(Json* out) {
-    if (!Value(out, 0)) return false;
-    Ws();
-    return i_ == s_.size();
-  }
-
- private:
-  void Ws() {
-    while (i_ < s_.size() && std::strchr(" \t\r\n", s_[i_]) && s_[i_]) ++i_;
-  }
-  bool String(std::string* out) {
-    if (i_ >= s_.size() || s_[i_] != '"') return false;
-    ++i_;
-    while (i_ < s_.size() && s_[i_] != '"') {
-      char c = s_[i_++];
-      if (c == '\\') {
-        if (i_ >= s_.size()) return false;
-        char e = s_[i_++];
-        switch (e) {
-          case 'n':
-            c = '\n';
-            break;
-          case 't':
-            c = '\t';
-            break;
-          case 'r':
-            c = '\r';
-            break;
-          case 'b':
-            c = '\b';
-            break;
-          case 'f':
-            c = '\f';
-            break;
-          case 'u': {
-            if (i_ + 4 > s_.size()) return false;
-            const unsigned code = std::stoul(s_.substr(i_, 4), nullptr, 16);
-            i_ += 4;
-            if (code < 0x80) {
-              c = static_cast<char>(code);
-            } else if (code < 0x800) {
-              out->push_back(static_cast<char>(0xC0 | (code >> 6)));
-              c = static_cast<char>(0x80 | (code & 0x3F));
-            } else {
-              out->push_back(static_cast<char>(0xE0 | (code >> 12)));
-              out->push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
-              c = static_cast<char>(0x80 | (code & 0x3F));
-            }
-            break;
-          }
-          default:
-            c = e;
-        }
-      }
-      out->push_back(c);
-    }
-    if (i_ >= s_.size()) return false;
-    ++i_;
-    return true;
-  }
-  bool Value(Json* out, int depth) {
-    if (depth > 16) return false;
-    Ws();
-    if (i_ >= s_.size()) return false;
-    const char c = s_[i_];
-    if (c == '{') {
-      out->kind = Json::kObject;
-      ++i_;
-      Ws();
-      if (i_ < s_.size() && s_[i_] == '}') return ++i_, true;
-      while (true) {
-        Ws();
-        std::string key;
-        if (!String(&key)) return false;
-        Ws();
-        if (i_ >= s_.size() || s_[i_] != ':') return false;
-        ++i_;
-        Json v;
-        if (!Value(&v, depth + 1)) return false;
-        out->members.emplace_back(std::move(key), std::move(v));
-        Ws();
-        if (i_ < s_.size() && s_[i_] == ',') {
-          ++i_;
-          continue;
-        }
-        if (i_ < s_.size() && s_[i_] == '}') return ++i_, true;
-        return false;
-      }
-    }
-    if (c == '[') {
-      out->kind = Json::kArray;
-      ++i_;
-      Ws();
-      if (i_ < s_.size() && s_[i_] == ']') return ++i_, true;
-      while (true) {
-        Json v;
-        if (!Value(&v, depth + 1)) return false;
-        out->items.push_back(std::move(v));
-        Ws();
-        if (i_ < s_.size() && s_[i_] == ',') {
-          ++i_;
-          continue;
-        }
-        if (i_ < s_.size() && s_[i_] == ']') return ++i_, true;
-        return false;
-      }
-    }
-    if (c == '"') {
-      out->kind = Json::kString;
-      return String(&out->str);
-    }
-    if (s_.compare(i_, 4, "null") == 0) {
-      i_ += 4;
-      return true;
-    }
-    size_t end = i_;
-    while (end < s_.size() && std::strchr("+-0123456789.eE", s_[end]) &&
-           s_[end]) {
-      ++end;
-    }
-    if (end == i_) return false;
-    out->kind = Json::kNumber;
-    out->number = std::strtod(s_.substr(i_, end - i_).c_str(), nullptr);
-    i_ = end;
-    return true;
-  }
-
-  std::string s_;
-  size_t i_ = 0;
+constexpr DtypePair kDtypes[] = {
+    {formats::DType::kF64, at::kDouble}, {formats::DType::kF32, at::kFloat},
+    {formats::DType::kF16, at::kHalf},   {formats::DType::kBF16, at::kBFloat16},
+    {formats::DType::kI64, at::kLong},   {formats::DType::kI32, at::kInt},
+    {formats::DType::kI16, at::kShort},  {formats::DType::kI8, at::kChar},
+    {formats::DType::kU8, at::kByte},    {formats::DType::kBool, at::kBool},
 };
 
 c10::impl::GenericDict ToDict(const NamedTensors& tensors) {
@@ -236,48 +89,36 @@ TrainStatus WriteFileAtomically(const std::string& path,
 TrainStatus WriteSafetensors(
     const std::string& path, const NamedTensors& tensors,
     const std::map<std::string, std::string>& metadata) {
-  std::string header = "{";
+  std::vector<formats::TensorEntry> entries;
   std::vector<at::Tensor> cpu;
-  int64_t offset = 0;
-  if (!metadata.empty()) {
-    JsonObject meta;
-    for (const auto& [k, v] : metadata) meta.Add(k, v);
-    header += JsonQuote("__metadata__") + ":" + meta.str();
-  }
   for (const auto& [name, t] : tensors) {
-    const char* dtype = nullptr;
+    const DtypePair* dtype = nullptr;
     for (const auto& d : kDtypes) {
-      if (d.type == t.scalar_type()) dtype = d.name;
+      if (d.type == t.scalar_type()) dtype = &d;
     }
     if (dtype == nullptr) {
       return Invalid("safetensors: tensor " + name + " has unsupported dtype " +
                      std::string(c10::toString(t.scalar_type())));
     }
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    std::string shape = "[";
-    for (int64_t i = 0; i < c.dim(); ++i) {
-      if (i) shape += ",";
-      shape += std::to_string(c.size(i));
-    }
-    shape += "]";
-    const int64_t nbytes = static_cast<int64_t>(c.nbytes());
-    JsonObject entry;
-    entry.Add("dtype", dtype)
-        .AddRaw("shape", shape)
-        .AddRaw("data_offsets", "[" + std::to_string(offset) + "," +
-                                    std::to_string(offset + nbytes) + "]");
-    if (header.size() > 1) header += ",";
-    header += JsonQuote(name) + ":" + entry.str();
-    offset += nbytes;
+    formats::TensorEntry e;
+    e.name = name;
+    e.dtype = dtype->file;
+    e.shape = c.sizes().vec();
+    entries.push_back(std::move(e));
     cpu.push_back(std::move(c));
   }
-  header += "}";
+  std::string header = formats::SafetensorsHeaderJson(
+      &entries, {metadata.begin(), metadata.end()});
+  // The data section starts 8-byte aligned, as the reference writer does.
   while (header.size() % 8 != 0) header += ' ';
+  const uint64_t data_bytes = entries.empty() ? 0 : entries.back().end;
   std::string file;
-  file.reserve(8 + header.size() + offset);
-  uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i)
+  file.reserve(8 + header.size() + data_bytes);
+  const uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) {
     file.push_back(static_cast<char>((n >> (8 * i)) & 0xFF));
+  }
   file += header;
   for (const at::Tensor& c : cpu) {
     file.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
@@ -288,59 +129,28 @@ TrainStatus WriteSafetensors(
 TrainStatus ReadSafetensors(const std::string& path, NamedTensors* out) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Invalid("safetensors file " + path + " cannot be opened");
-  std::string bytes((std::istreambuf_iterator<char>(in)),
-                    std::istreambuf_iterator<char>());
-  if (bytes.size() < 8) {
-    return Invalid("safetensors file " + path + " is truncated (no header)");
+  const std::string bytes((std::istreambuf_iterator<char>(in)),
+                          std::istreambuf_iterator<char>());
+  uint64_t length = 0;
+  std::string error;
+  formats::SafetensorsHeader header;
+  if (!formats::ReadHeaderLength(bytes, bytes.size(), &length, &error) ||
+      !formats::ParseSafetensorsHeader(
+          std::string_view(bytes).substr(8, length), bytes.size(), &header,
+          &error)) {
+    return Invalid("safetensors file " + path + ": " + error);
   }
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) {
-    n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  }
-  if (n > bytes.size() - 8) {
-    return Invalid("safetensors file " + path + " is truncated (header of " +
-                   std::to_string(n) + " bytes)");
-  }
-  Json root;
-  JsonParser parser(bytes.substr(8, n));
-  if (!parser.Parse(&root) || root.kind != Json::kObject) {
-    return Invalid("safetensors file " + path + " has a malformed JSON header");
-  }
-  const size_t data_start = 8 + n;
-  const size_t data_size = bytes.size() - data_start;
-  for (const auto& [name, v] : root.members) {
-    if (name == "__metadata__") continue;
-    const Json* dtype = v.Get("dtype");
-    const Json* shape = v.Get("shape");
-    const Json* offs = v.Get("data_offsets");
-    if (!dtype || !shape || !offs || dtype->kind != Json::kString ||
-        shape->kind != Json::kArray || offs->kind != Json::kArray ||
-        offs->items.size() != 2) {
-      return Invalid("safetensors file " + path + ": entry " + name +
-                     " lacks dtype/shape/data_offsets");
-    }
+  for (const formats::TensorEntry& e : header.tensors) {
     at::ScalarType type = at::kFloat;
-    bool known = false;
     for (const auto& d : kDtypes) {
-      if (dtype->str == d.name) type = d.type, known = true;
+      if (d.file == e.dtype) type = d.type;
     }
-    if (!known) {
-      return Invalid("safetensors file " + path + ": entry " + name +
-                     " has unsupported dtype " + dtype->str);
-    }
-    std::vector<int64_t> sizes;
-    for (const Json& d : shape->items)
-      sizes.push_back(static_cast<int64_t>(d.number));
-    const auto begin = static_cast<size_t>(offs->items[0].number);
-    const auto end = static_cast<size_t>(offs->items[1].number);
-    at::Tensor t = at::empty(sizes, at::TensorOptions().dtype(type));
-    if (end < begin || end > data_size || end - begin != t.nbytes()) {
-      return Invalid("safetensors file " + path + ": entry " + name +
-                     " has data_offsets outside the file or not matching its "
-                     "shape (truncated?)");
-    }
-    std::memcpy(t.data_ptr(), bytes.data() + data_start + begin, t.nbytes());
-    out->emplace_back(name, t);
+    // The header check guarantees the range is inside the file and exactly
+    // the shape's bytes.
+    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(type));
+    std::memcpy(t.data_ptr(), bytes.data() + header.data_start + e.begin,
+                e.end - e.begin);
+    out->emplace_back(e.name, t);
   }
   return TrainStatus::Ok();
 }
