@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, "..", "trainer", "pytorch_autocast.py")
+SCRIPT = os.path.join(HERE, "..", "engine", "pytorch_autocast.py")
 LIB = "/usr/lib/x86_64-linux-gnu"
 
 ARRANGEMENTS = [

@@ -34,8 +34,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests",
-                                "worker", "trainer", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "engine",
+                                "python"))
 import gpt_parity  # noqa: E402
 
 ALL_MODES = ["fp32", "tf32", "fp16-mixed", "bf16-mixed", "fp16-master",

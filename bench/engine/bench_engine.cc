@@ -34,6 +34,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -207,9 +208,12 @@ double PyTorch(const Config& c, const Shape& shape, bool bf16) {
   char line[4096];
   double seconds = 0;
   while (std::fgets(line, sizeof(line), pipe) != nullptr) {
-    const char* key = std::strstr(line, "\"step_seconds\": ");
-    if (key != nullptr)
-      seconds = std::atof(key + std::strlen("\"step_seconds\": "));
+    // {"step_seconds": 0.25, ...}; other lines are skipped.
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("step_seconds") &&
+        j["step_seconds"].is_number()) {
+      seconds = j["step_seconds"].get<double>();
+    }
   }
   if (pclose(pipe) != 0) return 0;
   return seconds;

@@ -27,8 +27,8 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests",
-                                "worker", "trainer", "python"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "engine",
+                                "python"))
 from gpt_parity import Gpt  # noqa: E402
 
 

@@ -39,7 +39,7 @@ def configure_build(build_dir, python_out, source_dir=SOURCE_DIR):
     b = os.path.abspath(build_dir)
     configure({"scheduler": f"{b}/server/halftime-scheduler",
                "worker": f"{b}/worker/halftime-worker",
-               "train": f"{b}/worker/halftime-train",
+               "train": f"{b}/train/halftime-train",
                "cli": f"{b}/client/halftime"},
               os.path.join(source_dir, "proto"), "/usr/bin/protoc",
               "/usr/bin/grpc_python_plugin", os.path.join(b, python_out))
