@@ -374,9 +374,11 @@ std::string FormatJobDetail(const v1::Job& job, absl::Time now, int width) {
     absl::StrAppend(&precision, " (from auto)");
   }
   facts.emplace_back("precision", precision);
-  std::string model = job.spec().model().builtin().empty()
-                          ? job.spec().model().torchscript()
-                          : job.spec().model().builtin();
+  const v1::ModelSpec& spec_model = job.spec().model();
+  std::string model = !spec_model.builtin().empty() ? spec_model.builtin()
+                      : !spec_model.pretrained().empty()
+                          ? spec_model.pretrained()
+                          : spec_model.torchscript();
   facts.emplace_back("model", model);
   facts.emplace_back("attempt", absl::StrCat(job.attempt()));
   if (!job.worker().empty()) facts.emplace_back("worker", job.worker());

@@ -17,6 +17,10 @@ std::string BaselineFingerprint(const v1::JobSpec& spec,
   };
   add("model.builtin", spec.model().builtin());
   add("model.torchscript", spec.model().torchscript());
+  // Only when set, so that cached baselines of earlier jobs keep their keys.
+  if (!spec.model().pretrained().empty()) {
+    add("model.pretrained", spec.model().pretrained());
+  }
   add("model.loss", spec.model().loss());
   add("data.kind", absl::StrCat(spec.data().kind()));
   add("data.path", spec.data().path());

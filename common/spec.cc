@@ -670,12 +670,16 @@ class Validator {
       return names;
     }();
     static const std::vector<std::string> kLosses = {"cross_entropy", "mse"};
-    if (model.builtin().empty() == model.torchscript().empty()) {
-      sink_("model",
-            model.builtin().empty()
-                ? absl::StrCat("required: set builtin (",
-                               models::BuiltinNames(), ") or torchscript")
-                : "set exactly one of builtin and torchscript, not both");
+    const int sources = !model.builtin().empty() +
+                        !model.torchscript().empty() +
+                        !model.pretrained().empty();
+    if (sources != 1) {
+      sink_(
+          "model",
+          sources == 0
+              ? absl::StrCat("required: set builtin (", models::BuiltinNames(),
+                             "), torchscript or pretrained")
+              : "set exactly one of builtin, torchscript and pretrained");
     }
     if (!model.builtin().empty() &&
         std::find(kBuiltins.begin(), kBuiltins.end(), model.builtin()) ==
@@ -699,7 +703,13 @@ class Validator {
                                        " is a language model; its loss is "
                                        "cross_entropy"));
     }
+    if (!model.pretrained().empty() && model.loss() != "cross_entropy") {
+      sink_("model.loss",
+            "a pretrained model is a language model; its loss is "
+            "cross_entropy");
+    }
     ValidatePath("model.torchscript", model.torchscript());
+    ValidatePath("model.pretrained", model.pretrained());
     ValidatePath("model.init_from", model.init_from());
   }
 
@@ -1003,6 +1013,7 @@ absl::Status ValidateDataRootPaths(const v1::JobSpec& spec) {
   };
   check("data.path", spec.data().path());
   check("model.torchscript", spec.model().torchscript());
+  check("model.pretrained", spec.model().pretrained());
   check("model.init_from", spec.model().init_from());
   return problems.ToStatus();
 }

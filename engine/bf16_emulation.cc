@@ -216,8 +216,10 @@ struct MatmulFn : torch::autograd::Function<MatmulFn> {
 
 struct GeluFn : torch::autograd::Function<GeluFn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx,
-                            const at::Tensor& x) {
+                            const at::Tensor& x,
+                            const std::string& approximate) {
     ctx->save_for_backward({x});
+    ctx->saved_data["approximate"] = approximate;
     const at::Tensor rows = x.reshape({-1, x.size(-1)});
     at::Tensor y = at::empty_like(rows);
     const int64_t n = rows.size(0);
@@ -232,6 +234,8 @@ struct GeluFn : torch::autograd::Function<GeluFn> {
       torch::autograd::AutogradContext* ctx,
       torch::autograd::variable_list grad_out) {
     const at::Tensor x = ctx->get_saved_variables()[0];
+    const std::string approximate =
+        ctx->saved_data["approximate"].toStringRef();
     const at::Tensor rows = x.reshape({-1, x.size(-1)});
     const at::Tensor g = grad_out[0].reshape(rows.sizes());
     at::Tensor dx = at::empty_like(rows);
@@ -241,9 +245,10 @@ struct GeluFn : torch::autograd::Function<GeluFn> {
       const int64_t len = std::min(slice, n - first);
       dx.narrow(0, first, len)
           .copy_(at::gelu_backward(Fp32(g.narrow(0, first, len)),
-                                   Fp32(rows.narrow(0, first, len))));
+                                   Fp32(rows.narrow(0, first, len)),
+                                   approximate));
     }
-    return {dx.view(x.sizes())};
+    return {dx.view(x.sizes()), at::Tensor()};
   }
 };
 
@@ -274,6 +279,8 @@ at::Tensor EmulatedMatmul(const at::Tensor& a, const at::Tensor& b) {
   return MatmulFn::apply(AsBf16Activation(a), AsBf16Activation(b));
 }
 
-at::Tensor EmulatedGelu(const at::Tensor& x) { return GeluFn::apply(x); }
+at::Tensor EmulatedGelu(const at::Tensor& x, const std::string& approximate) {
+  return GeluFn::apply(x, approximate);
+}
 
 }  // namespace halftime::engine

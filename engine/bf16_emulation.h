@@ -23,6 +23,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
+#include <string>
+
 namespace halftime::engine {
 
 // Whether a GEMM on `operand` (a CPU tensor) computes in bf16 here and must
@@ -58,9 +60,11 @@ at::Tensor EmulatedLinear(const at::Tensor& x, const at::Tensor& weight,
 // (fp32 operands under autocast are cast to bf16 first).
 at::Tensor EmulatedMatmul(const at::Tensor& a, const at::Tensor& b);
 
-// GELU (erf form) of a bf16 tensor, differentiable, computed in fp32 row
-// slices and rounded to bf16; saves only its bf16 input.
-at::Tensor EmulatedGelu(const at::Tensor& x);
+// GELU (`approximate`: "none", the erf form, or "tanh") of a bf16 tensor,
+// differentiable, computed in fp32 row slices and rounded to bf16; saves
+// only its bf16 input.
+at::Tensor EmulatedGelu(const at::Tensor& x,
+                        const std::string& approximate = "none");
 
 }  // namespace halftime::engine
 

@@ -9,7 +9,8 @@
 #include <fstream>
 #include <iterator>
 
-#include "engine/formats/safetensors_header.h"
+#include "engine/hf/safetensors_file.h"
+#include "engine/hf/safetensors_header.h"
 
 namespace halftime::engine {
 namespace {
@@ -23,19 +24,6 @@ TrainStatus Invalid(const std::string& msg) {
 TrainStatus Failed(const std::string& msg) {
   return TrainStatus::Error(TrainStatus::kTrainingFailed, msg);
 }
-
-// Safetensors dtypes and the libtorch ones they hold.
-struct DtypePair {
-  formats::DType file;
-  at::ScalarType type;
-};
-constexpr DtypePair kDtypes[] = {
-    {formats::DType::kF64, at::kDouble}, {formats::DType::kF32, at::kFloat},
-    {formats::DType::kF16, at::kHalf},   {formats::DType::kBF16, at::kBFloat16},
-    {formats::DType::kI64, at::kLong},   {formats::DType::kI32, at::kInt},
-    {formats::DType::kI16, at::kShort},  {formats::DType::kI8, at::kChar},
-    {formats::DType::kU8, at::kByte},    {formats::DType::kBool, at::kBool},
-};
 
 c10::impl::GenericDict ToDict(const NamedTensors& tensors) {
   c10::impl::GenericDict d(c10::StringType::get(), c10::TensorType::get());
@@ -89,27 +77,24 @@ TrainStatus WriteFileAtomically(const std::string& path,
 TrainStatus WriteSafetensors(
     const std::string& path, const NamedTensors& tensors,
     const std::map<std::string, std::string>& metadata) {
-  std::vector<formats::TensorEntry> entries;
+  std::vector<hf::TensorEntry> entries;
   std::vector<at::Tensor> cpu;
   for (const auto& [name, t] : tensors) {
-    const DtypePair* dtype = nullptr;
-    for (const auto& d : kDtypes) {
-      if (d.type == t.scalar_type()) dtype = &d;
-    }
-    if (dtype == nullptr) {
+    hf::DType dtype;
+    if (!hf::SafetensorsFile::DTypeFor(t.scalar_type(), &dtype)) {
       return Invalid("safetensors: tensor " + name + " has unsupported dtype " +
                      std::string(c10::toString(t.scalar_type())));
     }
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    formats::TensorEntry e;
+    hf::TensorEntry e;
     e.name = name;
-    e.dtype = dtype->file;
+    e.dtype = dtype;
     e.shape = c.sizes().vec();
     entries.push_back(std::move(e));
     cpu.push_back(std::move(c));
   }
-  std::string header = formats::SafetensorsHeaderJson(
-      &entries, {metadata.begin(), metadata.end()});
+  std::string header =
+      hf::SafetensorsHeaderJson(&entries, {metadata.begin(), metadata.end()});
   // The data section starts 8-byte aligned, as the reference writer does.
   while (header.size() % 8 != 0) header += ' ';
   const uint64_t data_bytes = entries.empty() ? 0 : entries.back().end;
@@ -127,30 +112,11 @@ TrainStatus WriteSafetensors(
 }
 
 TrainStatus ReadSafetensors(const std::string& path, NamedTensors* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Invalid("safetensors file " + path + " cannot be opened");
-  const std::string bytes((std::istreambuf_iterator<char>(in)),
-                          std::istreambuf_iterator<char>());
-  uint64_t length = 0;
-  std::string error;
-  formats::SafetensorsHeader header;
-  if (!formats::ReadHeaderLength(bytes, bytes.size(), &length, &error) ||
-      !formats::ParseSafetensorsHeader(
-          std::string_view(bytes).substr(8, length), bytes.size(), &header,
-          &error)) {
-    return Invalid("safetensors file " + path + ": " + error);
-  }
-  for (const formats::TensorEntry& e : header.tensors) {
-    at::ScalarType type = at::kFloat;
-    for (const auto& d : kDtypes) {
-      if (d.file == e.dtype) type = d.type;
-    }
-    // The header check guarantees the range is inside the file and exactly
-    // the shape's bytes.
-    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(type));
-    std::memcpy(t.data_ptr(), bytes.data() + header.data_start + e.begin,
-                e.end - e.begin);
-    out->emplace_back(e.name, t);
+  std::unique_ptr<hf::SafetensorsFile> file;
+  TrainStatus st = hf::SafetensorsFile::Open(path, &file);
+  if (!st.ok()) return st;
+  for (const hf::TensorEntry& entry : file->header().tensors) {
+    out->emplace_back(entry.name, file->Read(entry));
   }
   return TrainStatus::Ok();
 }

@@ -266,6 +266,13 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
         }
         d->num_classes_ = y.max().item<int64_t>() + 1;
       }
+      if (x.scalar_type() == at::kLong && x.numel() > 0) {
+        d->max_token_id_ = x.max().item<int64_t>();
+        if (y.scalar_type() == at::kLong && y.numel() > 0) {
+          d->max_token_id_ =
+              std::max(d->max_token_id_, y.max().item<int64_t>());
+        }
+      }
       d->seq_len_ = x.dim() >= 2 ? x.size(1) : 1;
       *out = std::move(d);
       return TrainStatus::Ok();
@@ -290,6 +297,7 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
                    std::to_string(options.eval_fraction) + " (needs at least " +
                    std::to_string(need + d->eval_tokens_) + ")");
   }
+  d->max_token_id_ = *std::max_element(d->tokens_.begin(), d->tokens_.end());
   *out = std::move(d);
   return TrainStatus::Ok();
 }

@@ -51,6 +51,10 @@ class Dataset {
   // Token ids are < vocab_size (token streams; tensor data with int64
   // inputs sets it to max input + 1).
   int64_t vocab_size() const { return vocab_size_; }
+  // The largest token id the data holds (inputs and int64 targets); -1 for
+  // floating-point tensor data. A pretrained model's vocabulary is checked
+  // against it, not against the declared data.vocab_size.
+  int64_t max_token_id() const { return max_token_id_; }
   // Tensor data: per-sample input/target shapes and dtypes.
   const at::Tensor& inputs() const { return inputs_; }
   const at::Tensor& targets() const { return targets_; }
@@ -73,6 +77,7 @@ class Dataset {
   int batch_size_ = 1;
   int64_t seq_len_ = 0;
   int64_t vocab_size_ = 0;
+  int64_t max_token_id_ = -1;
   // Token streams.
   std::vector<uint16_t> tokens_;
   int64_t train_tokens_ = 0;

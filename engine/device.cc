@@ -25,7 +25,7 @@
 
 #include "engine/baseline_check.h"
 #include "engine/bf16_emulation.h"
-#include "engine/model.h"
+#include "engine/models/kernels.h"
 
 #ifdef HALFTIME_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>

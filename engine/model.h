@@ -1,14 +1,13 @@
-// Internal: the models the engine trains.
+// Internal: the models the engine trains, behind one interface. Each
+// family has its own file in models/ (families.h lists them):
 //
-//  * GPT (gpt-nano ~1M, gpt-micro ~10M, gpt-small = GPT-2 124M shape):
-//    pre-LayerNorm decoder, causal self-attention, GELU MLP, tied input and
-//    output embeddings, learned positions. LayerNorm, softmax and the loss
-//    always run in fp32, whatever the weights' or autocast's dtype.
-//  * MLP: three Linear layers with GELU, for tensor data.
-//  * TorchScript: a torch.jit.save'd module; its parameters are trained and
-//    its output is fed to the configured loss.
-// Parameter names follow nanoGPT/GPT-2 ("wte.weight", "h.0.attn.c_attn.
-// weight", ...); the Python parity script uses the same names.
+//  * GPT (models/gpt.cc): the built-ins gpt-nano ~1M, gpt-micro ~10M,
+//    gpt-small = GPT-2 124M shape, and Hugging Face GPT2LMHeadModel.
+//  * Llama (models/llama.cc): Hugging Face Llama, Mistral, Qwen2, Qwen3.
+//  * MLP (models/mlp.cc): three Linear layers with GELU, for tensor data.
+//  * TorchScript (models/torchscript.cc): a torch.jit.save'd module.
+// Norms, softmax and the loss always run in fp32, whatever the weights' or
+// autocast's dtype (models/kernels.h).
 //
 // Thread safety: not thread-safe; owned by one training loop.
 
@@ -23,6 +22,7 @@
 #include <vector>
 
 #include "engine/data.h"
+#include "engine/models/kernels.h"
 #include "engine/options.h"
 #include "engine/status.h"
 
@@ -34,6 +34,11 @@ struct GptConfig {
   int64_t n_head = 4;
   int64_t block_size = 256;
   int64_t vocab_size = 256;
+  // MLP width; 0 = 4 * n_embd.
+  int64_t n_inner = 0;
+  double layer_norm_eps = 1e-5;
+  // GELU's tanh approximation (GPT-2's gelu_new) instead of the exact erf.
+  bool gelu_tanh = false;
 };
 
 // Looks up a preset ("gpt-nano", "gpt-micro", "gpt-small") and applies the
@@ -41,6 +46,14 @@ struct GptConfig {
 // take it from the data (nano, micro). Returns false for unknown names.
 bool GptPreset(const std::string& name, const GptShape& shape,
                int64_t data_vocab, GptConfig* out);
+
+// Where a trainable parameter goes in a Hugging Face folder: its tensor
+// name there, and whether it is stored transposed (GPT-2's Conv1D).
+struct HfTensor {
+  std::string param_name;
+  std::string hf_name;
+  bool transposed = false;
+};
 
 class TrainModel {
  public:
@@ -72,44 +85,19 @@ class TrainModel {
     return "not a TorchScript model";
   }
   virtual bool is_torchscript() const { return false; }
+  // For a model built from a Hugging Face folder, every parameter's place
+  // in that folder's layout (for export); empty otherwise.
+  virtual std::vector<HfTensor> HfLayout() const { return {}; }
 };
 
-// Builds the model `options` names for `data`, initialized from the current
-// torch seed. Errors name the field (model.builtin, model.torchscript, ...).
+// Builds the model `options` names for `data`. Built-ins are initialized
+// from the current torch seed in fp32; a pretrained folder's weights are
+// loaded straight into `param_dtype` (the precision's weight dtype), never
+// widened on the way. Errors name the field (model.builtin, ...) or the
+// file and tensor.
 TrainStatus BuildModel(const ModelOptions& options, const Dataset& data,
+                       at::ScalarType param_dtype,
                        std::unique_ptr<TrainModel>* out);
-
-// Mean cross-entropy of `logits` [N, K] against class indices `targets`
-// [N], computed in fp32 whatever the logits' dtype, with
-// at::cross_entropy_loss's semantics (targets of -100 are ignored; a target
-// outside [0, K) throws c10::Error). Keeps 16-bit logits in 16 bits for
-// backward, so it costs half of at::cross_entropy_loss on fp32 logits.
-at::Tensor CrossEntropy(const at::Tensor& logits, const at::Tensor& targets);
-
-// LayerNorm over the last dimension computed in fp32 and returned in `x`'s
-// dtype, with fp32 gradients rounded to the inputs' dtypes. Saves only `x`
-// for backward, in its own dtype; backward recomputes the row statistics
-// (bit-identical to forward's), so no precision holds fp32 statistics per
-// row until backward. Forward equals at::layer_norm on fp32 `x`.
-at::Tensor LayerNormFp32(const at::Tensor& x, const at::Tensor& weight,
-                         const at::Tensor& bias);
-
-// x W^T + b, as at::linear (`bias` may be undefined). For 16-bit weights that
-// need gradients (master and pure modes) and a defined `bias`, backward
-// computes the weight gradient first and frees `x` before it allocates the
-// input gradient, so neither `x` nor the weight-gradient GEMM's scratch
-// coincides with it. Such a graph can run backward once only (a second run
-// throws c10::Error). Gradients equal at::linear's up to the GEMMs' summation
-// order.
-at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
-                  const at::Tensor& bias);
-
-// The matmuls and GELU every model calls. Where bf16 compute runs on a CPU
-// without native bf16 (bf16_emulation.h), Linear, Matmul and Gelu compute
-// it in fp32 and round to bf16, instead of libtorch's naive bf16 kernels;
-// elsewhere they are at::linear (above), at::matmul and at::gelu.
-at::Tensor Matmul(const at::Tensor& a, const at::Tensor& b);
-at::Tensor Gelu(const at::Tensor& x);
 
 // The built-in GPT on its own (the benchmark's bare loop uses it).
 std::unique_ptr<TrainModel> MakeGpt(const GptConfig& config);

@@ -94,6 +94,8 @@ uint64_t OptionsFingerprint(const TrainOptions& o) {
     << '|' << LossKindName(m.loss) << '|' << m.gpt.n_layer << ','
     << m.gpt.n_embd << ',' << m.gpt.n_head << ',' << m.gpt.block_size << ','
     << m.gpt.vocab_size << '|' << m.mlp_hidden;
+  // Only when set, so that the fingerprints of earlier checkpoints hold.
+  if (!m.pretrained.empty()) s << "|pretrained:" << m.pretrained;
   const DataOptions& d = o.data;
   s << ";data:" << DataKindName(d.kind) << '|' << d.path << '|' << d.seq_len
     << '|' << d.eval_fraction << '|' << d.vocab_size << '|' << d.shuffle << '|'

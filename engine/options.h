@@ -53,10 +53,13 @@ struct GptShape {
 };
 
 struct ModelOptions {
-  // One of rules/models.h's built-ins. Ignored if torchscript is set.
+  // One of rules/models.h's built-ins. Ignored if torchscript or
+  // pretrained is set.
   std::string builtin = "gpt-nano";
   // Path to a TorchScript module (torch.jit.save) to fine-tune.
   std::string torchscript;
+  // A Hugging Face model folder (config.json and safetensors) to fine-tune.
+  std::string pretrained;
   // Optional checkpoint (ours) or .safetensors whose weights start training.
   std::string init_from;
   // Loss applied to the model output.

@@ -67,6 +67,7 @@ std::string SummaryJson(const TrainSummary& s) {
   if (!s.final_torchscript.empty()) {
     o["final_torchscript"] = s.final_torchscript;
   }
+  if (!s.final_hf.empty()) o["final_hf"] = s.final_hf;
   return Dump(o);
 }
 

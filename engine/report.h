@@ -87,6 +87,7 @@ struct TrainSummary {
   // Paths of final outputs (empty if out_dir was empty).
   std::string final_weights;      // model.safetensors
   std::string final_torchscript;  // model.pt (TorchScript models only)
+  std::string final_hf;           // hf/ (pretrained models only)
   std::string summary_json;       // summary.json
 };
 

@@ -22,6 +22,9 @@
 #include "engine/data.h"
 #include "engine/device.h"
 #include "engine/events.h"
+#include "engine/hf/export.h"
+#include "engine/hf/pretrained.h"
+#include "engine/hf/safetensors_file.h"
 #include "engine/loss_scaler.h"
 #include "engine/model.h"
 #include "engine/optimizer.h"
@@ -176,7 +179,7 @@ TrainStatus Prepare(const TrainOptions& o, Setup* s) {
   st = Dataset::Open(o.data, static_cast<uint64_t>(o.seed), o.batch_size,
                      &s->data);
   if (!st.ok()) return st;
-  st = BuildModel(o.model, *s->data, &s->model);
+  st = BuildModel(o.model, *s->data, s->param_dtype, &s->model);
   if (!st.ok()) return st;
   if (s->emulated && s->model->is_torchscript()) {
     // Its ops dispatch inside TorchScript, out of the engine's reach: they
@@ -578,6 +581,18 @@ TrainStatus Loop::WriteOutputs(TrainSummary* sum) {
                                      {"precision", PrecisionName(s_.precision)},
                                      {"step", std::to_string(step_)}});
   if (!st.ok()) return st;
+  if (!o_.model.pretrained.empty()) {
+    // The source folder's layout, in the dtype its weights were stored in.
+    std::unique_ptr<hf::PretrainedFolder> source;
+    st = hf::PretrainedFolder::Open(o_.model.pretrained, &source);
+    if (!st.ok()) return st;
+    sum->final_hf = (fs::path(o_.out_dir) / "hf").string();
+    st = hf::ExportFolder(
+        o_.model.pretrained, s_.model->HfLayout(), weights,
+        hf::SafetensorsFile::ScalarTypeOf(source->StoredDType()),
+        sum->final_hf);
+    if (!st.ok()) return st;
+  }
   if (s_.model->is_torchscript()) {
     // Saved with fp32 weights (the master copy where there is one), on the
     // CPU so that it loads on machines without a GPU.

@@ -50,12 +50,12 @@ if clang++ -std=c++17 -fsyntax-only -Wthread-safety -Werror=thread-safety \
 fi
 ninja -C build-fuzz -j"$jobs" halftime halftime-scheduler halftime-worker \
   common_tests client_tests \
-  hostile_requests_test engine_formats_test fuzz_spec fuzz_scheduler \
-  fuzz_worker_gateway fuzz_safetensors_header
+  hostile_requests_test hf_formats_test fuzz_spec fuzz_scheduler \
+  fuzz_worker_gateway fuzz_safetensors_header fuzz_hf_config
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 build-fuzz/tests/common/common_tests --gtest_brief=1
 build-fuzz/tests/client/client_tests --gtest_brief=1
 build-fuzz/tests/fuzz/hostile_requests_test --gtest_brief=1
-build-fuzz/tests/engine/formats/engine_formats_test --gtest_brief=1
+build-fuzz/tests/engine/hf/hf_formats_test --gtest_brief=1
 ctest --test-dir build-fuzz --output-on-failure -L fuzz

@@ -66,6 +66,7 @@ TrainOptions TrainOptionsFromSpec(const v1::JobSpec& spec) {
   TrainOptions o;
   o.model.builtin = spec.model().builtin();
   o.model.torchscript = spec.model().torchscript();
+  o.model.pretrained = spec.model().pretrained();
   o.model.init_from = spec.model().init_from();
   o.model.loss = spec.model().loss() == "mse" ? engine::LossKind::kMse
                                               : engine::LossKind::kCrossEntropy;
@@ -161,6 +162,7 @@ absl::Status ConfineOptionPaths(const std::string& root,
   };
   for (Entry entry : {Entry{"data.path", &options->data.path},
                       Entry{"model.torchscript", &options->model.torchscript},
+                      Entry{"model.pretrained", &options->model.pretrained},
                       Entry{"model.init_from", &options->model.init_from}}) {
     absl::StatusOr<std::string> confined =
         ConfinePath(entry.field, *entry.path, root);

@@ -43,6 +43,7 @@
 #include "engine/data.h"
 #include "engine/device.h"
 #include "engine/model.h"
+#include "engine/models/kernels.h"
 #include "engine/train.h"
 #include "train/blas_env.h"
 

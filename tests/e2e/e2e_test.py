@@ -220,6 +220,44 @@ savings: {baseline: none}
         job = c.wait_state(job_id, ["failed", "succeeded"])
         self.assertIn("outside the data root", job.failure_reason)
 
+    def test_hugging_face_folder_fine_tunes_and_a_bad_one_fails_clearly(self):
+        c = self.cluster
+        c.start_worker("w1")
+        make = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            "../engine/python/hf_reference.py")
+        for name in ("llama", "bad"):
+            subprocess.run([sys.executable, make, "make",
+                            os.path.join(c.data_root, "models", name),
+                            "--arch", "llama", "--dtype", "bfloat16"],
+                           check=True)
+        config = os.path.join(c.data_root, "models/bad/config.json")
+        with open(config) as f:
+            text = f.read()
+        with open(config, "w") as f:
+            f.write(text.replace("LlamaForCausalLM", "FalconForCausalLM"))
+        pretrained = """name: %s
+model: {pretrained: models/%s}
+data: {kind: synthetic, vocab_size: 64, seq_len: 32}
+precision: bf16-mixed
+resources: {emulation: allow}
+batch_size: 4
+steps: 6
+checkpoint: {every_steps: 3}
+savings: {baseline: none}
+"""
+        good = c.submit(pretrained % ("hf-llama", "llama"))
+        bad = c.submit(pretrained % ("hf-bad", "bad"))
+        from halftime.v1 import job_pb2
+        job = c.wait_state(good, ["succeeded", "failed"])
+        self.assertEqual(job.failure_reason, "")
+        self.assertEqual(job.state, job_pb2.JOB_STATE_SUCCEEDED)
+        steps = [r.step for r in self.reports(c.events(good))]
+        self.assertEqual(steps, list(range(1, 7)))
+        job = c.wait_state(bad, ["succeeded", "failed"])
+        self.assertEqual(job.state, job_pb2.JOB_STATE_FAILED)
+        self.assertIn("config.json", job.failure_reason)
+        self.assertIn("FalconForCausalLM", job.failure_reason)
+
     def test_cpu_worker_runs_bf16_and_fp16_waits_with_a_reason(self):
         c = self.cluster
         c.start_worker("w1")

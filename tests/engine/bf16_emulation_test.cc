@@ -20,6 +20,7 @@
 
 #include "engine/device.h"
 #include "engine/model.h"
+#include "engine/models/kernels.h"
 #include "engine/train.h"
 #include "tests/engine/test_util.h"
 

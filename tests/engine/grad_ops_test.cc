@@ -14,6 +14,7 @@
 #include "engine/device.h"
 #include "engine/loss_scaler.h"
 #include "engine/model.h"
+#include "engine/models/kernels.h"
 #include "engine/optimizer.h"
 
 namespace halftime::engine {
@@ -338,6 +339,49 @@ TEST_F(GradOpsTest, LayerNormFp32OfBf16MatchesFp32LayerNorm) {
   // Weight and bias gradients stay fp32, summed over slices.
   EXPECT_LT(RelError(w.grad(), w32.grad()), 1e-5);
   EXPECT_LT(RelError(b.grad(), b32.grad()), 1e-5);
+}
+
+// RMSNorm written with differentiable aten ops, as transformers writes it.
+at::Tensor RmsNormReference(const at::Tensor& x, const at::Tensor& w,
+                            double eps) {
+  return x * at::rsqrt(x.pow(2).mean({-1}, true) + eps) * w;
+}
+
+TEST_F(GradOpsTest, RmsNormFp32MatchesAtenAutograd) {
+  // 1300 rows of 48: slices of rows and a partial one.
+  at::Tensor x = (at::randn({2, 650, 48}) * 3 + 1).requires_grad_(true);
+  at::Tensor w = (at::randn({48}) + 1).requires_grad_(true);
+  at::Tensor x2 = x.detach().clone().requires_grad_(true);
+  at::Tensor w2 = w.detach().clone().requires_grad_(true);
+  at::Tensor ours = RmsNormFp32(x, w, 1e-6);
+  at::Tensor ref = RmsNormReference(x2, w2, 1e-6);
+  EXPECT_LT(RelError(ours, ref), 1e-6);
+  at::Tensor g = at::randn({2, 650, 48});
+  ours.backward(g);
+  ref.backward(g);
+  EXPECT_LT(RelError(x.grad(), x2.grad()), 1e-5);
+  EXPECT_LT(RelError(w.grad(), w2.grad()), 1e-5);
+}
+
+TEST_F(GradOpsTest, RmsNormFp32OfBf16IsComputedInFp32AndRoundedOnce) {
+  at::Tensor x16 =
+      (at::randn({700, 40}) * 2).to(at::kBFloat16).requires_grad_(true);
+  at::Tensor w = (at::randn({40}) + 1).requires_grad_(true);
+  at::Tensor x32 = x16.detach().to(at::kFloat).requires_grad_(true);
+  at::Tensor w32 = w.detach().clone().requires_grad_(true);
+  at::Tensor ours = RmsNormFp32(x16, w, 1e-5);
+  at::Tensor ref = RmsNormReference(x32, w32, 1e-5);
+  EXPECT_EQ(ours.scalar_type(), at::kBFloat16);
+  EXPECT_LT(RelError(ours.to(at::kFloat), ref.to(at::kBFloat16).to(at::kFloat)),
+            1e-2);
+  at::Tensor g = at::randn({700, 40}).to(at::kBFloat16);
+  ours.backward(g);
+  ref.backward(g.to(at::kFloat));
+  EXPECT_EQ(x16.grad().scalar_type(), at::kBFloat16);
+  EXPECT_LT(RelError(x16.grad().to(at::kFloat), x32.grad()), 1e-2);
+  // The weight gradient stays fp32.
+  EXPECT_EQ(w.grad().scalar_type(), at::kFloat);
+  EXPECT_LT(RelError(w.grad(), w32.grad()), 1e-5);
 }
 
 TEST(MemoryCounterTest, CountsTheBytesTensorsAskFor) {

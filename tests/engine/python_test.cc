@@ -17,6 +17,7 @@
 #include "engine/checkpoint.h"
 #include "engine/device.h"
 #include "engine/train.h"
+#include "tests/engine/python_fixture.h"
 #include "tests/engine/test_util.h"
 
 namespace halftime::engine {
@@ -29,16 +30,8 @@ using testing::PythonTorchAvailable;
 using testing::RunPython;
 using testing::ScratchDir;
 
-class PythonTest : public ::testing::Test {
+class PythonTest : public testing::PythonFixtureTest {
  protected:
-  void SetUp() override {
-    if (!PythonTorchAvailable()) {
-      GTEST_SKIP() << "/usr/bin/python3 with torch is not available";
-    }
-    at::set_num_threads(1);
-    ASSERT_EQ(RunPython("make_fixtures.py", dir_.path()), 0);
-  }
-
   TrainOptions ParityJob(Precision p) {
     return GptParityJob(p, dir_.File("tokens.pt"));
   }
@@ -84,8 +77,6 @@ class PythonTest : public ::testing::Test {
     EXPECT_LT(ours.back(), ours.front() - 0.3);
     RecordProperty("worst_relative_difference", std::to_string(worst));
   }
-
-  ScratchDir dir_;
 };
 
 TEST_F(PythonTest, Fp32LossesMatchPyTorch) {

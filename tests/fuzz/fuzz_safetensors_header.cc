@@ -17,14 +17,14 @@
 #include <utility>
 #include <vector>
 
-#include "engine/formats/safetensors_header.h"
+#include "engine/hf/safetensors_header.h"
 
 namespace {
 
-using halftime::engine::formats::DTypeBytes;
-using halftime::engine::formats::ParseSafetensorsHeader;
-using halftime::engine::formats::ReadHeaderLength;
-using halftime::engine::formats::SafetensorsHeader;
+using halftime::engine::hf::DTypeBytes;
+using halftime::engine::hf::ParseSafetensorsHeader;
+using halftime::engine::hf::ReadHeaderLength;
+using halftime::engine::hf::SafetensorsHeader;
 
 [[noreturn]] void Fail(const std::string& what) {
   std::fprintf(stderr, "fuzz_safetensors_header: %s\n", what.c_str());

@@ -8,8 +8,8 @@
 //
 // Thread safety: pure functions; safe from any thread.
 
-#ifndef HALFTIME_ENGINE_FORMATS_SAFETENSORS_HEADER_H_
-#define HALFTIME_ENGINE_FORMATS_SAFETENSORS_HEADER_H_
+#ifndef HALFTIME_ENGINE_HF_SAFETENSORS_HEADER_H_
+#define HALFTIME_ENGINE_HF_SAFETENSORS_HEADER_H_
 
 #include <cstdint>
 #include <string>
@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-namespace halftime::engine::formats {
+namespace halftime::engine::hf {
 
 enum class DType { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
 
@@ -71,6 +71,6 @@ std::string SafetensorsHeaderJson(
     std::vector<TensorEntry>* tensors,
     const std::vector<std::pair<std::string, std::string>>& metadata);
 
-}  // namespace halftime::engine::formats
+}  // namespace halftime::engine::hf
 
-#endif  // HALFTIME_ENGINE_FORMATS_SAFETENSORS_HEADER_H_
+#endif  // HALFTIME_ENGINE_HF_SAFETENSORS_HEADER_H_

@@ -1,11 +1,11 @@
-#include "engine/formats/safetensors_header.h"
+#include "engine/hf/safetensors_header.h"
 
 #include <algorithm>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 
-namespace halftime::engine::formats {
+namespace halftime::engine::hf {
 namespace {
 
 // Insertion-ordered, so tensors come out in file order.
@@ -242,4 +242,4 @@ std::string SafetensorsHeaderJson(
   return root.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-}  // namespace halftime::engine::formats
+}  // namespace halftime::engine::hf

@@ -1,7 +1,7 @@
 // Safetensors headers without libtorch: a well-formed one, the writer's
 // output read back, and headers that lie in each way the parser must catch.
 
-#include "engine/formats/safetensors_header.h"
+#include "engine/hf/safetensors_header.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-namespace halftime::engine::formats {
+namespace halftime::engine::hf {
 namespace {
 
 using ::testing::HasSubstr;
@@ -155,4 +155,4 @@ TEST(SafetensorsHeaderTest, DeepNestingIsAnErrorNotACrash) {
 }
 
 }  // namespace
-}  // namespace halftime::engine::formats
+}  // namespace halftime::engine::hf

@@ -1,0 +1,145 @@
+// The Llama family: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM
+// and Qwen3ForCausalLM from Hugging Face folders. Pre-RMSNorm decoder,
+// rotary positions, grouped-query attention (q/k/v biases for Qwen2,
+// per-head q/k RMSNorm for Qwen3), SwiGLU MLP, tied or untied head.
+// Parameters carry Hugging Face's names ("model.layers.0.self_attn.
+// q_proj.weight"), so checkpoints load and export without a name map.
+
+#include <string>
+#include <vector>
+
+#include "engine/hf/pretrained.h"
+#include "engine/models/blocks.h"
+#include "engine/models/common.h"
+#include "engine/models/families.h"
+#include "engine/models/kernels.h"
+
+namespace halftime::engine {
+namespace {
+
+struct LlamaLayer {
+  at::Tensor input_norm, post_attention_norm;
+  AttentionWeights attention;
+  GatedMlpWeights mlp;
+};
+
+class LlamaModel : public TrainModel {
+ public:
+  LlamaModel(const hf::ModelConfig& config)
+      : config_(config),
+        tree_(std::make_shared<ParamTree>()),
+        inv_freq_(RopeInverseFrequencies(config.rope, config.head_dim)) {}
+
+  // Takes every tensor of `folder` this config implies, in `dtype`.
+  TrainStatus Load(hf::PretrainedFolder& folder, at::ScalarType dtype) {
+    const hf::ModelConfig& c = config_;
+    TrainStatus st;
+    auto take = [&](const std::string& name,
+                    std::vector<int64_t> shape) -> at::Tensor {
+      if (!st.ok()) return {};
+      at::Tensor t;
+      st = folder.Take(name, shape, dtype, &t);
+      return st.ok() ? tree_->Add(name, t) : at::Tensor();
+    };
+    const int64_t C = c.hidden_size, D = c.head_dim;
+    const int64_t q_width = c.num_heads * D, kv_width = c.num_kv_heads * D;
+    embed_ = take("model.embed_tokens.weight", {c.vocab_size, C});
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      LlamaLayer l;
+      l.input_norm = take(p + "input_layernorm.weight", {C});
+      AttentionWeights& a = l.attention;
+      a.q = take(p + "self_attn.q_proj.weight", {q_width, C});
+      a.k = take(p + "self_attn.k_proj.weight", {kv_width, C});
+      a.v = take(p + "self_attn.v_proj.weight", {kv_width, C});
+      a.o = take(p + "self_attn.o_proj.weight", {C, q_width});
+      if (c.qkv_bias) {
+        a.q_bias = take(p + "self_attn.q_proj.bias", {q_width});
+        a.k_bias = take(p + "self_attn.k_proj.bias", {kv_width});
+        a.v_bias = take(p + "self_attn.v_proj.bias", {kv_width});
+      }
+      if (c.o_bias) a.o_bias = take(p + "self_attn.o_proj.bias", {C});
+      if (c.qk_norm) {
+        a.q_norm = take(p + "self_attn.q_norm.weight", {D});
+        a.k_norm = take(p + "self_attn.k_norm.weight", {D});
+      }
+      l.post_attention_norm = take(p + "post_attention_layernorm.weight", {C});
+      const int64_t I = c.intermediate_size;
+      l.mlp.gate = take(p + "mlp.gate_proj.weight", {I, C});
+      l.mlp.up = take(p + "mlp.up_proj.weight", {I, C});
+      l.mlp.down = take(p + "mlp.down_proj.weight", {C, I});
+      if (c.mlp_bias) {
+        l.mlp.gate_bias = take(p + "mlp.gate_proj.bias", {I});
+        l.mlp.up_bias = take(p + "mlp.up_proj.bias", {I});
+        l.mlp.down_bias = take(p + "mlp.down_proj.bias", {C});
+      }
+      layers_.push_back(std::move(l));
+    }
+    norm_ = take("model.norm.weight", {C});
+    if (c.tie_word_embeddings) {
+      // Some tied checkpoints still carry the head; it is the embedding.
+      folder.Skip("lm_head.weight");
+      lm_head_ = embed_;
+    } else {
+      lm_head_ = take("lm_head.weight", {c.vocab_size, C});
+    }
+    if (!st.ok()) return st;
+    return folder.CheckAllTaken();
+  }
+
+  at::Tensor Output(const Batch& batch) override {
+    const hf::ModelConfig& c = config_;
+    const int64_t T = batch.inputs.size(1);
+    at::Tensor cos, sin;
+    RopeTables(inv_freq_.to(batch.inputs.device()), T, &cos, &sin);
+    at::Tensor x = at::embedding(embed_, batch.inputs);
+    for (const LlamaLayer& l : layers_) {
+      x = x + GroupedQueryAttention(RmsNormFp32(x, l.input_norm, c.norm_eps),
+                                    l.attention, c.num_heads, c.num_kv_heads,
+                                    c.head_dim, c.norm_eps, cos, sin);
+      x = x +
+          GatedMlp(RmsNormFp32(x, l.post_attention_norm, c.norm_eps), l.mlp);
+    }
+    return Linear(RmsNormFp32(x, norm_, c.norm_eps), lm_head_);
+  }
+  LossKind loss_kind() const override { return LossKind::kCrossEntropy; }
+  std::vector<std::pair<std::string, at::Tensor>> NamedParameters() override {
+    return ModuleParams(*tree_);
+  }
+  void To(at::Device device, at::ScalarType dtype) override {
+    tree_->to(device, dtype);
+  }
+  // Parameters carry their Hugging Face names and layouts.
+  std::vector<HfTensor> HfLayout() const override {
+    std::vector<HfTensor> layout;
+    for (const auto& [name, p] : ModuleParams(*tree_)) {
+      layout.push_back({name, name, false});
+    }
+    return layout;
+  }
+  double TrainFlopsPerToken(int64_t seq_len) const override {
+    const double n = static_cast<double>(CountParams(ModuleParams(*tree_)));
+    return 6.0 * n + 12.0 * config_.num_layers * config_.num_heads *
+                         config_.head_dim * seq_len;
+  }
+
+ private:
+  hf::ModelConfig config_;
+  std::shared_ptr<ParamTree> tree_;
+  at::Tensor inv_freq_;
+  at::Tensor embed_, norm_, lm_head_;
+  std::vector<LlamaLayer> layers_;
+};
+
+}  // namespace
+
+TrainStatus BuildLlama(hf::PretrainedFolder& folder, at::ScalarType dtype,
+                       std::unique_ptr<TrainModel>* out) {
+  auto model = std::make_unique<LlamaModel>(folder.config());
+  TrainStatus st = model->Load(folder, dtype);
+  if (!st.ok()) return st;
+  *out = std::move(model);
+  return TrainStatus::Ok();
+}
+
+}  // namespace halftime::engine
