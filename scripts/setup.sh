@@ -14,6 +14,8 @@ packages=(
   protobuf-compiler prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev
   googletest libbenchmark-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
   nlohmann-json3-dev libssl-dev zlib1g-dev
+  # the tokenizer (tokenizer/): pre-tokenizer regexes and NFC
+  libpcre2-dev libutf8proc-dev
   # The fastest fp32 this machine runs, measured (bench/blas/compare.py):
   # OpenBLAS's OpenMP build shares libtorch's OpenMP threads. The reference
   # BLAS runs fp32 ~30x slower, and the pthread OpenBLAS's threads spin
@@ -69,6 +71,10 @@ if command -v update-alternatives >/dev/null; then
     fi
   done
 fi
+
+# >>> tokenizer reference (tests/tokenizer; see setup-tokenizer-reference.sh) >>>
+"$(dirname "$0")/setup-tokenizer-reference.sh"
+# <<< tokenizer reference <<<
 
 # >>> deploy tooling (tests/deploy; owner: issue #8) >>>
 # Helm and the manifest schema validators, into the git-ignored .tools/.

@@ -26,6 +26,7 @@
 #include "engine/events.h"
 #include "engine/train.h"
 #include "train/spec_options.h"
+#include "train/tokenize_command.h"
 
 namespace halftime {
 namespace {
@@ -207,6 +208,9 @@ int ProbeDeviceCommand(int threads, int events_fd, std::ostream& out) {
 
 int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
                     std::ostream& err) {
+  if (args.size() > 1 && args[1] == "tokenize") {
+    return RunTokenizeCommand(args, out, err);
+  }
   CLI::App app{"halftime-train: run one fine-tuning job from a spec file",
                "halftime-train"};
   std::string spec_path, out_dir, metrics_path, resume, data_root;

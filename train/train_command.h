@@ -1,5 +1,6 @@
 // `halftime-train SPEC [--out DIR] [--metrics-jsonl FILE] [--resume CKPT]`:
 // runs one job from a spec file, standalone or under halftime-worker.
+// `halftime-train tokenize ...` is tokenize_command.h's.
 //
 // Exit codes: 0 success; 2 bad spec, bad data or a precision this device
 // cannot run; 1 training failure (reason on stderr); 130/143 stopped by
