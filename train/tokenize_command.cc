@@ -11,6 +11,7 @@
 
 #include "engine/events.h"
 #include "tokenizer/tokenizer.h"
+#include "train/command_line.h"
 
 namespace halftime {
 namespace {
@@ -52,16 +53,9 @@ int RunTokenizeCommand(const std::vector<std::string>& args, std::ostream& out,
   app.add_flag("--add-special-tokens", add_special_tokens,
                "Add the tokenizer's post-processor tokens (e.g. Llama 3's "
                "<|begin_of_text|>)");
-  std::vector<const char*> argv;
-  for (size_t i = 1; i < args.size(); ++i) argv.push_back(args[i].c_str());
-  try {
-    app.parse(static_cast<int>(argv.size()), argv.data());
-  } catch (const CLI::CallForHelp&) {
-    out << app.help();
-    return kExitOk;
-  } catch (const CLI::ParseError& e) {
-    err << "halftime-train tokenize: " << e.what() << "\n";
-    return kExitBadInput;
+  if (auto done =
+          ParseCommandLine(app, args, 1, "halftime-train tokenize", out, err)) {
+    return *done;
   }
 
   std::string error;

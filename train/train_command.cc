@@ -25,6 +25,7 @@
 #include "engine/device.h"
 #include "engine/events.h"
 #include "engine/train.h"
+#include "train/command_line.h"
 #include "train/spec_options.h"
 #include "train/tokenize_command.h"
 
@@ -252,16 +253,8 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
                "without native bf16: memory saved, not time), as the spec's "
                "resources.emulation: allow does");
 
-  std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
-  try {
-    app.parse(static_cast<int>(argv.size()), argv.data());
-  } catch (const CLI::CallForHelp&) {
-    out << app.help();
-    return kExitOk;
-  } catch (const CLI::ParseError& e) {
-    err << "halftime-train: " << e.what() << "\n";
-    return kExitBadInput;
+  if (auto done = ParseCommandLine(app, args, 0, "halftime-train", out, err)) {
+    return *done;
   }
 
   if (const std::string cap_error = engine::CpuIsaCapError();

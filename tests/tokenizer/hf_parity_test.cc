@@ -128,6 +128,20 @@ std::string Show(const Tokenizer& tokenizer, const std::vector<int32_t>& ids,
   return out;
 }
 
+// The tokenizer.json of `name` as the reference's manifest lists it; ""
+// when it is not there.
+std::string ManifestPath(const Reference& reference, const std::string& name) {
+  std::istringstream manifest(ReadFile(reference.work + "/manifest.txt"));
+  std::string entry, entry_path, path;
+  while (manifest >> entry >> entry_path) {
+    if (entry == name) {
+      path =
+          entry_path[0] == '/' ? entry_path : reference.work + "/" + entry_path;
+    }
+  }
+  return path;
+}
+
 class HfParityTest : public testing::TestWithParam<const char*> {};
 
 TEST_P(HfParityTest, MatchesHuggingFaceOnTheWholeCorpus) {
@@ -135,17 +149,7 @@ TEST_P(HfParityTest, MatchesHuggingFaceOnTheWholeCorpus) {
   if (!reference.skip_reason.empty()) GTEST_SKIP() << reference.skip_reason;
   ASSERT_EQ(reference.failure, "");
   const std::string name = GetParam();
-  std::string path;
-  {
-    std::istringstream manifest(ReadFile(reference.work + "/manifest.txt"));
-    std::string entry, entry_path;
-    while (manifest >> entry >> entry_path) {
-      if (entry == name) {
-        path = entry_path[0] == '/' ? entry_path
-                                    : reference.work + "/" + entry_path;
-      }
-    }
-  }
+  const std::string path = ManifestPath(reference, name);
   ASSERT_FALSE(path.empty()) << name << " is not in the manifest";
   std::string error;
   auto tokenizer = Tokenizer::Load(path, &error);
@@ -188,17 +192,7 @@ TEST_P(HfParityTest, DecodeRestoresTheText) {
   ASSERT_EQ(reference.failure, "");
   const std::string name = GetParam();
   if (name == "qwen3") GTEST_SKIP() << "NFC changes the NFD text";
-  std::string path;
-  {
-    std::istringstream manifest(ReadFile(reference.work + "/manifest.txt"));
-    std::string entry, entry_path;
-    while (manifest >> entry >> entry_path) {
-      if (entry == name) {
-        path = entry_path[0] == '/' ? entry_path
-                                    : reference.work + "/" + entry_path;
-      }
-    }
-  }
+  const std::string path = ManifestPath(reference, name);
   std::string error;
   auto tokenizer = Tokenizer::Load(path, &error);
   ASSERT_NE(tokenizer, nullptr) << error;
