@@ -269,14 +269,6 @@ void Overflow(const Args& a, const ht::DeviceCapabilities& caps) {
 
 int Shell(const std::string& cmd) { return std::system(cmd.c_str()); }
 
-std::vector<double> ReadNumbers(const std::string& path) {
-  std::vector<double> v;
-  std::ifstream in(path);
-  double x;
-  while (in >> x) v.push_back(x);
-  return v;
-}
-
 bool PythonHasTorchFor(const Args& a) {
   return Shell(a.python + " -c 'import torch,sys; sys.exit(0 if " +
                (a.cuda ? "torch.cuda.is_available()" : "True") +
@@ -331,8 +323,8 @@ void Parity(const Args& a, const ht::DeviceCapabilities& caps) {
               o.data.path + " " + out + " --precision " + name + " --device " +
               device + " --scales " + scales_out + " " +
               testing::kGptParityArgs + extra);
-    const std::vector<double> theirs = ReadNumbers(out);
-    const std::vector<double> their_scales = ReadNumbers(scales_out);
+    const std::vector<double> theirs = testing::ReadNumbers(out);
+    const std::vector<double> their_scales = testing::ReadNumbers(scales_out);
     double worst = 0, first = 0;
     const bool complete = rc == 0 && ours.status.ok() &&
                           ours.losses.size() == 20 && theirs.size() == 20;

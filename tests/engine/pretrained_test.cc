@@ -89,11 +89,7 @@ class PretrainedTest : public testing::PythonFixtureTest {
                             std::to_string(kSteps) +
                             " --batch 4 --lr 1e-3 --eval-fraction 0.1"),
               0);
-    std::vector<double> losses;
-    std::ifstream in(out);
-    double v;
-    while (in >> v) losses.push_back(v);
-    return losses;
+    return testing::ReadNumbers(out);
   }
 
   void ExpectParity(const std::string& folder, Precision p,

@@ -52,11 +52,7 @@ class PythonTest : public testing::PythonFixtureTest {
                                              out + " --precision " + precision +
                                              " " + kGptParityArgs),
               0);
-    std::vector<double> losses;
-    std::ifstream in(out);
-    double v;
-    while (in >> v) losses.push_back(v);
-    return losses;
+    return testing::ReadNumbers(out);
   }
 
   void ExpectParity(Precision p, const std::string& name, double rel_tol) {

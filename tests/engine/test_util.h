@@ -40,6 +40,16 @@ inline void WriteBytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
 }
 
+// The whitespace-separated numbers in `path` (a reference script's losses
+// or loss scales); empty when it cannot be read.
+inline std::vector<double> ReadNumbers(const std::string& path) {
+  std::vector<double> v;
+  std::ifstream in(path);
+  double x;
+  while (in >> x) v.push_back(x);
+  return v;
+}
+
 // Deterministic English-like text: sentences drawn from a small grammar.
 inline std::string MakeCorpus(size_t bytes, uint32_t seed = 1) {
   static const char* kSubjects[] = {"the cat",     "a dog",       "my friend",
