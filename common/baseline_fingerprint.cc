@@ -26,6 +26,17 @@ std::string BaselineFingerprint(const v1::JobSpec& spec,
   add("data.path", spec.data().path());
   add("data.seq_len", absl::StrCat(spec.data().seq_len()));
   add("data.vocab_size", absl::StrCat(spec.data().vocab_size()));
+  // Only when set, as above: what the tokens are and how they are laid out
+  // decides the step's cost.
+  const v1::DataSpec& data = spec.data();
+  if (data.token_dtype() != v1::TOKEN_DTYPE_UNSPECIFIED) {
+    add("data.token_dtype", absl::StrCat(data.token_dtype()));
+  }
+  if (!data.tokenizer().empty()) add("data.tokenizer", data.tokenizer());
+  if (data.has_packing()) add("data.packing", absl::StrCat(data.packing()));
+  if (data.chat_template() != v1::CHAT_TEMPLATE_UNSPECIFIED) {
+    add("data.chat_template", absl::StrCat(data.chat_template()));
+  }
   add("batch_size", absl::StrCat(spec.batch_size()));
   add("grad_accumulation", absl::StrCat(spec.grad_accumulation()));
   add("optimizer", absl::StrCat(spec.optimizer().name()));

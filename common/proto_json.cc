@@ -89,10 +89,18 @@ nlohmann::ordered_json MessageToJsonTree(const Message& message,
   for (int i = 0; i < descriptor->field_count(); ++i) {
     const FieldDescriptor* field = descriptor->field(i);
     if (style == ProtoJsonStyle::kSpec) {
-      // Set fields only; an empty sub-message says nothing.
-      if (field->is_repeated() || !reflection->HasField(message, field)) {
+      // Set fields only; an empty sub-message or list says nothing.
+      if (field->is_repeated()) {
+        const int size = reflection->FieldSize(message, field);
+        if (size == 0) continue;
+        nlohmann::ordered_json array = nlohmann::ordered_json::array();
+        for (int j = 0; j < size; ++j) {
+          array.push_back(FieldValueToJson(message, field, j, style));
+        }
+        object[field->name()] = std::move(array);
         continue;
       }
+      if (!reflection->HasField(message, field)) continue;
       nlohmann::ordered_json value =
           FieldValueToJson(message, field, -1, style);
       if (value.is_object() && value.empty()) continue;

@@ -39,6 +39,8 @@ using google::protobuf::Message;
 using google::protobuf::Reflection;
 
 constexpr std::size_t kMaxStringBytes = 4096;
+// Items in a list field (eval.prompts).
+constexpr int kMaxListItems = 64;
 constexpr int kMaxProblems = 50;
 
 // A location in the source document (1-based), when known.
@@ -449,7 +451,7 @@ class DocumentReader {
     std::optional<Location> at = MarkToLocation(value.Mark());
     if (value.IsNull()) return;  // "key:" with no value means "not given"
     if (field->is_repeated()) {
-      problems_->Add(path, "lists are not supported here", at);
+      ReadList(value, message, field, path);
       return;
     }
     if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
@@ -467,6 +469,33 @@ class DocumentReader {
     if (std::optional<std::string> reason =
             SetScalar(message, field, value.Scalar())) {
       problems_->Add(path, *reason, at);
+    }
+  }
+
+  // A list of strings (the only repeated fields a spec has), e.g.
+  // eval.prompts; element i is reported as path[i].
+  void ReadList(const YAML::Node& value, Message* message,
+                const FieldDescriptor* field, const std::string& path) {
+    std::optional<Location> at = MarkToLocation(value.Mark());
+    if (field->cpp_type() != FieldDescriptor::CPPTYPE_STRING) {
+      problems_->Add(path, "lists are not supported here", at);
+      return;
+    }
+    if (!value.IsSequence()) {
+      problems_->Add(
+          path, absl::StrCat("expected a list, got ", KindName(value)), at);
+      return;
+    }
+    const Reflection* reflection = message->GetReflection();
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      const YAML::Node item = value[i];
+      if (!item.IsScalar()) {
+        problems_->Add(absl::StrCat(path, "[", i, "]"),
+                       absl::StrCat("expected text, got ", KindName(item)),
+                       MarkToLocation(item.Mark()));
+        continue;
+      }
+      reflection->AddString(message, field, item.Scalar());
     }
   }
 
@@ -528,13 +557,17 @@ class Validator {
     ValidateEnumsAndLengths(spec, "");
     ValidateName(spec.name());
     ValidateModel(spec.model());
-    ValidateData(spec.data());
+    ValidateData(spec);
+    ValidateEvalAndOutput(spec);
     ValidatePrecisionAndScaling(spec);
     ValidateOptimizer(spec.optimizer());
     if (!spec.has_steps()) {
       sink_("steps", "required: the number of optimizer steps to run");
     } else {
-      IntRange("steps", spec.steps(), 1, 100'000'000);
+      // steps: 0 loads a pretrained folder and exports it (a conversion,
+      // e.g. to output.dtype), training nothing.
+      IntRange("steps", spec.steps(), spec.model().pretrained().empty() ? 1 : 0,
+               100'000'000);
       if (spec.steps() >= 1 &&
           spec.lr_schedule().warmup_steps() > spec.steps()) {
         sink_("lr_schedule.warmup_steps",
@@ -559,8 +592,6 @@ class Validator {
     IntRange("seed", spec.seed(), 0, std::numeric_limits<int64_t>::max());
     IntRange("checkpoint.every_steps", spec.checkpoint().every_steps(), 0,
              100'000'000);
-    IntRange("eval.every_steps", spec.eval().every_steps(), 0, 100'000'000);
-    IntRange("eval.batches", spec.eval().batches(), 1, 10'000);
     IntRange("threads", spec.threads(), 0, 1024);
     IntRange("priority", spec.priority(), -1000, 1000);
     IntRange("max_restarts", spec.max_restarts(), 0, 100);
@@ -578,8 +609,25 @@ class Validator {
     const Reflection* reflection = message.GetReflection();
     for (int i = 0; i < type->field_count(); ++i) {
       const FieldDescriptor* field = type->field(i);
-      if (field->is_repeated()) continue;
       const std::string path = JoinPath(prefix, field->name());
+      if (field->is_repeated()) {
+        if (field->cpp_type() != FieldDescriptor::CPPTYPE_STRING) continue;
+        const int count = reflection->FieldSize(message, field);
+        if (count > kMaxListItems) {
+          sink_(path, absl::StrCat("has ", count, " items; the limit is ",
+                                   kMaxListItems));
+        }
+        for (int j = 0; j < count && j < kMaxListItems; ++j) {
+          const std::size_t size =
+              reflection->GetRepeatedString(message, field, j).size();
+          if (size > kMaxStringBytes) {
+            sink_(absl::StrCat(path, "[", j, "]"),
+                  absl::StrCat("is ", size, " bytes long; the limit is ",
+                               kMaxStringBytes));
+          }
+        }
+        continue;
+      }
       if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE &&
           reflection->HasField(message, field)) {
         ValidateEnumsAndLengths(reflection->GetMessage(message, field), path);
@@ -713,9 +761,12 @@ class Validator {
     ValidatePath("model.init_from", model.init_from());
   }
 
-  void ValidateData(const v1::DataSpec& data) {
+  void ValidateData(const v1::JobSpec& spec) {
+    const v1::DataSpec& data = spec.data();
+    const bool pretrained = !spec.model().pretrained().empty();
     if (data.kind() == v1::DATA_KIND_UNSPECIFIED) {
-      sink_("data.kind", "required: one of text, tokens, tensors, synthetic");
+      sink_("data.kind",
+            "required: one of text, tokens, tensors, synthetic, jsonl");
     } else if (data.kind() == v1::DATA_KIND_SYNTHETIC) {
       if (!data.path().empty())
         sink_("data.path", "synthetic data takes no path");
@@ -726,18 +777,92 @@ class Validator {
                          " data"));
     }
     ValidatePath("data.path", data.path());
+    ValidatePath("data.tokenizer", data.tokenizer());
     IntRange("data.seq_len", data.seq_len(), 1, 65536);
     DoubleRange("data.eval_fraction", data.eval_fraction(), 0, 0.5);
-    IntRange("data.vocab_size", data.vocab_size(), 2, 1 << 20);
-    if (data.kind() == v1::DATA_KIND_TEXT && data.vocab_size() != 256) {
+    if (data.has_vocab_size()) {
+      IntRange("data.vocab_size", data.vocab_size(), 2, 1 << 20);
+    }
+    const bool text_like =
+        data.kind() == v1::DATA_KIND_TEXT || data.kind() == v1::DATA_KIND_JSONL;
+    // Text is tokenized by data.tokenizer, else by the pretrained folder's
+    // tokenizer, else (text only) byte by byte.
+    const bool has_tokenizer = !data.tokenizer().empty() || pretrained;
+    if (!data.tokenizer().empty() && !text_like) {
+      sink_("data.tokenizer", "applies to text and jsonl data only");
+    }
+    if (data.kind() == v1::DATA_KIND_JSONL && !has_tokenizer) {
+      sink_("data.tokenizer",
+            "required for jsonl data (or a model.pretrained folder with a "
+            "tokenizer.json)");
+    }
+    if (text_like && has_tokenizer && data.has_vocab_size()) {
+      sink_("data.vocab_size",
+            "is set by the tokenizer for text and jsonl data; remove it");
+    } else if (data.kind() == v1::DATA_KIND_TEXT && data.has_vocab_size() &&
+               data.vocab_size() != 256) {
       sink_("data.vocab_size", absl::StrCat("text data is byte-level; its "
                                             "vocabulary is 256, got ",
                                             data.vocab_size()));
     }
-    if (data.kind() == v1::DATA_KIND_TOKENS && data.vocab_size() > 65536) {
+    if (data.token_dtype() != v1::TOKEN_DTYPE_UNSPECIFIED &&
+        data.kind() != v1::DATA_KIND_TOKENS) {
+      sink_("data.token_dtype", "applies to tokens data only");
+    }
+    if (data.kind() == v1::DATA_KIND_TOKENS &&
+        data.token_dtype() != v1::TOKEN_DTYPE_UINT32 &&
+        data.vocab_size() > 65536) {
       sink_("data.vocab_size",
             absl::StrCat("uint16 token files hold ids below 65536; got ",
-                         data.vocab_size()));
+                         data.vocab_size(),
+                         " (set data.token_dtype: uint32 for a larger "
+                         "vocabulary)"));
+    }
+    if (data.has_packing() && data.kind() != v1::DATA_KIND_JSONL) {
+      sink_("data.packing", "applies to jsonl data only");
+    }
+    if (data.chat_template() != v1::CHAT_TEMPLATE_UNSPECIFIED &&
+        data.kind() != v1::DATA_KIND_JSONL) {
+      sink_("data.chat_template", "applies to jsonl data only");
+    }
+  }
+
+  void ValidateEvalAndOutput(const v1::JobSpec& spec) {
+    const v1::EvalSpec& eval = spec.eval();
+    const v1::DataSpec& data = spec.data();
+    IntRange("eval.every_steps", eval.every_steps(), 0, 100'000'000);
+    IntRange("eval.batches", eval.batches(), 1, 10'000);
+    IntRange("eval.max_new_tokens", eval.max_new_tokens(), 1, 4096);
+    if (eval.prompts_size() > 0) {
+      // A prompt needs text-to-ids and back: a tokenizer, or byte-level
+      // text data on a built-in model.
+      const bool text_like = data.kind() == v1::DATA_KIND_TEXT ||
+                             data.kind() == v1::DATA_KIND_JSONL;
+      if (!text_like && spec.model().pretrained().empty()) {
+        sink_("eval.prompts",
+              "need a tokenizer: text or jsonl data, or a model.pretrained "
+              "folder");
+      }
+      if (!spec.model().torchscript().empty() ||
+          spec.model().builtin() == "mlp") {
+        sink_("eval.prompts", "need a language model");
+      }
+      for (int i = 0; i < eval.prompts_size(); ++i) {
+        if (eval.prompts(i).empty()) {
+          sink_(absl::StrCat("eval.prompts[", i, "]"), "is empty");
+        }
+      }
+    }
+    const v1::OutputSpec& output = spec.output();
+    if (spec.model().pretrained().empty()) {
+      if (output.dtype() != v1::OUTPUT_DTYPE_UNSPECIFIED) {
+        sink_("output.dtype",
+              "applies to a model.pretrained job's exported hf/ folder");
+      }
+      if (output.has_export_with_checkpoints()) {
+        sink_("output.export_with_checkpoints",
+              "applies to a model.pretrained job's exported hf/ folder");
+      }
     }
   }
 
@@ -880,8 +1005,24 @@ void ApplyJobSpecDefaults(v1::JobSpec* spec) {
   v1::DataSpec* data = spec->mutable_data();
   if (!data->has_seq_len()) data->set_seq_len(128);
   if (!data->has_eval_fraction()) data->set_eval_fraction(0.1);
-  if (!data->has_vocab_size()) {
+  // Text and jsonl data take their vocabulary from a tokenizer when there is
+  // one (data.tokenizer or the pretrained folder's).
+  const bool tokenized_text =
+      (data->kind() == v1::DATA_KIND_TEXT ||
+       data->kind() == v1::DATA_KIND_JSONL) &&
+      (!data->tokenizer().empty() || !model->pretrained().empty());
+  if (!data->has_vocab_size() && !tokenized_text) {
     data->set_vocab_size(data->kind() == v1::DATA_KIND_TOKENS ? 50257 : 256);
+  }
+  if (data->kind() == v1::DATA_KIND_TOKENS &&
+      data->token_dtype() == v1::TOKEN_DTYPE_UNSPECIFIED) {
+    data->set_token_dtype(v1::TOKEN_DTYPE_UINT16);
+  }
+  if (data->kind() == v1::DATA_KIND_JSONL && !data->has_packing()) {
+    data->set_packing(false);
+  }
+  if (!spec->eval().has_max_new_tokens()) {
+    spec->mutable_eval()->set_max_new_tokens(32);
   }
 
   v1::LossScalingSpec* ls = spec->mutable_loss_scaling();

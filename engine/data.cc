@@ -19,6 +19,10 @@ constexpr uint64_t kTrainStream = 0x7261696eULL;
 constexpr uint64_t kEvalStream = 0x6576616cULL;
 constexpr uint64_t kPermStream = 0x7065726dULL;
 constexpr int32_t kLlmcMagic = 20240520;
+// The largest vocabulary a token id may index (uint32 files, tokenizers).
+constexpr int64_t kMaxVocabulary = int64_t{1} << 24;
+// The target of a position the loss skips (CrossEntropy's ignore index).
+constexpr int64_t kIgnoredTarget = -100;
 
 TrainStatus Invalid(const std::string& msg) {
   return TrainStatus::Error(TrainStatus::kInvalidInput, msg);
@@ -62,11 +66,31 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
   if (options.eval_fraction < 0.0 || options.eval_fraction >= 1.0) {
     return Invalid("data.eval_fraction must be in [0, 1)");
   }
-  if (options.vocab_size < 0 || options.vocab_size > 65536) {
-    return Invalid("data.vocab_size must be in [0, 65536]");
+  // Ids live in int32 streams; only uint16 token files bound them lower.
+  const int64_t id_limit = options.kind == DataKind::kTokens &&
+                                   options.token_dtype == TokenDtype::kUint16
+                               ? int64_t{65536}
+                               : kMaxVocabulary;
+  if (options.vocab_size < 0 || options.vocab_size > id_limit) {
+    return Invalid("data.vocab_size must be in [0, " +
+                   std::to_string(id_limit) + "]");
+  }
+  const std::string where =
+      path.empty() ? std::string("the data") : "data file " + path;
+  if (options.kind == DataKind::kJsonl)
+    return FinishExamples(std::move(d), where, out);
+  if (options.kind == DataKind::kText && options.tokenized != nullptr) {
+    // Text a tokenizer has read: one running stream of its ids.
+    const TokenizedData& t = *options.tokenized;
+    if (t.ids.empty()) return Invalid(where + " holds no tokens");
+    d->tokens_ = t.ids;
+    d->vocab_size_ = t.vocab_size;
+    return FinishStream(std::move(d), where, out);
   }
 
   switch (options.kind) {
+    case DataKind::kJsonl:
+      break;  // handled above
     case DataKind::kText: {
       std::string bytes;
       TrainStatus st = ReadFile(path, &bytes);
@@ -88,9 +112,12 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
       std::string bytes;
       TrainStatus st = ReadFile(path, &bytes);
       if (!st.ok()) return st;
+      const bool wide = options.token_dtype == TokenDtype::kUint32;
+      const size_t width = wide ? 4 : 2;
+      const char* dtype_name = wide ? "uint32" : "uint16";
       size_t offset = 0;
       int64_t count = -1;
-      if (bytes.size() >= 1024) {
+      if (!wide && bytes.size() >= 1024) {
         int32_t header[3];
         std::memcpy(header, bytes.data(), sizeof(header));
         if (header[0] == kLlmcMagic) {
@@ -115,17 +142,34 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
         }
       }
       if (count < 0) {
-        if (bytes.size() % 2 != 0) {
+        if (bytes.size() % width != 0) {
           return Invalid("data file " + path +
                          " is truncated: " + std::to_string(bytes.size()) +
-                         " bytes is not a whole number of uint16 tokens");
+                         " bytes is not a whole number of " + dtype_name +
+                         " tokens (data.token_dtype)");
         }
-        count = static_cast<int64_t>(bytes.size() / 2);
+        count = static_cast<int64_t>(bytes.size() / width);
       }
       d->tokens_.resize(count);
-      std::memcpy(d->tokens_.data(), bytes.data() + offset, count * 2);
-      const int64_t max_token =
-          *std::max_element(d->tokens_.begin(), d->tokens_.end());
+      const unsigned char* src =
+          reinterpret_cast<const unsigned char*>(bytes.data()) + offset;
+      int64_t max_token = 0;
+      for (int64_t i = 0; i < count; ++i) {
+        // Little-endian whatever the host.
+        uint32_t v = 0;
+        for (size_t b = 0; b < width; ++b) {
+          v |= static_cast<uint32_t>(src[i * width + b]) << (8 * b);
+        }
+        if (v >= static_cast<uint32_t>(kMaxVocabulary)) {
+          return Invalid("data file " + path + " holds token " +
+                         std::to_string(v) + " at index " + std::to_string(i) +
+                         ", past the largest supported vocabulary (" +
+                         std::to_string(kMaxVocabulary) +
+                         "); is data.token_dtype right?");
+        }
+        d->tokens_[i] = static_cast<int32_t>(v);
+        max_token = std::max<int64_t>(max_token, v);
+      }
       if (options.vocab_size > 0 && max_token >= options.vocab_size) {
         return Invalid("data file " + path + " holds token " +
                        std::to_string(max_token) +
@@ -145,7 +189,7 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
       for (int64_t i = 0; i < n; ++i) {
         const uint64_t r = Mix(seed, 0x73796eULL, i);
         prev = (r % 8 == 0) ? (r >> 8) % vocab : (prev * 7 + 3) % vocab;
-        d->tokens_[i] = static_cast<uint16_t>(prev);
+        d->tokens_[i] = static_cast<int32_t>(prev);
       }
       d->vocab_size_ = vocab;
       break;
@@ -279,7 +323,14 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
     }
   }
 
+  return FinishStream(std::move(d), where, out);
+}
+
+TrainStatus Dataset::FinishStream(std::unique_ptr<Dataset> d,
+                                  const std::string& where,
+                                  std::unique_ptr<Dataset>* out) {
   // Token streams: split and check lengths.
+  const DataOptions& options = d->options_;
   const int64_t n = static_cast<int64_t>(d->tokens_.size());
   const int64_t need = options.seq_len + 1;
   d->eval_tokens_ =
@@ -288,18 +339,144 @@ TrainStatus Dataset::Open(const DataOptions& options, uint64_t seed,
           : 0;
   d->train_tokens_ = n - d->eval_tokens_;
   if (d->train_tokens_ < need) {
-    const std::string where = options.kind == DataKind::kSynthetic
-                                  ? "synthetic data"
-                                  : "data file " + path;
-    return Invalid(where + " has " + std::to_string(n) +
-                   " tokens; too short for data.seq_len " +
-                   std::to_string(options.seq_len) + " with eval_fraction " +
-                   std::to_string(options.eval_fraction) + " (needs at least " +
-                   std::to_string(need + d->eval_tokens_) + ")");
+    return Invalid(
+        (options.kind == DataKind::kSynthetic ? "synthetic data" : where) +
+        " has " + std::to_string(n) + " tokens; too short for data.seq_len " +
+        std::to_string(options.seq_len) + " with eval_fraction " +
+        std::to_string(options.eval_fraction) + " (needs at least " +
+        std::to_string(need + d->eval_tokens_) + ")");
   }
   d->max_token_id_ = *std::max_element(d->tokens_.begin(), d->tokens_.end());
   *out = std::move(d);
   return TrainStatus::Ok();
+}
+
+TrainStatus Dataset::FinishExamples(std::unique_ptr<Dataset> d,
+                                    const std::string& where,
+                                    std::unique_ptr<Dataset>* out) {
+  const DataOptions& options = d->options_;
+  if (options.tokenized == nullptr || options.tokenized->starts.empty()) {
+    return Invalid(where + " holds no examples");
+  }
+  const TokenizedData& t = *options.tokenized;
+  const int64_t n_ids = static_cast<int64_t>(t.ids.size());
+  if (t.trained.size() != t.ids.size()) {
+    return Invalid(where + ": the loss mask and the ids differ in length");
+  }
+  if (t.vocab_size <= 0 || t.vocab_size > kMaxVocabulary) {
+    return Invalid(where + ": tokenizer vocabulary " +
+                   std::to_string(t.vocab_size) + " is out of range");
+  }
+  const int64_t T = options.seq_len;
+  // Each example takes min(length, T) slots; its last slot's target (the
+  // next example's first id) is never trained. An example whose trained
+  // targets all lie past T is dropped.
+  struct Span {
+    int64_t start, end;
+  };
+  std::vector<Span> kept;
+  for (size_t i = 0; i < t.starts.size(); ++i) {
+    const int64_t start = t.starts[i];
+    const int64_t end = i + 1 < t.starts.size() ? t.starts[i + 1] : n_ids;
+    if (start < 0 || end > n_ids || end < start) {
+      return Invalid(where + ": example " + std::to_string(i) +
+                     " spans ids outside the data");
+    }
+    bool trains = false;
+    for (int64_t j = start + 1; j <= std::min(end - 1, start + T); ++j) {
+      trains = trains || t.trained[j] != 0;
+    }
+    if (!trains) {
+      ++d->dropped_examples_;
+      continue;
+    }
+    kept.push_back({start, end});
+  }
+  const int64_t n = static_cast<int64_t>(kept.size());
+  if (n == 0) {
+    return Invalid(where + " has no example with a trained token within " +
+                   "data.seq_len " + std::to_string(T) + " tokens");
+  }
+  int64_t eval_examples =
+      options.eval_fraction > 0.0
+          ? std::max<int64_t>(1, std::llround(n * options.eval_fraction))
+          : 0;
+  if (n - eval_examples < 1) {
+    return Invalid(where + " has " + std::to_string(n) +
+                   " usable examples; too few for a training split with "
+                   "eval_fraction " +
+                   std::to_string(options.eval_fraction));
+  }
+  // Lays examples [first, last) into rows.
+  auto lay = [&](int64_t first, int64_t last) {
+    int64_t rows = 0;
+    int64_t free_slots = 0;
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t len = std::min(kept[i].end - kept[i].start, T);
+      if (!options.packing || len > free_slots) {
+        d->rows_.emplace_back();
+        free_slots = T;
+        ++rows;
+      }
+      d->rows_.back().push_back({kept[i].start, len, kept[i].end});
+      free_slots -= len;
+    }
+    return rows;
+  };
+  d->train_rows_ = lay(0, n - eval_examples);
+  d->eval_rows_ = lay(n - eval_examples, n);
+  d->examples_ = options.tokenized;
+  d->vocab_size_ = t.vocab_size;
+  int64_t max_id = 0;
+  for (int32_t id : t.ids) {
+    if (id < 0 || id >= t.vocab_size) {
+      return Invalid(where + " holds token " + std::to_string(id) +
+                     ", outside the tokenizer's vocabulary of " +
+                     std::to_string(t.vocab_size));
+    }
+    max_id = std::max<int64_t>(max_id, id);
+  }
+  d->max_token_id_ = max_id;
+  *out = std::move(d);
+  return TrainStatus::Ok();
+}
+
+Batch Dataset::RowsBatch(const std::vector<int64_t>& rows) const {
+  const int64_t T = seq_len_;
+  const int64_t B = static_cast<int64_t>(rows.size());
+  const TokenizedData& t = *examples_;
+  at::Tensor x = at::zeros({B, T}, at::kLong);
+  at::Tensor y = at::full({B, T}, kIgnoredTarget, at::kLong);
+  at::Tensor pos = at::zeros({B, T}, at::kLong);
+  // Padding is a segment of its own, so it never attends to an example.
+  at::Tensor seg = at::full({B, T}, -1, at::kLong);
+  int64_t* px = x.data_ptr<int64_t>();
+  int64_t* py = y.data_ptr<int64_t>();
+  int64_t* ppos = pos.data_ptr<int64_t>();
+  int64_t* pseg = seg.data_ptr<int64_t>();
+  int64_t tokens = 0;
+  for (int64_t r = 0; r < B; ++r) {
+    int64_t slot = r * T;
+    int64_t segment = 0;
+    for (const Piece& piece : rows_[rows[r]]) {
+      for (int64_t s = 0; s < piece.len; ++s, ++slot) {
+        const int64_t i = piece.start + s;
+        px[slot] = t.ids[i];
+        if (i + 1 < piece.end && t.trained[i + 1] != 0) py[slot] = t.ids[i + 1];
+        ppos[slot] = s;
+        pseg[slot] = segment;
+      }
+      ++segment;
+      tokens += piece.len;
+    }
+  }
+  Batch batch{x, y};
+  if (options_.packing) {
+    batch.positions = pos;
+    batch.segments = seg;
+  }
+  batch.tokens = tokens;
+  return batch;
 }
 
 int64_t Dataset::tokens_per_sample() const {
@@ -327,7 +504,7 @@ Batch Dataset::TokenBatch(int64_t begin, int64_t len, uint64_t stream,
     } else {
       start = (row * T) % windows;
     }
-    const uint16_t* src = tokens_.data() + begin + start;
+    const int32_t* src = tokens_.data() + begin + start;
     for (int64_t t = 0; t < T; ++t) {
       px[r * T + t] = src[t];
       py[r * T + t] = src[t + 1];
@@ -351,7 +528,7 @@ const std::vector<int64_t>& Dataset::Permutation(int64_t epoch) {
 }
 
 Batch Dataset::TrainBatch(int64_t index) {
-  if (is_token_stream()) {
+  if (!tokens_.empty()) {
     return TokenBatch(0, train_tokens_, kTrainStream, index, options_.shuffle);
   }
   std::vector<int64_t> rows(batch_size_);
@@ -361,18 +538,20 @@ Batch Dataset::TrainBatch(int64_t index) {
     const int64_t pos = g % train_rows_;
     rows[r] = options_.shuffle ? Permutation(epoch)[pos] : pos;
   }
+  if (!rows_.empty()) return RowsBatch(rows);
   at::Tensor idx = at::tensor(rows, at::kLong);
   return {inputs_.index_select(0, idx), targets_.index_select(0, idx)};
 }
 
 Batch Dataset::EvalBatch(int64_t index) {
-  if (is_token_stream()) {
+  if (!tokens_.empty()) {
     return TokenBatch(train_tokens_, eval_tokens_, kEvalStream, index, true);
   }
   std::vector<int64_t> rows(batch_size_);
   for (int64_t r = 0; r < batch_size_; ++r) {
     rows[r] = train_rows_ + (index * batch_size_ + r) % eval_rows_;
   }
+  if (!rows_.empty()) return RowsBatch(rows);
   at::Tensor idx = at::tensor(rows, at::kLong);
   return {inputs_.index_select(0, idx), targets_.index_select(0, idx)};
 }

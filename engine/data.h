@@ -1,5 +1,11 @@
 // Internal: training data sources and deterministic batching.
 //
+// Instruction data (jsonl, tokenized by halftime-train) is a list of
+// examples, each a span of ids with the ids the loss predicts marked. Its
+// last eval_fraction examples are held out. Examples are laid into rows of
+// seq_len slots in file order, one per row (padded) or, with packing, as
+// many as fit (positions and attention restart at each); the rows are then
+// visited like tensor data's.
 // Token data (text, tokens, synthetic) is one token stream; its tail
 // (eval_fraction) is the held-out split. A training micro-batch is a pure
 // function of (seed, micro-batch index): each row starts at a splitmix64-
@@ -19,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/options.h"
@@ -27,8 +34,20 @@
 namespace halftime::engine {
 
 struct Batch {
+  Batch() = default;
+  Batch(at::Tensor inputs, at::Tensor targets)
+      : inputs(std::move(inputs)), targets(std::move(targets)) {}
+
   at::Tensor inputs;
   at::Tensor targets;
+  // [B, T] int64: each token's position within its example, where rows
+  // pack several examples; undefined = 0..T-1 in every row.
+  at::Tensor positions;
+  // [B, T] int64: which example of its row each token belongs to;
+  // attention stays inside one. Undefined = one sequence per row.
+  at::Tensor segments;
+  // Input tokens that are not padding (throughput counts these); -1 = all.
+  int64_t tokens = -1;
 };
 
 // splitmix64 of `x`; the data order's only source of randomness.
@@ -46,8 +65,12 @@ class Dataset {
   // The `index`-th eval batch (the same batches at every evaluation).
   Batch EvalBatch(int64_t index);
 
-  // True for token streams (inputs/targets are int64 [B, seq_len]).
-  bool is_token_stream() const { return !tokens_.empty(); }
+  // True for token data (inputs/targets are int64 [B, seq_len]): streams
+  // and instruction examples.
+  bool is_token_stream() const { return !tokens_.empty() || !rows_.empty(); }
+  // Instruction examples left out because truncation to seq_len left them
+  // no trained target.
+  int64_t dropped_examples() const { return dropped_examples_; }
   // Token ids are < vocab_size (token streams; tensor data with int64
   // inputs sets it to max input + 1).
   int64_t vocab_size() const { return vocab_size_; }
@@ -71,6 +94,22 @@ class Dataset {
   Batch TokenBatch(int64_t begin, int64_t len, uint64_t stream, int64_t index,
                    bool shuffle);
   const std::vector<int64_t>& Permutation(int64_t epoch);
+  // The rest of Open for token streams and for instruction examples;
+  // `where` names the data in errors.
+  static TrainStatus FinishStream(std::unique_ptr<Dataset> d,
+                                  const std::string& where,
+                                  std::unique_ptr<Dataset>* out);
+  static TrainStatus FinishExamples(std::unique_ptr<Dataset> d,
+                                    const std::string& where,
+                                    std::unique_ptr<Dataset>* out);
+  Batch RowsBatch(const std::vector<int64_t>& rows) const;
+  // One slice of an example laid into a row: ids [start, start + len) of
+  // an example whose ids end at `end`.
+  struct Piece {
+    int64_t start;
+    int64_t len;
+    int64_t end;
+  };
 
   DataOptions options_;
   uint64_t seed_ = 0;
@@ -79,7 +118,12 @@ class Dataset {
   int64_t vocab_size_ = 0;
   int64_t max_token_id_ = -1;
   // Token streams.
-  std::vector<uint16_t> tokens_;
+  std::vector<int32_t> tokens_;
+  // Instruction examples: the ids, and each row's pieces (rows
+  // [0, train_rows_) train, the rest evaluate).
+  std::shared_ptr<const TokenizedData> examples_;
+  std::vector<std::vector<Piece>> rows_;
+  int64_t dropped_examples_ = 0;
   int64_t train_tokens_ = 0;
   int64_t eval_tokens_ = 0;
   // Tensor data.

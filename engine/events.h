@@ -51,6 +51,8 @@ inline constexpr char kEvalLoss[] = "eval_loss";
 inline constexpr char kEvalAccuracy[] = "eval_accuracy";
 inline constexpr char kPrecision[] = "precision";
 inline constexpr char kFallbackNote[] = "fallback";
+// At evaluations with eval.prompts: [{"prompt", "completion"}, ...].
+inline constexpr char kEvalSamples[] = "eval_samples";
 
 // Checkpoint keys (and kStepNumber).
 inline constexpr char kPath[] = "path";

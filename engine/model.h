@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "engine/data.h"
+#include "engine/models/blocks.h"
 #include "engine/models/kernels.h"
 #include "engine/options.h"
 #include "engine/status.h"
@@ -53,6 +54,15 @@ struct HfTensor {
   std::string param_name;
   std::string hf_name;
   bool transposed = false;
+};
+
+// What a generation has computed so far: each layer's keys and values, so
+// a new token costs one position's work. Owned by the caller; one cache per
+// sequence batch, used with one model.
+struct KvCache {
+  std::vector<LayerCache> layers;
+  // Positions the cache holds.
+  int64_t length = 0;
 };
 
 class TrainModel {
@@ -88,6 +98,18 @@ class TrainModel {
   // For a model built from a Hugging Face folder, every parameter's place
   // in that folder's layout (for export); empty otherwise.
   virtual std::vector<HfTensor> HfLayout() const { return {}; }
+  // Language models: logits [B, T, vocab] of `inputs` [B, T] continuing the
+  // sequence in `cache` (at positions cache->length onward), whose keys and
+  // values are appended. Call without grad. Undefined for models that
+  // cannot generate (MLP, TorchScript).
+  // Language models: the number of token ids the model reads and predicts;
+  // 0 for others.
+  virtual int64_t vocab_size() const { return 0; }
+  virtual at::Tensor Decode(const at::Tensor& inputs, KvCache* cache) {
+    (void)inputs;
+    (void)cache;
+    return {};
+  }
 };
 
 // Builds the model `options` names for `data`. Built-ins are initialized

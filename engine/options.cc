@@ -49,6 +49,8 @@ const char* DataKindName(DataKind k) {
       return "tensors";
     case DataKind::kSynthetic:
       return "synthetic";
+    case DataKind::kJsonl:
+      return "jsonl";
   }
   return "unknown";
 }
@@ -100,6 +102,10 @@ uint64_t OptionsFingerprint(const TrainOptions& o) {
   s << ";data:" << DataKindName(d.kind) << '|' << d.path << '|' << d.seq_len
     << '|' << d.eval_fraction << '|' << d.vocab_size << '|' << d.shuffle << '|'
     << d.synthetic_tokens;
+  if (d.token_dtype != TokenDtype::kUint16) s << "|uint32";
+  if (!d.tokenizer.empty()) s << "|tokenizer:" << d.tokenizer;
+  if (!d.chat_template.empty()) s << "|template:" << d.chat_template;
+  if (d.packing) s << "|packing";
   const OptimizerOptions& p = o.optimizer;
   s << ";opt:" << OptimizerNameName(p.name) << '|' << p.lr << '|'
     << p.weight_decay << '|' << p.beta1 << '|' << p.beta2 << '|' << p.eps << '|'

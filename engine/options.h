@@ -11,7 +11,9 @@
 #define HALFTIME_ENGINE_OPTIONS_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "rules/precision.h"
 
@@ -25,7 +27,12 @@ enum class LossScalingMode { kDefault, kDynamic, kStatic, kNone };
 enum class OnMinScale { kFail, kFallback };
 enum class OptimizerName { kAdamW, kSgd };
 enum class LrDecay { kConstant, kCosine, kLinear };
-enum class DataKind { kText, kTokens, kTensors, kSynthetic };
+enum class DataKind { kText, kTokens, kTensors, kSynthetic, kJsonl };
+// Width of the ids in a token file.
+enum class TokenDtype { kUint16, kUint32 };
+// Storage dtype of an exported Hugging Face folder; kSource keeps the
+// pretrained files' dtype.
+enum class ExportDtype { kSource, kFp32, kBf16, kFp16 };
 enum class LossKind { kCrossEntropy, kMse };
 enum class DeviceRequest { kAny, kCpu, kCuda };
 // How bf16-pure keeps small updates from being rounded away.
@@ -70,6 +77,21 @@ struct ModelOptions {
   int mlp_hidden = 256;
 };
 
+// Text already turned into token ids, by a tokenizer the engine does not
+// link (halftime-train's tokenizer library). For text data only `ids` is
+// set; for instruction data (jsonl) each example is a span of `ids`, and
+// `trained` marks the ids the loss predicts.
+struct TokenizedData {
+  std::vector<int32_t> ids;
+  // Per id: 1 when the loss counts it as a target. Empty = every id.
+  std::vector<uint8_t> trained;
+  // Example i spans [starts[i], starts[i + 1]) (the last to ids.size()).
+  // Empty = one running text.
+  std::vector<int64_t> starts;
+  // One past the largest id the tokenizer can produce.
+  int64_t vocab_size = 0;
+};
+
 struct DataOptions {
   DataKind kind = DataKind::kSynthetic;
   // Data file; empty for synthetic.
@@ -85,6 +107,18 @@ struct DataOptions {
   bool shuffle = true;
   // Number of tokens generated for synthetic data.
   int64_t synthetic_tokens = 1 << 16;
+  // Id width of a tokens file.
+  TokenDtype token_dtype = TokenDtype::kUint16;
+  // Text or jsonl data as ids (required for jsonl, and for text read by a
+  // tokenizer; null for byte-level text). `path` still names the source.
+  std::shared_ptr<const TokenizedData> tokenized;
+  // What produced `tokenized` (tokenizer path, chat template name), for the
+  // fingerprint: a resume with another tokenization is refused.
+  std::string tokenizer;
+  std::string chat_template;
+  // jsonl: pack examples into seq_len windows (attention and positions
+  // restart at each example) instead of one padded example per row.
+  bool packing = false;
 };
 
 struct LossScalingOptions {
@@ -128,6 +162,19 @@ struct EvalOptions {
   // Evaluate every this many steps; 0 = only at the end.
   int every_steps = 50;
   int batches = 8;
+  // Prompts (as ids) completed greedily at each evaluation; the completions
+  // go to TrainCallbacks::on_eval_sample.
+  std::vector<std::vector<int32_t>> prompt_ids;
+  int max_new_tokens = 32;
+  // Ids that end a completion early (the tokenizer's end-of-text tokens).
+  std::vector<int32_t> stop_ids;
+};
+
+struct OutputOptions {
+  // Dtype of the exported hf/ folder (pretrained models).
+  ExportDtype dtype = ExportDtype::kSource;
+  // Export hf/ beside every checkpoint too, not only at the end.
+  bool export_with_checkpoints = false;
 };
 
 struct CheckpointOptions {
@@ -152,6 +199,7 @@ struct TrainOptions {
   int64_t seed = 1;
   EvalOptions eval;
   CheckpointOptions checkpoint;
+  OutputOptions output;
   DeviceRequest device = DeviceRequest::kAny;
   // Run a precision the device only emulates (spec resources.emulation:
   // allow, or halftime-train --allow-emulation); false refuses it.

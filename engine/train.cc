@@ -22,6 +22,7 @@
 #include "engine/data.h"
 #include "engine/device.h"
 #include "engine/events.h"
+#include "engine/generate.h"
 #include "engine/hf/export.h"
 #include "engine/hf/pretrained.h"
 #include "engine/hf/safetensors_file.h"
@@ -96,6 +97,9 @@ TrainStatus Validate(const TrainOptions& o) {
         "0 < min_scale <= max_scale, min_scale_patience >= 1");
   }
   if (o.threads < 0) return Invalid("threads must not be negative");
+  if (o.eval.max_new_tokens < 0) {
+    return Invalid("eval.max_new_tokens must not be negative");
+  }
   return TrainStatus::Ok();
 }
 
@@ -230,7 +234,11 @@ void PruneCheckpoints(const fs::path& dir, int keep) {
     }
   }
   std::sort(files.begin(), files.end());
-  for (size_t i = 0; i + keep < files.size(); ++i) fs::remove(files[i], ec);
+  for (size_t i = 0; i + keep < files.size(); ++i) {
+    fs::remove(files[i], ec);
+    // The Hugging Face export beside it (output.export_with_checkpoints).
+    fs::remove_all(fs::path(files[i]).replace_extension(".hf"), ec);
+  }
 }
 
 class Loop {
@@ -250,11 +258,20 @@ class Loop {
   // Mean eval loss; `*accuracy` is the next-token (arg-max) accuracy, or
   // negative when the loss is not a classification loss.
   double Evaluate(double* accuracy);
+  // Completes each eval prompt greedily and hands it to on_eval_sample.
+  TrainStatus SampleEvalPrompts();
   TrainStatus WriteOutputs(TrainSummary* summary);
+  // Writes the weights as a Hugging Face folder at `dir` in output.dtype
+  // (pretrained models only).
+  TrainStatus ExportHf(const std::string& dir);
   Batch ToDevice(Batch b) {
     if (s_.cuda) {
       b.inputs = b.inputs.to(s_.device, /*non_blocking=*/true);
       b.targets = b.targets.to(s_.device, /*non_blocking=*/true);
+      if (b.positions.defined()) {
+        b.positions = b.positions.to(s_.device, /*non_blocking=*/true);
+        b.segments = b.segments.to(s_.device, /*non_blocking=*/true);
+      }
     }
     return b;
   }
@@ -355,9 +372,37 @@ TrainStatus Loop::SaveCheckpoint(int64_t step) {
   const std::string path = CheckpointPath(o_.out_dir, step);
   TrainStatus st = WriteCheckpoint(path, ck);
   if (!st.ok()) return st;
+  if (o_.output.export_with_checkpoints && !o_.model.pretrained.empty()) {
+    st = ExportHf(fs::path(path).replace_extension(".hf").string());
+    if (!st.ok()) return st;
+  }
   last_checkpoint_ = path;
   PruneCheckpoints(dir, o_.checkpoint.keep);
   if (cb_.on_checkpoint) cb_.on_checkpoint(path, step);
+  return TrainStatus::Ok();
+}
+
+TrainStatus Loop::SampleEvalPrompts() {
+  if (o_.eval.prompt_ids.empty() || !cb_.on_eval_sample) {
+    return TrainStatus::Ok();
+  }
+  GenerateOptions g;
+  g.max_new_tokens = o_.eval.max_new_tokens;
+  g.stop_ids = o_.eval.stop_ids;
+  for (size_t i = 0; i < o_.eval.prompt_ids.size(); ++i) {
+    std::vector<int32_t> completion;
+    TrainStatus st;
+    {
+      AutocastGuard autocast(s_.autocast, s_.cuda, s_.autocast_bf16);
+      st =
+          Generate(*s_.model, o_.eval.prompt_ids[i], g, s_.device, &completion);
+    }
+    if (!st.ok()) {
+      return TrainStatus::Error(
+          st.code, "eval.prompts[" + std::to_string(i) + "]: " + st.message);
+    }
+    cb_.on_eval_sample(step_, static_cast<int>(i), completion);
+  }
   return TrainStatus::Ok();
 }
 
@@ -392,8 +437,10 @@ TrainStatus Loop::Run(TrainSummary* summary) {
 
   const int64_t samples_per_step =
       static_cast<int64_t>(o_.batch_size) * o_.grad_accumulation;
-  const int64_t tokens_per_step =
+  // Tokens of a full step; padded instruction rows count fewer.
+  const int64_t full_step_tokens =
       samples_per_step * s_.data->tokens_per_sample();
+  int64_t tokens_total = 0;
   const double flops_per_token =
       s_.model->TrainFlopsPerToken(s_.data->tokens_per_sample());
   const double inv_accum = 1.0 / o_.grad_accumulation;
@@ -433,8 +480,12 @@ TrainStatus Loop::Run(TrainSummary* summary) {
     const double backward_factor = scale * inv_accum;
     for (auto& [name, p] : params_) p.mutable_grad().reset();
     at::Tensor loss_sum;
+    int64_t step_tokens = 0;
     for (int m = 0; m < o_.grad_accumulation; ++m) {
       Batch b = ToDevice(s_.data->TrainBatch(micro_batches_++));
+      step_tokens += b.tokens >= 0
+                         ? b.tokens
+                         : b.inputs.size(0) * s_.data->tokens_per_sample();
       at::Tensor loss;
       {
         AutocastGuard autocast(s_.autocast, s_.cuda, s_.autocast_bf16);
@@ -481,7 +532,8 @@ TrainStatus Loop::Run(TrainSummary* summary) {
     step_times.push_back(r.step_seconds);
     ++steps_run;
     r.samples_per_second = samples_per_step / r.step_seconds;
-    r.tokens_per_second = tokens_per_step / r.step_seconds;
+    tokens_total += step_tokens;
+    r.tokens_per_second = step_tokens / r.step_seconds;
     r.model_flops_per_second = flops_per_token * r.tokens_per_second;
     r.peak_memory_bytes = PeakMemoryBytes(s_.cuda) - s_.baseline_bytes;
     r.weight_bytes = Bytes(params_, /*grads=*/false);
@@ -499,6 +551,10 @@ TrainStatus Loop::Run(TrainSummary* summary) {
       last_eval = r.eval_loss;
       sum.has_eval_accuracy = r.has_eval_accuracy;
       sum.eval_accuracy = r.eval_accuracy;
+    }
+    if (last || (o_.eval.every_steps > 0 && step_ % o_.eval.every_steps == 0)) {
+      TrainStatus st = SampleEvalPrompts();
+      if (!st.ok()) return st;
     }
     sum.final_loss = r.loss;
     sum.gradient_bytes = std::max(sum.gradient_bytes, r.gradient_bytes);
@@ -545,7 +601,7 @@ TrainStatus Loop::Run(TrainSummary* summary) {
   if (steps_run > 0) {
     sum.mean_step_seconds = step_seconds_total / steps_run;
     sum.samples_per_second = samples_per_step / sum.mean_step_seconds;
-    sum.tokens_per_second = tokens_per_step / sum.mean_step_seconds;
+    sum.tokens_per_second = tokens_total / step_seconds_total;
     sum.model_flops_per_second = flops_per_token * sum.tokens_per_second;
     sum.median_step_seconds = SteadyMedian(step_times);
     // Timed only for a run that writes its summary (a third of a second).
@@ -553,7 +609,7 @@ TrainStatus Loop::Run(TrainSummary* summary) {
       sum.gemm_ceiling_flops = GemmCeilingFlops(s_.precision, s_.cuda);
     }
     if (sum.gemm_ceiling_flops > 0 && sum.median_step_seconds > 0) {
-      sum.mfu = flops_per_token * tokens_per_step / sum.median_step_seconds /
+      sum.mfu = flops_per_token * full_step_tokens / sum.median_step_seconds /
                 sum.gemm_ceiling_flops;
     }
   }
@@ -582,15 +638,8 @@ TrainStatus Loop::WriteOutputs(TrainSummary* sum) {
                                      {"step", std::to_string(step_)}});
   if (!st.ok()) return st;
   if (!o_.model.pretrained.empty()) {
-    // The source folder's layout, in the dtype its weights were stored in.
-    std::unique_ptr<hf::PretrainedFolder> source;
-    st = hf::PretrainedFolder::Open(o_.model.pretrained, &source);
-    if (!st.ok()) return st;
     sum->final_hf = (fs::path(o_.out_dir) / "hf").string();
-    st = hf::ExportFolder(
-        o_.model.pretrained, s_.model->HfLayout(), weights,
-        hf::SafetensorsFile::ScalarTypeOf(source->StoredDType()),
-        sum->final_hf);
+    st = ExportHf(sum->final_hf);
     if (!st.ok()) return st;
   }
   if (s_.model->is_torchscript()) {
@@ -619,6 +668,32 @@ TrainStatus Loop::WriteOutputs(TrainSummary* sum) {
   }
   sum->summary_json = (fs::path(o_.out_dir) / "summary.json").string();
   return WriteFileAtomically(sum->summary_json, SummaryJson(*sum) + "\n");
+}
+
+TrainStatus Loop::ExportHf(const std::string& dir) {
+  // The source folder's layout, in output.dtype or the dtype its weights
+  // were stored in.
+  at::ScalarType dtype = at::kFloat;
+  switch (o_.output.dtype) {
+    case ExportDtype::kSource: {
+      std::unique_ptr<hf::PretrainedFolder> source;
+      TrainStatus st = hf::PretrainedFolder::Open(o_.model.pretrained, &source);
+      if (!st.ok()) return st;
+      dtype = hf::SafetensorsFile::ScalarTypeOf(source->StoredDType());
+      break;
+    }
+    case ExportDtype::kFp32:
+      dtype = at::kFloat;
+      break;
+    case ExportDtype::kBf16:
+      dtype = at::kBFloat16;
+      break;
+    case ExportDtype::kFp16:
+      dtype = at::kHalf;
+      break;
+  }
+  return hf::ExportFolder(o_.model.pretrained, s_.model->HfLayout(),
+                          opt_->Fp32Weights(), dtype, dir);
 }
 
 template <typename Fn>

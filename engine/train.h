@@ -33,6 +33,11 @@ namespace halftime::engine {
 struct TrainCallbacks {
   // Called after every optimizer step (skipped ones included).
   std::function<void(const StepReport&)> on_step;
+  // Called at each evaluation, before that step's on_step, with the ids
+  // the model generated (greedy) for options.eval.prompt_ids[index].
+  std::function<void(int64_t step, int index,
+                     const std::vector<int32_t>& completion)>
+      on_eval_sample;
   // Called after each checkpoint is written, with its path and step.
   std::function<void(const std::string& path, int64_t step)> on_checkpoint;
   // Checked between steps; when it reads true, Train() writes a checkpoint

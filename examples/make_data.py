@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the demo's example data (no downloads): a small English-like
-corpus to pretrain on, and an arithmetic task to fine-tune on.
+corpus to pretrain on, an arithmetic task to fine-tune on, and the same
+task as instruction rows (chat.jsonl).
 
 Usage: examples/make_data.py [OUT_DIR]   (default: examples/data)
 Deterministic: the same files every run.
@@ -51,6 +52,24 @@ def arithmetic(rng, count):
     return "\n".join(lines) + "\n"
 
 
+def chat(rng, count):
+    # Instruction rows for `data: {kind: jsonl}`: the same arithmetic task
+    # as conversations and as prompt/completion pairs.
+    import json
+    rows = []
+    for i in range(count):
+        a, b = rng.randint(0, 99), rng.randint(0, 99)
+        if i % 2 == 0:
+            rows.append({"messages": [
+                {"role": "system", "content": "Answer with the number only."},
+                {"role": "user", "content": f"What is {a} + {b}?"},
+                {"role": "assistant", "content": str(a + b)}]})
+        else:
+            rows.append({"prompt": f"What is {a} + {b}?",
+                         "completion": str(a + b)})
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "data")
@@ -60,7 +79,9 @@ def main():
         f.write(corpus(rng, 600_000))
     with open(os.path.join(out, "task.txt"), "w") as f:
         f.write(arithmetic(rng, 40_000))
-    print(f"wrote {out}/corpus.txt and {out}/task.txt")
+    with open(os.path.join(out, "chat.jsonl"), "w") as f:
+        f.write(chat(random.Random(20261207), 4_000))
+    print(f"wrote {out}/corpus.txt, {out}/task.txt and {out}/chat.jsonl")
 
 
 if __name__ == "__main__":

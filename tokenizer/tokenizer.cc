@@ -2,15 +2,21 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
+#include "tokenizer/byte_trie.h"
+#include "tokenizer/decoder.h"
+#include "tokenizer/metaspace_cut.h"
 #include "tokenizer/regex.h"
+#include "tokenizer/sentencepiece.h"
 #include "tokenizer/text.h"
 
 namespace halftime::tokenizer {
@@ -29,6 +35,8 @@ constexpr int kMaxJsonDepth = 64;
 constexpr size_t kMaxCachedWordBytes = 256;
 // The cache is dropped when it grows past this many pre-tokens.
 constexpr size_t kMaxCacheEntries = 1 << 18;
+// Longer texts are refused: the merge loops index symbols with 32 bits.
+constexpr size_t kMaxTextBytes = (size_t{1} << 31) - 1;
 
 // GPT-2's pre-tokenizer regex, which ByteLevel uses when use_regex is true.
 constexpr char kGpt2Pattern[] =
@@ -42,17 +50,38 @@ enum class SplitBehavior {
   kContiguous
 };
 
+struct NormalizerStep {
+  enum class Kind { kNfc, kPrepend, kReplace };
+  Kind kind = Kind::kNfc;
+  // kPrepend: the prefix. kReplace: what every match of `literal` (or of
+  // `regex` when set) becomes.
+  std::string text;
+  std::string literal;
+  std::unique_ptr<Regex> regex;
+};
+
+enum class PrependScheme { kAlways, kFirst, kNever };
+
 struct PreTokenizerStep {
-  // A Split step when `regex` is set, otherwise the ByteLevel step.
+  enum class Kind { kSplit, kByteLevel, kMetaspace };
+  Kind kind = Kind::kSplit;
+  // kSplit.
   std::unique_ptr<Regex> regex;
   SplitBehavior behavior = SplitBehavior::kIsolated;
   bool invert = false;
+  // Before the step: a space in front of each piece that lacks one (the
+  // ByteLevel option, moved onto the split that ByteLevel's regex makes).
   bool add_prefix_space = false;
+  // kMetaspace: spaces become `replacement`, which is put in front per
+  // `prepend` and, with `split`, starts a new piece wherever it is.
+  std::string replacement;
+  PrependScheme prepend = PrependScheme::kAlways;
+  bool split = true;
 };
 
 struct AddedToken {
   int32_t id = 0;
-  std::string content;  // As matched: NFC-normalized when `normalized`.
+  std::string content;  // As matched: normalized when `normalized`.
   bool special = false;
   bool lstrip = false;
   bool rstrip = false;
@@ -60,42 +89,44 @@ struct AddedToken {
   bool normalized = false;
 };
 
-// Leftmost-longest matching of a set of added tokens (few, short).
+// Leftmost-longest matching of a set of added tokens (Gemma 3 has 6415,
+// most starting with "<"): a trie walked from each position.
 class AddedTokenMatcher {
  public:
+  // Before Finish only.
   void Add(const AddedToken* token) {
-    auto& bucket = by_first_byte_[static_cast<uint8_t>(token->content[0])];
-    bucket.push_back(token);
-    std::stable_sort(bucket.begin(), bucket.end(),
-                     [](const AddedToken* a, const AddedToken* b) {
-                       return a->content.size() > b->content.size();
-                     });
-    empty_ = false;
+    trie_.Insert(token->content, static_cast<int32_t>(tokens_.size()));
+    tokens_.push_back(token);
   }
-  bool empty() const { return empty_; }
+  void Finish() { trie_.Finish(); }
+  bool empty() const { return tokens_.empty(); }
   // The first token at or after `from`, longest there; null when none.
   const AddedToken* Find(std::string_view text, size_t from, size_t* at) const {
     for (size_t pos = from; pos < text.size(); ++pos) {
-      const auto& bucket = by_first_byte_[static_cast<uint8_t>(text[pos])];
-      for (const AddedToken* token : bucket) {
-        if (text.compare(pos, token->content.size(), token->content) == 0) {
-          *at = pos;
-          return token;
-        }
+      size_t length = 0;
+      const int32_t index = trie_.LongestPrefix(text.substr(pos), &length);
+      if (index >= 0) {
+        *at = pos;
+        return tokens_[index];
       }
     }
     return nullptr;
   }
 
  private:
-  std::array<std::vector<const AddedToken*>, 256> by_first_byte_;
-  bool empty_ = true;
+  ByteTrie trie_;
+  // By the trie's values; of two tokens with the same content the first
+  // is matched (the library ignores the second).
+  std::vector<const AddedToken*> tokens_;
 };
 
 // A piece of the input: text still to encode, or an added token's id.
+// `at_start`: the text begins at the input's first byte (Metaspace's
+// "first" prepend scheme asks).
 struct Segment {
   std::string text;
   int32_t added_id = -1;
+  bool at_start = false;
 };
 
 struct MergeTarget {
@@ -131,44 +162,78 @@ int JsonDepth(std::string_view text) {
   return deepest;
 }
 
+// Whether `contents` is a serialized SentencePiece ModelProto rather than
+// JSON: its first byte is the tag of the pieces field (0x0A, which is also
+// a JSON newline), and the first byte that is not JSON whitespace does not
+// open a JSON object or array.
+bool LooksLikeSentencePiece(std::string_view contents) {
+  if (contents.empty() || contents[0] != '\n') return false;
+  const size_t first = contents.find_first_not_of(" \t\r\n");
+  return first != std::string_view::npos && contents[first] != '{' &&
+         contents[first] != '[';
+}
+
 }  // namespace
 
 struct Tokenizer::Impl {
   std::string name;
-  bool nfc = false;
+  std::vector<NormalizerStep> normalizer;
   std::vector<PreTokenizerStep> pre_tokenizer;
-  // Model: the raw bytes of each byte-level vocabulary token -> id.
+  // Whether the model works on bytes (the pre-tokenizer ends in ByteLevel)
+  // rather than on characters (SentencePiece-kind files).
+  bool byte_level = false;
+  // Model: each vocabulary token -> id, keyed by its raw bytes when
+  // byte-level and by its text otherwise.
   std::unordered_map<std::string, int32_t> vocab;
   std::array<int32_t, 256> byte_ids{};
+  // Character models: the ids of one-character tokens, and of the
+  // "<0xNN>" tokens when `byte_fallback`.
+  std::array<int32_t, 128> ascii_ids{};
+  std::unordered_map<char32_t, int32_t> char_ids;
+  bool byte_fallback = false;
+  std::array<int32_t, 256> byte_fallback_ids{};
   std::unordered_map<uint64_t, MergeTarget> merges;
   bool ignore_merges = false;
   int32_t unk_id = -1;
   bool fuse_unk = false;
+  // Character models: whether pre-tokens are cut in front of "▁"s
+  // (metaspace_cut.h) and the parts encoded and cached apart. Files without
+  // a pre-tokenizer (Llama 2, Mistral, Gemma) hand the model whole texts;
+  // this keeps that from being one uncached merge per text. Needs "▁" to
+  // be a token, and merges not to be ignored (which looks whole pre-tokens
+  // up).
+  bool split_at_metaspace = false;
+  MetaspaceCuts metaspace_cuts;
   // Every token as tokenizer.json spells it, by id (vocabulary, then added
   // tokens over it).
   std::vector<std::string> id_to_token;
-  std::vector<bool> is_added;
   std::vector<bool> is_special;
   std::vector<AddedToken> added_tokens;
   AddedTokenMatcher raw_matcher;
   AddedTokenMatcher normalized_matcher;
-  // TemplateProcessing "single": ids before and after the sequence.
+  // TemplateProcessing "single" (or a tokenizer.model's BOS): ids before
+  // and after the sequence.
   std::vector<int32_t> template_prefix;
   std::vector<int32_t> template_suffix;
-  bool byte_level_decoder = false;
+  std::vector<DecoderStep> decoder;
+  // A SentencePiece tokenizer.model, which encodes by its own rules.
+  std::unique_ptr<SentencePieceModel> sentencepiece;
 
   mutable std::mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
 
   bool ParseJson(const Json& root, std::string* error);
-  bool ParseNormalizer(const Json& j, std::string* error);
+  bool ParseNormalizer(const Json& j, const std::string& field,
+                       std::string* error);
   bool ParsePreTokenizer(const Json& j, const std::string& field,
                          std::string* error);
   bool ParseModel(const Json& j, std::string* error);
   bool ParseAddedTokens(const Json& j, std::string* error);
   bool ParsePostProcessor(const Json& j, const std::string& field,
                           std::string* error);
-  bool ParseDecoder(const Json& j, std::string* error);
+  bool ParseDecoder(const Json& j, const std::string& field,
+                    std::string* error);
+  bool ParseSentencePiece(std::string_view bytes, std::string* error);
 
   bool Fail(const std::string& field, const std::string& what,
             std::string* error) const {
@@ -176,13 +241,19 @@ struct Tokenizer::Impl {
     return false;
   }
 
+  bool Normalize(std::string_view text, std::string* out,
+                 std::string* error) const;
   void SplitOnAddedTokens(const AddedTokenMatcher& matcher,
-                          std::string_view text,
+                          std::string_view text, bool at_start,
                           std::vector<Segment>* out) const;
-  bool PreTokenize(std::string text, std::vector<std::string>* words,
-                   std::string* error) const;
+  bool PreTokenize(std::string text, bool at_start,
+                   std::vector<std::string>* words, std::string* error) const;
   void EncodeWord(const std::string& word, std::vector<int32_t>* ids) const;
+  void EncodeCached(std::string_view word, std::vector<int32_t>* ids) const;
   void MergeWord(std::string_view word, std::vector<int32_t>* ids) const;
+  // The first symbols of `word` before any merge.
+  void ByteSymbols(std::string_view word, std::vector<int32_t>* out) const;
+  void CharSymbols(std::string_view word, std::vector<int32_t>* out) const;
 };
 
 namespace {
@@ -237,39 +308,121 @@ bool ByteLevelToBytes(std::string_view token, std::string* bytes) {
   return true;
 }
 
+// A JSON string holding exactly one character (Rust's `char` fields).
+bool GetChar(const Json& j, const char* key, char32_t* out) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return false;
+  const std::string& s = it->get_ref<const std::string&>();
+  if (s.empty()) return false;
+  size_t pos = 0;
+  *out = NextCodePoint(s, &pos);
+  return pos == s.size();
+}
+
+// The {"String": s} or {"Regex": r} pattern of Replace steps: a non-empty
+// literal in *literal, or a compiled *regex. False with *what on failure.
+bool GetPattern(const Json& j, std::string* literal,
+                std::unique_ptr<Regex>* regex, std::string* what) {
+  auto pattern = j.find("pattern");
+  if (pattern == j.end() || !pattern->is_object() || pattern->size() != 1) {
+    *what = "expected {\"String\": string} or {\"Regex\": string}";
+    return false;
+  }
+  if (auto s = pattern->find("String"); s != pattern->end() && s->is_string()) {
+    *literal = s->get<std::string>();
+    if (literal->empty()) {
+      // The library would match the empty string between every character.
+      *what = "an empty String pattern is not supported";
+      return false;
+    }
+    return true;
+  }
+  if (auto r = pattern->find("Regex"); r != pattern->end() && r->is_string()) {
+    *regex = Regex::Compile(r->get_ref<const std::string&>(), false, what);
+    return *regex != nullptr;
+  }
+  *what = "expected {\"String\": string} or {\"Regex\": string}";
+  return false;
+}
+
+// `text` with every match of the pattern replaced by `content`.
+bool ReplaceAll(std::string_view text, const std::string& literal,
+                const Regex* regex, const std::string& content,
+                std::string* out, std::string* error) {
+  out->clear();
+  size_t done = 0;
+  if (regex != nullptr) {
+    std::vector<std::pair<size_t, size_t>> matches;
+    if (!regex->FindAll(text, &matches, error)) return false;
+    for (auto [begin, end] : matches) {
+      out->append(text.substr(done, begin - done));
+      out->append(content);
+      done = end;
+    }
+  } else {
+    for (size_t at = text.find(literal); at != std::string_view::npos;
+         at = text.find(literal, done)) {
+      out->append(text.substr(done, at - done));
+      out->append(content);
+      done = at + literal.size();
+    }
+  }
+  out->append(text.substr(done));
+  return true;
+}
+
 }  // namespace
 
-bool Tokenizer::Impl::ParseNormalizer(const Json& j, std::string* error) {
+bool Tokenizer::Impl::ParseNormalizer(const Json& j, const std::string& field,
+                                      std::string* error) {
   if (j.is_null()) return true;
   const std::string* type = TypeOf(j);
   if (type == nullptr) {
-    return Fail("normalizer", "expected null or an object with a string type",
-                error);
+    return Fail(field, "expected null or an object with a string type", error);
   }
+  NormalizerStep step;
   if (*type == "NFC") {
-    nfc = true;
-    return true;
-  }
-  if (*type == "Sequence") {
+    step.kind = NormalizerStep::Kind::kNfc;
+  } else if (*type == "Prepend") {
+    auto it = j.find("prepend");
+    if (it == j.end() || !it->is_string()) {
+      return Fail(field + ".prepend", "expected a string", error);
+    }
+    step.kind = NormalizerStep::Kind::kPrepend;
+    step.text = it->get<std::string>();
+  } else if (*type == "Replace") {
+    std::string what;
+    if (!GetPattern(j, &step.literal, &step.regex, &what)) {
+      return Fail(field + ".pattern", what, error);
+    }
+    auto content = j.find("content");
+    if (content == j.end() || !content->is_string()) {
+      return Fail(field + ".content", "expected a string", error);
+    }
+    step.kind = NormalizerStep::Kind::kReplace;
+    step.text = content->get<std::string>();
+  } else if (*type == "Sequence") {
     auto it = j.find("normalizers");
     if (it == j.end() || !it->is_array()) {
-      return Fail("normalizer.normalizers", "expected an array", error);
+      return Fail(field + ".normalizers", "expected an array", error);
     }
-    for (const Json& step : *it) {
-      const std::string* step_type = TypeOf(step);
-      if (step_type == nullptr || *step_type != "NFC") {
-        return Fail("normalizer.normalizers",
-                    "type " + (step_type ? *step_type : "(missing)") +
-                        " is not supported (supported: NFC)",
-                    error);
+    for (size_t i = 0; i < it->size(); ++i) {
+      if (!ParseNormalizer((*it)[i],
+                           field + ".normalizers[" + std::to_string(i) + "]",
+                           error)) {
+        return false;
       }
-      nfc = true;
     }
     return true;
+  } else {
+    return Fail(field + ".type",
+                *type +
+                    " is not supported (supported: NFC, Prepend, Replace, "
+                    "Sequence)",
+                error);
   }
-  return Fail("normalizer.type",
-              *type + " is not supported (supported: NFC, Sequence of NFC)",
-              error);
+  normalizer.push_back(std::move(step));
+  return true;
 }
 
 bool Tokenizer::Impl::ParsePreTokenizer(const Json& j, const std::string& field,
@@ -278,7 +431,8 @@ bool Tokenizer::Impl::ParsePreTokenizer(const Json& j, const std::string& field,
   if (type == nullptr) {
     return Fail(field, "expected an object with a string type", error);
   }
-  if (!pre_tokenizer.empty() && !pre_tokenizer.back().regex) {
+  if (!pre_tokenizer.empty() &&
+      pre_tokenizer.back().kind == PreTokenizerStep::Kind::kByteLevel) {
     return Fail(field,
                 "a step after ByteLevel is not supported (ByteLevel must be "
                 "last)",
@@ -301,6 +455,7 @@ bool Tokenizer::Impl::ParsePreTokenizer(const Json& j, const std::string& field,
   if (*type == "ByteLevel") {
     bool use_regex = true;
     PreTokenizerStep step;
+    step.kind = PreTokenizerStep::Kind::kByteLevel;
     if (!GetBool(j, "add_prefix_space", true, &step.add_prefix_space)) {
       return Fail(field + ".add_prefix_space", "expected a boolean", error);
     }
@@ -318,6 +473,48 @@ bool Tokenizer::Impl::ParsePreTokenizer(const Json& j, const std::string& field,
       split.add_prefix_space = step.add_prefix_space;
       step.add_prefix_space = false;
       pre_tokenizer.push_back(std::move(split));
+    }
+    pre_tokenizer.push_back(std::move(step));
+    return true;
+  }
+  if (*type == "Metaspace") {
+    PreTokenizerStep step;
+    step.kind = PreTokenizerStep::Kind::kMetaspace;
+    char32_t replacement = 0;
+    if (!GetChar(j, "replacement", &replacement)) {
+      return Fail(field + ".replacement", "expected a one-character string",
+                  error);
+    }
+    AppendUtf8(replacement, &step.replacement);
+    // The library's reading: prepend_scheme defaults to "always";
+    // add_prefix_space false (older files) means "never" and contradicts
+    // any other scheme; split defaults to true.
+    step.prepend = PrependScheme::kAlways;
+    if (auto it = j.find("prepend_scheme"); it != j.end()) {
+      const std::string scheme = it->is_string() ? it->get<std::string>() : "";
+      if (scheme == "always") {
+        step.prepend = PrependScheme::kAlways;
+      } else if (scheme == "first") {
+        step.prepend = PrependScheme::kFirst;
+      } else if (scheme == "never") {
+        step.prepend = PrependScheme::kNever;
+      } else {
+        return Fail(field + ".prepend_scheme",
+                    "expected \"always\", \"first\" or \"never\"", error);
+      }
+    }
+    bool add_prefix_space = true;
+    if (!GetBool(j, "add_prefix_space", true, &add_prefix_space)) {
+      return Fail(field + ".add_prefix_space", "expected a boolean", error);
+    }
+    if (!add_prefix_space && step.prepend != PrependScheme::kNever) {
+      return Fail(field + ".add_prefix_space",
+                  "false does not match prepend_scheme (which must then be "
+                  "\"never\")",
+                  error);
+    }
+    if (!GetBool(j, "split", true, &step.split)) {
+      return Fail(field + ".split", "expected a boolean", error);
     }
     pre_tokenizer.push_back(std::move(step));
     return true;
@@ -371,7 +568,7 @@ bool Tokenizer::Impl::ParsePreTokenizer(const Json& j, const std::string& field,
   }
   return Fail(field + ".type",
               *type +
-                  " is not supported (supported: ByteLevel, Split, "
+                  " is not supported (supported: ByteLevel, Metaspace, Split, "
                   "Sequence)",
               error);
 }
@@ -382,9 +579,14 @@ bool Tokenizer::Impl::ParseModel(const Json& j, std::string* error) {
     if (!type->is_string()) {
       return Fail("model.type", "expected a string", error);
     }
-    if (type->get_ref<const std::string&>() != "BPE") {
-      *error = name + ": model.type " + type->get_ref<const std::string&>() +
-               " is not supported (supported: BPE)";
+    const std::string& t = type->get_ref<const std::string&>();
+    if (t != "BPE") {
+      *error =
+          name + ": model.type " + t + " is not supported (supported: BPE" +
+          (t == "Unigram" ? "; a Unigram model's SentencePiece tokenizer.model "
+                            "loads instead"
+                          : "") +
+          ")";
       return false;
     }
   }
@@ -405,12 +607,14 @@ bool Tokenizer::Impl::ParseModel(const Json& j, std::string* error) {
                   error);
     }
   }
-  bool byte_fallback = false;
   if (!GetBool(j, "byte_fallback", false, &byte_fallback)) {
     return Fail("model.byte_fallback", "expected a boolean", error);
   }
-  if (byte_fallback) {
-    return Fail("model.byte_fallback", "true is not supported", error);
+  if (byte_fallback && byte_level) {
+    return Fail("model.byte_fallback",
+                "true is not supported with a ByteLevel pre-tokenizer (every "
+                "byte already has a token)",
+                error);
   }
   if (!GetBool(j, "ignore_merges", false, &ignore_merges)) {
     return Fail("model.ignore_merges", "expected a boolean", error);
@@ -426,6 +630,7 @@ bool Tokenizer::Impl::ParseModel(const Json& j, std::string* error) {
   // Spelled token -> id, for the merges.
   std::unordered_map<std::string_view, int32_t> spelled;
   spelled.reserve(vocab_json->size());
+  vocab.reserve(vocab_json->size());
   std::string bytes;
   for (auto it = vocab_json->begin(); it != vocab_json->end(); ++it) {
     int32_t id = 0;
@@ -449,12 +654,44 @@ bool Tokenizer::Impl::ParseModel(const Json& j, std::string* error) {
     }
     id_to_token[id] = it.key();
     spelled.emplace(it.key(), id);
-    if (ByteLevelToBytes(it.key(), &bytes)) vocab.emplace(bytes, id);
+    if (!byte_level) {
+      vocab.emplace(it.key(), id);
+    } else if (ByteLevelToBytes(it.key(), &bytes)) {
+      vocab.emplace(bytes, id);
+    }
   }
   byte_ids.fill(-1);
-  for (int b = 0; b < 256; ++b) {
-    auto it = vocab.find(std::string(1, static_cast<char>(b)));
-    if (it != vocab.end()) byte_ids[b] = it->second;
+  ascii_ids.fill(-1);
+  byte_fallback_ids.fill(-1);
+  if (byte_level) {
+    for (int b = 0; b < 256; ++b) {
+      auto it = vocab.find(std::string(1, static_cast<char>(b)));
+      if (it != vocab.end()) byte_ids[b] = it->second;
+    }
+  } else {
+    bool metaspace_token = false;
+    for (const auto& [token, id] : vocab) {
+      size_t pos = 0;
+      const char32_t c = NextCodePoint(token, &pos);
+      if (pos == token.size()) {
+        if (c < 128) {
+          ascii_ids[c] = id;
+        } else {
+          char_ids.emplace(c, id);
+        }
+      }
+      if (token == kMetaspaceMark) metaspace_token = true;
+      metaspace_cuts.AddToken(token);
+    }
+    split_at_metaspace = metaspace_token && !ignore_merges;
+    if (byte_fallback) {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      for (int b = 0; b < 256; ++b) {
+        const char token[] = {'<', '0', 'x', kHex[b >> 4], kHex[b & 15], '>'};
+        auto it = vocab.find(std::string(token, sizeof(token)));
+        if (it != vocab.end()) byte_fallback_ids[b] = it->second;
+      }
+    }
   }
   if (auto it = j.find("unk_token"); it != j.end() && !it->is_null()) {
     if (!it->is_string()) {
@@ -560,10 +797,15 @@ bool Tokenizer::Impl::ParseAddedTokens(const Json& j, std::string* error) {
                   "be booleans",
                   error);
     }
-    if (token.normalized && nfc) {
-      std::string normalized, nfc_error;
-      if (!NfcNormalize(token.content, &normalized, &nfc_error)) {
-        return Fail(field + ".content", nfc_error, error);
+    if (token.normalized) {
+      // Matched against normalized text, so normalized itself (with a
+      // Prepend normalizer, "▁" + content), as the library does.
+      std::string normalized, normalize_error;
+      if (!Normalize(token.content, &normalized, &normalize_error)) {
+        return Fail(field + ".content", normalize_error, error);
+      }
+      if (normalized.empty()) {
+        return Fail(field + ".content", "empty once normalized", error);
       }
       token.content = std::move(normalized);
     }
@@ -573,13 +815,13 @@ bool Tokenizer::Impl::ParseAddedTokens(const Json& j, std::string* error) {
     id_to_token[token.id] = content->get_ref<const std::string&>();
     added_tokens.push_back(std::move(token));
   }
-  is_added.assign(id_to_token.size(), false);
   is_special.assign(id_to_token.size(), false);
   for (const AddedToken& token : added_tokens) {
-    is_added[token.id] = true;
     is_special[token.id] = token.special;
     (token.normalized ? normalized_matcher : raw_matcher).Add(&token);
   }
+  raw_matcher.Finish();
+  normalized_matcher.Finish();
   return true;
 }
 
@@ -681,18 +923,93 @@ bool Tokenizer::Impl::ParsePostProcessor(const Json& j,
   return true;
 }
 
-bool Tokenizer::Impl::ParseDecoder(const Json& j, std::string* error) {
+bool Tokenizer::Impl::ParseDecoder(const Json& j, const std::string& field,
+                                   std::string* error) {
   if (j.is_null()) return true;
   const std::string* type = TypeOf(j);
   if (type == nullptr) {
-    return Fail("decoder", "expected null or an object with a string type",
+    return Fail(field, "expected null or an object with a string type", error);
+  }
+  DecoderStep step;
+  if (*type == "Sequence") {
+    auto it = j.find("decoders");
+    if (it == j.end() || !it->is_array()) {
+      return Fail(field + ".decoders", "expected an array", error);
+    }
+    for (size_t i = 0; i < it->size(); ++i) {
+      if (!ParseDecoder((*it)[i],
+                        field + ".decoders[" + std::to_string(i) + "]",
+                        error)) {
+        return false;
+      }
+    }
+    return true;
+  } else if (*type == "ByteLevel") {
+    step.kind = DecoderStep::Kind::kByteLevel;
+  } else if (*type == "ByteFallback") {
+    step.kind = DecoderStep::Kind::kByteFallback;
+  } else if (*type == "Fuse") {
+    step.kind = DecoderStep::Kind::kFuse;
+  } else if (*type == "Replace") {
+    step.kind = DecoderStep::Kind::kReplace;
+    std::string what;
+    if (!GetPattern(j, &step.literal, &step.regex, &what)) {
+      return Fail(field + ".pattern", what, error);
+    }
+    auto content = j.find("content");
+    if (content == j.end() || !content->is_string()) {
+      return Fail(field + ".content", "expected a string", error);
+    }
+    step.content = content->get<std::string>();
+  } else if (*type == "Strip") {
+    step.kind = DecoderStep::Kind::kStrip;
+    if (!GetChar(j, "content", &step.character)) {
+      return Fail(field + ".content", "expected a one-character string", error);
+    }
+    for (auto [key, out] :
+         {std::pair{"start", &step.start}, std::pair{"stop", &step.stop}}) {
+      auto it = j.find(key);
+      if (it == j.end() || !it->is_number_unsigned()) {
+        return Fail(field + "." + key, "expected a non-negative integer",
+                    error);
+      }
+      *out = it->get<size_t>();
+    }
+  } else if (*type == "Metaspace") {
+    step.kind = DecoderStep::Kind::kMetaspace;
+    if (!GetChar(j, "replacement", &step.character)) {
+      return Fail(field + ".replacement", "expected a one-character string",
+                  error);
+    }
+    // Read as the pre-tokenizer reads it: only the "never" scheme keeps
+    // the first token's metaspaces as spaces.
+    std::string scheme = "always";
+    if (auto it = j.find("prepend_scheme"); it != j.end()) {
+      scheme = it->is_string() ? it->get<std::string>() : "";
+      if (scheme != "always" && scheme != "first" && scheme != "never") {
+        return Fail(field + ".prepend_scheme",
+                    "expected \"always\", \"first\" or \"never\"", error);
+      }
+    }
+    bool add_prefix_space = true;
+    if (!GetBool(j, "add_prefix_space", true, &add_prefix_space)) {
+      return Fail(field + ".add_prefix_space", "expected a boolean", error);
+    }
+    if (!add_prefix_space && scheme != "never") {
+      return Fail(field + ".add_prefix_space",
+                  "false does not match prepend_scheme (which must then be "
+                  "\"never\")",
+                  error);
+    }
+    step.prepend = scheme != "never";
+  } else {
+    return Fail(field + ".type",
+                *type +
+                    " is not supported (supported: ByteLevel, ByteFallback, "
+                    "Fuse, Metaspace, Replace, Strip, Sequence)",
                 error);
   }
-  if (*type != "ByteLevel") {
-    return Fail("decoder.type",
-                *type + " is not supported (supported: ByteLevel)", error);
-  }
-  byte_level_decoder = true;
+  decoder.push_back(std::move(step));
   return true;
 }
 
@@ -709,50 +1026,110 @@ bool Tokenizer::Impl::ParseJson(const Json& root, std::string* error) {
   if (auto it = root.find("model"); it == root.end()) {
     return Fail("model", "missing", error);
   }
-  if (!ParseNormalizer(field("normalizer"), error)) return false;
+  if (!ParseNormalizer(field("normalizer"), "normalizer", error)) return false;
   const Json& pre = field("pre_tokenizer");
-  if (pre.is_null()) {
-    return Fail("pre_tokenizer",
-                "null is not supported (a byte-level BPE needs a ByteLevel "
-                "pre-tokenizer)",
-                error);
+  if (!pre.is_null() && !ParsePreTokenizer(pre, "pre_tokenizer", error)) {
+    return false;
   }
-  if (!ParsePreTokenizer(pre, "pre_tokenizer", error)) return false;
-  if (pre_tokenizer.empty() || pre_tokenizer.back().regex) {
-    return Fail("pre_tokenizer",
-                "no ByteLevel step (only byte-level BPE is supported)", error);
-  }
+  byte_level = !pre_tokenizer.empty() &&
+               pre_tokenizer.back().kind == PreTokenizerStep::Kind::kByteLevel;
   if (!ParseModel(field("model"), error)) return false;
   if (!ParseAddedTokens(field("added_tokens"), error)) return false;
   if (!ParsePostProcessor(field("post_processor"), "post_processor", error)) {
     return false;
   }
-  for (int32_t id : template_prefix) {
-    if (static_cast<size_t>(id) >= id_to_token.size() ||
-        id_to_token[id].empty()) {
-      return Fail("post_processor",
-                  "special token id " + std::to_string(id) +
-                      " is not in the vocabulary",
-                  error);
+  for (const auto* ids : {&template_prefix, &template_suffix}) {
+    for (int32_t id : *ids) {
+      if (static_cast<size_t>(id) >= id_to_token.size() ||
+          id_to_token[id].empty()) {
+        return Fail("post_processor",
+                    "special token id " + std::to_string(id) +
+                        " is not in the vocabulary",
+                    error);
+      }
     }
   }
-  for (int32_t id : template_suffix) {
-    if (static_cast<size_t>(id) >= id_to_token.size() ||
-        id_to_token[id].empty()) {
-      return Fail("post_processor",
-                  "special token id " + std::to_string(id) +
-                      " is not in the vocabulary",
-                  error);
+  return ParseDecoder(field("decoder"), "decoder", error);
+}
+
+bool Tokenizer::Impl::ParseSentencePiece(std::string_view bytes,
+                                         std::string* error) {
+  std::string what;
+  sentencepiece = SentencePieceModel::Parse(bytes, &what);
+  if (!sentencepiece) {
+    *error = name + ": SentencePiece model: " + what;
+    return false;
+  }
+  const SentencePieceModel& sp = *sentencepiece;
+  id_to_token.resize(static_cast<size_t>(sp.size()));
+  is_special.assign(id_to_token.size(), false);
+  using Type = SentencePieceModel::PieceType;
+  for (int32_t id = 0; id < sp.size(); ++id) {
+    id_to_token[id] = sp.piece(id);
+    // Hugging Face's conversion adds the unknown and control pieces (<unk>,
+    // <s>, </s>) as special tokens.
+    is_special[id] =
+        sp.type(id) == Type::kControl || sp.type(id) == Type::kUnknown;
+  }
+  // BOS only, as Hugging Face's Llama conversion and the processor's
+  // "bos" option add it.
+  if (sp.bos_id() >= 0) template_prefix.push_back(sp.bos_id());
+  // The decoder Hugging Face's Llama/Gemma conversion writes: metaspaces
+  // to spaces, <0xNN> runs to text, and the space encoding put in front
+  // taken off again (libsentencepiece also keeps the one a
+  // treat_whitespace_as_suffix model puts behind).
+  DecoderStep replace;
+  replace.kind = DecoderStep::Kind::kReplace;
+  replace.literal = std::string(kMetaspaceMark);
+  replace.content = " ";
+  decoder.push_back(std::move(replace));
+  DecoderStep byte_fallback_step;
+  byte_fallback_step.kind = DecoderStep::Kind::kByteFallback;
+  decoder.push_back(std::move(byte_fallback_step));
+  DecoderStep fuse;
+  fuse.kind = DecoderStep::Kind::kFuse;
+  decoder.push_back(std::move(fuse));
+  if (sp.adds_prefix_space()) {
+    DecoderStep strip;
+    strip.kind = DecoderStep::Kind::kStrip;
+    strip.character = U' ';
+    strip.start = 1;
+    decoder.push_back(std::move(strip));
+  }
+  return true;
+}
+
+bool Tokenizer::Impl::Normalize(std::string_view text, std::string* out,
+                                std::string* error) const {
+  out->assign(text);
+  std::string next;
+  for (const NormalizerStep& step : normalizer) {
+    switch (step.kind) {
+      case NormalizerStep::Kind::kNfc:
+        if (!NfcNormalize(*out, &next, error)) return false;
+        out->swap(next);
+        break;
+      case NormalizerStep::Kind::kPrepend:
+        // Nothing goes in front of an empty string.
+        if (!out->empty()) out->insert(0, step.text);
+        break;
+      case NormalizerStep::Kind::kReplace:
+        if (!ReplaceAll(*out, step.literal, step.regex.get(), step.text, &next,
+                        error)) {
+          return false;
+        }
+        out->swap(next);
+        break;
     }
   }
-  return ParseDecoder(field("decoder"), error);
+  return true;
 }
 
 void Tokenizer::Impl::SplitOnAddedTokens(const AddedTokenMatcher& matcher,
-                                         std::string_view text,
+                                         std::string_view text, bool at_start,
                                          std::vector<Segment>* out) const {
   if (matcher.empty()) {
-    if (!text.empty()) out->push_back(Segment{std::string(text), -1});
+    if (!text.empty()) out->push_back(Segment{std::string(text), -1, at_start});
     return;
   }
   // Hugging Face's AddedVocabulary::find_matches: leftmost-longest matches,
@@ -790,35 +1167,68 @@ void Tokenizer::Impl::SplitOnAddedTokens(const AddedTokenMatcher& matcher,
       }
     }
     if (done < start) {
-      out->push_back(Segment{std::string(text.substr(done, start - done)), -1});
+      out->push_back(Segment{std::string(text.substr(done, start - done)), -1,
+                             at_start && done == 0});
     }
-    out->push_back(Segment{std::string(), token->id});
+    out->push_back(Segment{std::string(), token->id, false});
     done = stop;
   }
   if (done < text.size()) {
-    out->push_back(Segment{std::string(text.substr(done)), -1});
+    out->push_back(
+        Segment{std::string(text.substr(done)), -1, at_start && done == 0});
   }
 }
 
-bool Tokenizer::Impl::PreTokenize(std::string text,
+bool Tokenizer::Impl::PreTokenize(std::string text, bool at_start,
                                   std::vector<std::string>* words,
                                   std::string* error) const {
-  std::vector<std::string> pieces;
-  pieces.push_back(std::move(text));
-  std::vector<std::string> next;
+  // Each piece with whether it begins at the input's first byte.
+  std::vector<std::pair<std::string, bool>> pieces;
+  pieces.emplace_back(std::move(text), at_start);
+  std::vector<std::pair<std::string, bool>> next;
   std::vector<std::pair<size_t, size_t>> matches;
   // (begin, end, is_delimiter) covering a piece, as Hugging Face's
   // Pattern::find_matches gives them.
   std::vector<std::tuple<size_t, size_t, bool>> spans;
+  std::vector<std::pair<size_t, size_t>> out;
   for (const PreTokenizerStep& step : pre_tokenizer) {
     if (step.add_prefix_space) {
-      for (std::string& piece : pieces) {
+      for (auto& [piece, first] : pieces) {
         if (piece.empty() || piece[0] != ' ') piece.insert(0, 1, ' ');
       }
     }
-    if (!step.regex) continue;
+    if (step.kind == PreTokenizerStep::Kind::kByteLevel) continue;
     next.clear();
-    for (const std::string& piece : pieces) {
+    if (step.kind == PreTokenizerStep::Kind::kMetaspace) {
+      const std::string& mark = step.replacement;
+      for (auto& [piece, first] : pieces) {
+        std::string replaced;
+        ReplaceAll(piece, " ", nullptr, mark, &replaced, error);
+        const bool prepend = !replaced.empty() &&
+                             replaced.compare(0, mark.size(), mark) != 0 &&
+                             (step.prepend == PrependScheme::kAlways ||
+                              (step.prepend == PrependScheme::kFirst && first));
+        if (prepend) replaced.insert(0, mark);
+        if (!step.split) {
+          next.emplace_back(std::move(replaced), first);
+          continue;
+        }
+        // MergedWithNext on each mark: every mark starts a new piece.
+        size_t begin = 0;
+        for (size_t at = replaced.find(mark, 1); at != std::string::npos;
+             at = replaced.find(mark, at + 1)) {
+          next.emplace_back(replaced.substr(begin, at - begin),
+                            first && begin == 0);
+          begin = at;
+        }
+        if (begin < replaced.size()) {
+          next.emplace_back(replaced.substr(begin), first && begin == 0);
+        }
+      }
+      pieces.swap(next);
+      continue;
+    }
+    for (const auto& [piece, first] : pieces) {
       matches.clear();
       if (!step.regex->FindAll(piece, &matches, error)) return false;
       spans.clear();
@@ -832,7 +1242,7 @@ bool Tokenizer::Impl::PreTokenize(std::string text,
         spans.emplace_back(previous, piece.size(), step.invert);
       }
       // Each output piece as [begin, end).
-      std::vector<std::pair<size_t, size_t>> out;
+      out.clear();
       bool previous_delimiter = false;
       switch (step.behavior) {
         case SplitBehavior::kRemoved:
@@ -878,27 +1288,19 @@ bool Tokenizer::Impl::PreTokenize(std::string text,
           break;
       }
       for (auto [b, e] : out) {
-        if (e > b) next.push_back(piece.substr(b, e - b));
+        if (e > b) next.emplace_back(piece.substr(b, e - b), first && b == 0);
       }
     }
     pieces.swap(next);
   }
-  for (std::string& piece : pieces) {
+  for (auto& [piece, first] : pieces) {
     if (!piece.empty()) words->push_back(std::move(piece));
   }
   return true;
 }
 
-void Tokenizer::Impl::MergeWord(std::string_view word,
-                                std::vector<int32_t>* ids) const {
-  struct Symbol {
-    int32_t id;
-    int32_t prev;
-    int32_t next;
-    bool gone;
-  };
-  std::vector<Symbol> symbols;
-  symbols.reserve(word.size());
+void Tokenizer::Impl::ByteSymbols(std::string_view word,
+                                  std::vector<int32_t>* out) const {
   bool previous_unk = false;
   for (char c : word) {
     int32_t id = byte_ids[static_cast<uint8_t>(c)];
@@ -911,9 +1313,74 @@ void Tokenizer::Impl::MergeWord(std::string_view word,
     } else {
       previous_unk = false;
     }
-    const int32_t index = static_cast<int32_t>(symbols.size());
-    symbols.push_back(Symbol{id, index - 1, -1, false});
-    if (index > 0) symbols[index - 1].next = index;
+    out->push_back(id);
+  }
+}
+
+// Hugging Face's BPE::merge_word for characters: each character's token,
+// else its bytes' "<0xNN>" tokens (byte_fallback, when all exist), else
+// the unknown token (a run of them one token with fuse_unk). An unknown
+// token waits until a character with a token (or the end) comes, so that
+// byte tokens after it go before it, as in the library.
+void Tokenizer::Impl::CharSymbols(std::string_view word,
+                                  std::vector<int32_t>* out) const {
+  bool pending_unk = false;
+  size_t pos = 0;
+  while (pos < word.size()) {
+    const size_t begin = pos;
+    const char32_t c = NextCodePoint(word, &pos);
+    int32_t id = -1;
+    if (c < 128) {
+      id = ascii_ids[c];
+    } else if (auto it = char_ids.find(c); it != char_ids.end()) {
+      id = it->second;
+    }
+    if (id >= 0) {
+      if (pending_unk) out->push_back(unk_id);
+      pending_unk = false;
+      out->push_back(id);
+      continue;
+    }
+    if (byte_fallback) {
+      bool all = true;
+      for (size_t i = begin; i < pos && all; ++i) {
+        all = byte_fallback_ids[static_cast<uint8_t>(word[i])] >= 0;
+      }
+      if (all) {
+        for (size_t i = begin; i < pos; ++i) {
+          out->push_back(byte_fallback_ids[static_cast<uint8_t>(word[i])]);
+        }
+        continue;
+      }
+    }
+    if (unk_id < 0) continue;
+    if (pending_unk && !fuse_unk) out->push_back(unk_id);
+    pending_unk = true;
+  }
+  if (pending_unk) out->push_back(unk_id);
+}
+
+void Tokenizer::Impl::MergeWord(std::string_view word,
+                                std::vector<int32_t>* ids) const {
+  struct Symbol {
+    int32_t id;
+    int32_t prev;
+    int32_t next;
+    bool gone;
+  };
+  std::vector<int32_t> initial;
+  initial.reserve(word.size());
+  if (byte_level) {
+    ByteSymbols(word, &initial);
+  } else {
+    CharSymbols(word, &initial);
+  }
+  std::vector<Symbol> symbols;
+  symbols.reserve(initial.size());
+  for (size_t i = 0; i < initial.size(); ++i) {
+    const int32_t index = static_cast<int32_t>(i);
+    symbols.push_back(Symbol{initial[i], index - 1,
+                             i + 1 < initial.size() ? index + 1 : -1, false});
   }
   // Hugging Face's Word::merge_all: the lowest rank first, then the
   // leftmost position.
@@ -966,6 +1433,30 @@ void Tokenizer::Impl::MergeWord(std::string_view word,
   }
 }
 
+void Tokenizer::Impl::EncodeCached(std::string_view word,
+                                   std::vector<int32_t>* ids) const {
+  const bool cacheable = word.size() <= kMaxCachedWordBytes;
+  std::string key;
+  if (cacheable) {
+    key.assign(word);
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto it = cache.find(key);
+    if (it != cache.end()) {
+      ids->insert(ids->end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  const size_t first = ids->size();
+  MergeWord(word, ids);
+  if (cacheable) {
+    std::vector<int32_t> merged(
+        ids->begin() + static_cast<std::ptrdiff_t>(first), ids->end());
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    if (cache.size() >= kMaxCacheEntries) cache.clear();
+    cache.emplace(std::move(key), std::move(merged));
+  }
+}
+
 void Tokenizer::Impl::EncodeWord(const std::string& word,
                                  std::vector<int32_t>* ids) const {
   if (ignore_merges) {
@@ -975,22 +1466,15 @@ void Tokenizer::Impl::EncodeWord(const std::string& word,
       return;
     }
   }
-  const bool cacheable = word.size() <= kMaxCachedWordBytes;
-  if (cacheable) {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    auto it = cache.find(word);
-    if (it != cache.end()) {
-      ids->insert(ids->end(), it->second.begin(), it->second.end());
-      return;
-    }
+  if (!split_at_metaspace) {
+    EncodeCached(word, ids);
+    return;
   }
-  const size_t first = ids->size();
-  MergeWord(word, ids);
-  if (cacheable) {
-    std::vector<int32_t> merged(ids->begin() + first, ids->end());
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    if (cache.size() >= kMaxCacheEntries) cache.clear();
-    cache.emplace(word, std::move(merged));
+  const std::string_view all = word;
+  for (size_t begin = 0; begin < all.size();) {
+    const size_t end = metaspace_cuts.NextCut(all, begin);
+    EncodeCached(all.substr(begin, end - begin), ids);
+    begin = end;
   }
 }
 
@@ -1013,22 +1497,32 @@ std::unique_ptr<Tokenizer> Tokenizer::Load(const std::string& path,
   return Parse(contents.str(), path, error);
 }
 
-std::unique_ptr<Tokenizer> Tokenizer::Parse(std::string_view json_text,
+std::unique_ptr<Tokenizer> Tokenizer::Parse(std::string_view contents,
                                             std::string_view name,
                                             std::string* error) {
   auto impl = std::make_unique<Impl>();
   impl->name = std::string(name);
-  if (JsonDepth(json_text) > kMaxJsonDepth) {
+  if (LooksLikeSentencePiece(contents)) {
+    try {
+      if (!impl->ParseSentencePiece(contents, error)) return nullptr;
+    } catch (const std::exception& e) {
+      // Only allocation can throw there; a hostile file gets an error.
+      *error = impl->name + ": " + e.what();
+      return nullptr;
+    }
+    return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
+  }
+  if (JsonDepth(contents) > kMaxJsonDepth) {
     *error = impl->name + ": JSON nested deeper than " +
              std::to_string(kMaxJsonDepth) + " levels";
     return nullptr;
   }
   try {
-    Json root = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+    Json root = Json::parse(contents, nullptr, /*allow_exceptions=*/false);
     if (root.is_discarded()) {
       // Parse again with exceptions only to get the position and reason.
       try {
-        Json again = Json::parse(json_text);
+        Json again = Json::parse(contents);
       } catch (const Json::exception& e) {
         *error = impl->name + ": invalid JSON: " + e.what();
         return nullptr;
@@ -1049,6 +1543,11 @@ std::unique_ptr<Tokenizer> Tokenizer::Parse(std::string_view json_text,
 bool Tokenizer::Encode(std::string_view text, bool add_special_tokens,
                        std::vector<int32_t>* ids, std::string* error) const {
   ids->clear();
+  if (text.size() > kMaxTextBytes) {
+    *error = "a text of " + std::to_string(text.size()) +
+             " bytes, past the 2 GiB that one call encodes";
+    return false;
+  }
   size_t bad_offset = 0;
   if (!IsValidUtf8(text, &bad_offset)) {
     char byte[8];
@@ -1062,8 +1561,12 @@ bool Tokenizer::Encode(std::string_view text, bool add_special_tokens,
   if (add_special_tokens) {
     ids->insert(ids->end(), m.template_prefix.begin(), m.template_prefix.end());
   }
+  if (m.sentencepiece) {
+    m.sentencepiece->Encode(text, ids);
+    return true;
+  }
   std::vector<Segment> raw;
-  m.SplitOnAddedTokens(m.raw_matcher, text, &raw);
+  m.SplitOnAddedTokens(m.raw_matcher, text, /*at_start=*/true, &raw);
   std::vector<Segment> segments;
   std::string normalized;
   std::vector<std::string> words;
@@ -1072,20 +1575,24 @@ bool Tokenizer::Encode(std::string_view text, bool add_special_tokens,
       ids->push_back(segment.added_id);
       continue;
     }
-    if (m.nfc) {
-      if (!NfcNormalize(segment.text, &normalized, error)) return false;
-    } else {
+    if (m.normalizer.empty()) {
       normalized.swap(segment.text);
+    } else if (!m.Normalize(segment.text, &normalized, error)) {
+      return false;
     }
     segments.clear();
-    m.SplitOnAddedTokens(m.normalized_matcher, normalized, &segments);
+    m.SplitOnAddedTokens(m.normalized_matcher, normalized, segment.at_start,
+                         &segments);
     for (Segment& piece : segments) {
       if (piece.added_id >= 0) {
         ids->push_back(piece.added_id);
         continue;
       }
       words.clear();
-      if (!m.PreTokenize(std::move(piece.text), &words, error)) return false;
+      if (!m.PreTokenize(std::move(piece.text), piece.at_start, &words,
+                         error)) {
+        return false;
+      }
       for (const std::string& word : words) m.EncodeWord(word, ids);
     }
   }
@@ -1099,8 +1606,8 @@ bool Tokenizer::Decode(const std::vector<int32_t>& ids,
                        bool skip_special_tokens, std::string* text,
                        std::string* error) const {
   const Impl& m = *impl_;
-  std::string bytes;
-  std::string token_bytes;
+  std::vector<std::string> tokens;
+  tokens.reserve(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
     const int32_t id = ids[i];
     if (id < 0 || static_cast<size_t>(id) >= m.id_to_token.size() ||
@@ -1113,20 +1620,9 @@ bool Tokenizer::Decode(const std::vector<int32_t>& ids,
         m.is_special[id]) {
       continue;
     }
-    const std::string& token = m.id_to_token[id];
-    if (!m.byte_level_decoder) {
-      // Without a decoder Hugging Face joins the tokens with spaces.
-      if (!bytes.empty()) bytes.push_back(' ');
-      bytes.append(token);
-    } else if (ByteLevelToBytes(token, &token_bytes)) {
-      bytes.append(token_bytes);
-    } else {
-      // A token with characters outside the byte table stands for itself.
-      bytes.append(token);
-    }
+    tokens.push_back(m.id_to_token[id]);
   }
-  *text = Utf8Lossy(bytes);
-  return true;
+  return RunDecoders(m.decoder, std::move(tokens), text, error);
 }
 
 std::string Tokenizer::IdToToken(int32_t id) const {

@@ -33,6 +33,8 @@ engine::DataKind ToEngine(v1::DataKind k) {
       return engine::DataKind::kTokens;
     case v1::DATA_KIND_TENSORS:
       return engine::DataKind::kTensors;
+    case v1::DATA_KIND_JSONL:
+      return engine::DataKind::kJsonl;
     default:
       return engine::DataKind::kSynthetic;
   }
@@ -76,6 +78,11 @@ TrainOptions TrainOptionsFromSpec(const v1::JobSpec& spec) {
   o.data.seq_len = spec.data().seq_len();
   o.data.eval_fraction = spec.data().eval_fraction();
   o.data.vocab_size = spec.data().vocab_size();
+  o.data.token_dtype = spec.data().token_dtype() == v1::TOKEN_DTYPE_UINT32
+                           ? engine::TokenDtype::kUint32
+                           : engine::TokenDtype::kUint16;
+  o.data.tokenizer = spec.data().tokenizer();
+  o.data.packing = spec.data().packing();
 
   o.precision = ToMode(spec.precision());
 
@@ -120,6 +127,21 @@ TrainOptions TrainOptionsFromSpec(const v1::JobSpec& spec) {
   o.seed = spec.seed();
   o.eval.every_steps = spec.eval().every_steps();
   o.eval.batches = spec.eval().batches();
+  o.eval.max_new_tokens = spec.eval().max_new_tokens();
+  switch (spec.output().dtype()) {
+    case v1::OUTPUT_DTYPE_FP32:
+      o.output.dtype = engine::ExportDtype::kFp32;
+      break;
+    case v1::OUTPUT_DTYPE_BF16:
+      o.output.dtype = engine::ExportDtype::kBf16;
+      break;
+    case v1::OUTPUT_DTYPE_FP16:
+      o.output.dtype = engine::ExportDtype::kFp16;
+      break;
+    default:
+      o.output.dtype = engine::ExportDtype::kSource;
+  }
+  o.output.export_with_checkpoints = spec.output().export_with_checkpoints();
   o.checkpoint.every_steps = spec.checkpoint().every_steps();
   o.device = ToEngine(spec.resources().device());
   o.allow_emulation = spec.resources().emulation() == v1::EMULATION_ALLOW;
@@ -161,6 +183,7 @@ absl::Status ConfineOptionPaths(const std::string& root,
     std::string* path;
   };
   for (Entry entry : {Entry{"data.path", &options->data.path},
+                      Entry{"data.tokenizer", &options->data.tokenizer},
                       Entry{"model.torchscript", &options->model.torchscript},
                       Entry{"model.pretrained", &options->model.pretrained},
                       Entry{"model.init_from", &options->model.init_from}}) {

@@ -42,7 +42,9 @@ int RunTokenizeCommand(const std::vector<std::string>& args, std::ostream& out,
       "halftime-train tokenize"};
   std::string tokenizer_path, in_path, out_path, dtype;
   bool add_special_tokens = false;
-  app.add_option("--tokenizer", tokenizer_path, "A Hugging Face tokenizer.json")
+  app.add_option("--tokenizer", tokenizer_path,
+                 "A Hugging Face tokenizer.json or a SentencePiece "
+                 "tokenizer.model")
       ->required();
   app.add_option("--in", in_path, "UTF-8 text file")->required();
   app.add_option("--out", out_path, "Raw little-endian ids (TOKENS.bin)")
@@ -52,7 +54,7 @@ int RunTokenizeCommand(const std::vector<std::string>& args, std::ostream& out,
       ->check(CLI::IsMember({"uint16", "uint32"}));
   app.add_flag("--add-special-tokens", add_special_tokens,
                "Add the tokenizer's post-processor tokens (e.g. Llama 3's "
-               "<|begin_of_text|>)");
+               "<|begin_of_text|>; a tokenizer.model's BOS, <s>)");
   if (auto done =
           ParseCommandLine(app, args, 1, "halftime-train tokenize", out, err)) {
     return *done;

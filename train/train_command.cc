@@ -26,7 +26,9 @@
 #include "engine/events.h"
 #include "engine/train.h"
 #include "train/command_line.h"
+#include "train/generate_command.h"
 #include "train/spec_options.h"
+#include "train/text_data.h"
 #include "train/tokenize_command.h"
 
 namespace halftime {
@@ -212,6 +214,9 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
   if (args.size() > 1 && args[1] == "tokenize") {
     return RunTokenizeCommand(args, out, err);
   }
+  if (args.size() > 1 && args[1] == "generate") {
+    return RunGenerateCommand(args, out, err);
+  }
   CLI::App app{"halftime-train: run one fine-tuning job from a spec file",
                "halftime-train"};
   std::string spec_path, out_dir, metrics_path, resume, data_root;
@@ -282,6 +287,12 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
     err << confined.message() << "\n";
     return kExitBadInput;
   }
+  absl::StatusOr<std::unique_ptr<JobText>> job_text =
+      JobText::Prepare(*spec, &options);
+  if (!job_text.ok()) {
+    err << "halftime-train: " << job_text.status().message() << "\n";
+    return kExitBadInput;
+  }
 
   std::string error;
   std::unique_ptr<JsonLines> metrics, events;
@@ -317,11 +328,27 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
     const std::string precision = engine::PrecisionName(options.precision);
     engine::TrainCallbacks callbacks;
     callbacks.cancel = &g_stop;
+    // Completions of the eval prompts, for the step line that follows.
+    Json samples = Json::array();
+    callbacks.on_eval_sample = [&](int64_t step, int index,
+                                   const std::vector<int32_t>& ids) {
+      const std::string& prompt = (*job_text)->prompts()[index];
+      const std::string completion = (*job_text)->Decode(ids);
+      samples.push_back({{"prompt", prompt}, {"completion", completion}});
+      // stderr is the job's log (`halftime logs JOB`).
+      if (tty) err << "\n";
+      err << "halftime-train: step " << step << " eval sample " << index << ": "
+          << Dump(Json(prompt)) << " -> " << Dump(Json(completion)) << "\n";
+    };
     callbacks.on_step = [&](const StepReport& r) {
       // The engine's line, then what this run adds.
       Json line = Json::parse(engine::StepReportJson(r));
       line[events::kPrecision] = precision;
       if (!fallback_note.empty()) line[events::kFallbackNote] = fallback_note;
+      if (!samples.empty()) {
+        line[events::kEvalSamples] = std::move(samples);
+        samples = Json::array();
+      }
       if (metrics) metrics->Write(line);
       if (events) {
         line[events::kKind] = events::kStep;

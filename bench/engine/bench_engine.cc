@@ -3,7 +3,7 @@
 //
 //   bench_engine [--threads N] [--steps N] [--batch N] [--seq N]
 //                 [--rounds N] [--overhead-only] [--memory-only]
-//                 [--vs-pytorch-only] [--gemm-only]
+//                 [--vs-pytorch-only] [--gemm-only] [--llama-only]
 //
 // Chooses OPENBLAS_CORETYPE from /proc/cpuinfo as halftime-train does
 // (train/blas_env.h). On a machine shared with other work, also set
@@ -25,7 +25,11 @@
 // gpt-micro's GEMM shapes, forward and backward, alternating fp32 and bf16
 // shape by shape over --rounds (target: within 15% of fp32), beside
 // libtorch's own bf16 kernels (native ones where the CPU has them, else its
-// naive loops, timed once).
+// naive loops, timed once); and (f) with --llama-only (and at the end of a
+// full run), a ~25M-parameter Llama read from a Hugging Face folder
+// (bench/engine/pytorch_llama.py writes it) against the same model written
+// in plain PyTorch, fp32 and bf16-mixed, alternating run by run (target:
+// ours <= PyTorch's).
 
 #include <torch/torch.h>
 
@@ -34,6 +38,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -67,6 +72,8 @@ struct Config {
   bool vs_pytorch_only = false;
   // Only (e).
   bool gemm_only = false;
+  // Only (f).
+  bool llama_only = false;
 };
 
 // A model and batch shape of (d).
@@ -256,6 +263,89 @@ void VsPyTorch(const Config& c) {
   }
 }
 
+// (f)'s Llama: ~25M parameters (hidden 512, 7 layers, 8 query and 4
+// key/value heads, SwiGLU 1408, vocabulary 8192, tied), batch 8 x seq 256.
+constexpr char kLlamaShape[] =
+    "--hidden 512 --layers 7 --heads 8 --kv-heads 4 --intermediate 1408 "
+    "--vocab 8192";
+constexpr int kLlamaBatch = 8, kLlamaSeq = 256, kLlamaVocab = 8192;
+
+// Runs bench/engine/pytorch_llama.py with `args`; the value of `key` in the
+// last JSON line it prints, or 0 when it fails.
+double PyTorchLlama(const std::string& args, const char* key) {
+  const std::string command = std::string("/usr/bin/python3 ") +
+                              HALFTIME_SOURCE_DIR +
+                              "/bench/engine/pytorch_llama.py " + args;
+  std::FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return 0;
+  char line[4096];
+  double value = 0;
+  while (std::fgets(line, sizeof(line), pipe) != nullptr) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains(key) && j[key].is_number()) {
+      value = j[key].get<double>();
+    }
+  }
+  if (pclose(pipe) != 0) return 0;
+  return value;
+}
+
+// (f): a ~25M-parameter Llama from a Hugging Face folder, ours against the
+// same model in plain PyTorch, fp32 and bf16-mixed, alternating run by run.
+void VsPyTorchLlama(const Config& c) {
+  char folder_template[] = "/tmp/halftime-bench-llama-XXXXXX";
+  const char* folder = mkdtemp(folder_template);
+  if (folder == nullptr) return;
+  const double parameters = PyTorchLlama(
+      std::string("make ") + folder + " " + kLlamaShape, "parameters");
+  std::printf(
+      "(f) Llama from a Hugging Face folder (%.1fM parameters), batch %d x "
+      "seq %d: ours vs the same model in PyTorch, median of %d alternating "
+      "rounds (%d steps after %d warm-up; target: ours/PyTorch <= 1.00)\n",
+      parameters / 1e6, kLlamaBatch, kLlamaSeq, c.rounds, c.steps, c.warmup);
+  std::printf("%-10s %10s %10s %8s\n", "mode", "ours (s)", "PyTorch", "ratio");
+  for (const bool bf16 : {false, true}) {
+    const char* mode = bf16 ? "bf16-mixed" : "fp32";
+    std::vector<double> ours, theirs, ratios;
+    for (int round = 0; round < c.rounds; ++round) {
+      std::vector<double> times;
+      ht::TrainCallbacks cb;
+      cb.on_step = [&](const ht::StepReport& s) {
+        if (s.step > c.warmup) times.push_back(s.step_seconds);
+      };
+      ht::TrainOptions o =
+          Options(c, bf16 ? ht::Precision::kBf16Mixed : ht::Precision::kFp32);
+      o.model.pretrained = folder;
+      o.data.vocab_size = kLlamaVocab;
+      o.data.seq_len = kLlamaSeq;
+      o.batch_size = kLlamaBatch;
+      const ht::TrainStatus st = ht::Train(o, cb, nullptr);
+      if (!st.ok()) {
+        std::fprintf(stderr, "llama: %s\n", st.message.c_str());
+        return;
+      }
+      const std::string args =
+          "time " + std::string(kLlamaShape) + " --threads " +
+          std::to_string(c.threads) + " --steps " + std::to_string(c.steps) +
+          " --warmup " + std::to_string(c.warmup) + " --batch " +
+          std::to_string(kLlamaBatch) + " --seq " + std::to_string(kLlamaSeq) +
+          " --mode " + mode;
+      const double pt = PyTorchLlama(args, "step_seconds");
+      ours.push_back(Median(times));
+      theirs.push_back(pt);
+      if (pt > 0) ratios.push_back(ours.back() / pt);
+      std::printf("  round %d %-10s ours %.4f PyTorch %.4f\n", round + 1, mode,
+                  ours.back(), pt);
+      std::fflush(stdout);
+    }
+    std::printf("%-10s %10.4f %10.4f %7.3fx\n", mode, Median(ours),
+                Median(theirs), ratios.empty() ? 0.0 : Median(ratios));
+    std::fflush(stdout);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(folder, ec);
+}
+
 // Seconds of the best of `reps` forward+backward passes of Linear on
 // [n, in] x [out, in] in `dtype`, with bf16 `emulated` (forced) or not.
 double LinearSeconds(int64_t n, int64_t in, int64_t out, at::ScalarType dtype,
@@ -354,6 +444,7 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--memory-only") c.memory_only = true;
     if (std::string(argv[i]) == "--vs-pytorch-only") c.vs_pytorch_only = true;
     if (std::string(argv[i]) == "--gemm-only") c.gemm_only = true;
+    if (std::string(argv[i]) == "--llama-only") c.llama_only = true;
   }
   for (int i = 1; i + 1 < argc; ++i) {
     const std::string flag = argv[i];
@@ -388,6 +479,10 @@ int main(int argc, char** argv) {
   }
   if (c.gemm_only) {
     EmulatedGemms(c);
+    return 0;
+  }
+  if (c.llama_only) {
+    VsPyTorchLlama(c);
     return 0;
   }
   std::printf(
@@ -487,6 +582,8 @@ int main(int argc, char** argv) {
   if (!c.memory_only) {
     std::printf("\n");
     VsPyTorch(c);
+    std::printf("\n");
+    VsPyTorchLlama(c);
   }
   return 0;
 }

@@ -1,10 +1,13 @@
-// Encoding speed of a tokenizer.json on one thread, in MB/s of UTF-8 input.
+// Encoding speed of a tokenizer.json or a SentencePiece tokenizer.model on
+// one thread, in MB/s of UTF-8 input.
 //
 //   node tests/tokenizer/make_corpus.mjs /tmp/corpus.json
-//   bench_tokenizer TOKENIZER.json /tmp/corpus.json [PASSES]
+//   taskset -c 0 bench_tokenizer TOKENIZER /tmp/corpus.json [PASSES]
 //
 // The first pass starts with an empty pre-token cache; later passes show
-// the speed once the cache holds the corpus's common words.
+// the speed once the cache holds the corpus's common words. (Only BPE
+// caches: a unigram, word or char tokenizer.model runs every pass as the
+// first.)
 
 #include <chrono>
 #include <cstdio>
@@ -19,7 +22,9 @@
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s TOKENIZER.json CORPUS.json [PASSES]\n",
+    std::fprintf(stderr,
+                 "usage: %s TOKENIZER.json|tokenizer.model CORPUS.json "
+                 "[PASSES]\n",
                  argv[0]);
     return 2;
   }

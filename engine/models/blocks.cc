@@ -38,11 +38,14 @@ at::Tensor RopeInverseFrequencies(const hf::RopeConfig& rope,
   return inv_freq;
 }
 
-void RopeTables(const at::Tensor& inv_freq, int64_t T, at::Tensor* cos,
-                at::Tensor* sin) {
-  const at::Tensor positions = at::arange(T, inv_freq.options());
-  const at::Tensor freqs = at::outer(positions, inv_freq);
-  const at::Tensor emb = at::cat({freqs, freqs}, -1);
+void RopeTables(const at::Tensor& inv_freq, const at::Tensor& positions,
+                at::Tensor* cos, at::Tensor* sin) {
+  // One fp32 product per angle, as Hugging Face's rotary embedding takes
+  // it, so the tables agree bit for bit.
+  const at::Tensor freqs =
+      positions.to(inv_freq.options()).unsqueeze(-1) * inv_freq;
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  if (positions.dim() == 2) emb = emb.unsqueeze(1);  // broadcast over heads
   *cos = emb.cos();
   *sin = emb.sin();
 }
@@ -58,7 +61,9 @@ at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos,
 at::Tensor GroupedQueryAttention(const at::Tensor& x, const AttentionWeights& w,
                                  int64_t num_heads, int64_t num_kv_heads,
                                  int64_t head_dim, double norm_eps,
-                                 const at::Tensor& cos, const at::Tensor& sin) {
+                                 const at::Tensor& cos, const at::Tensor& sin,
+                                 const at::Tensor& segments,
+                                 LayerCache* cache) {
   const int64_t B = x.size(0), T = x.size(1);
   at::Tensor q = Linear(x, w.q, w.q_bias).view({B, T, num_heads, head_dim});
   at::Tensor k = Linear(x, w.k, w.k_bias).view({B, T, num_kv_heads, head_dim});
@@ -70,19 +75,29 @@ at::Tensor GroupedQueryAttention(const at::Tensor& x, const AttentionWeights& w,
   q = ApplyRope(q.transpose(1, 2), cos, sin);
   k = ApplyRope(k.transpose(1, 2), cos, sin);
   v = v.transpose(1, 2);
+  if (cache != nullptr) {
+    if (cache->keys.defined()) {
+      k = at::cat({cache->keys, k}, 2);
+      v = at::cat({cache->values, v}, 2);
+    }
+    cache->keys = k;
+    cache->values = v;
+  }
+  const int64_t Tk = k.size(2);
   if (num_kv_heads != num_heads) {
     // Query head h reads key/value head h / (num_heads / num_kv_heads), as
     // Hugging Face's repeat_kv lays them out.
     const int64_t groups = num_heads / num_kv_heads;
     k = k.unsqueeze(2)
-            .expand({B, num_kv_heads, groups, T, head_dim})
-            .reshape({B, num_heads, T, head_dim});
+            .expand({B, num_kv_heads, groups, Tk, head_dim})
+            .reshape({B, num_heads, Tk, head_dim});
     v = v.unsqueeze(2)
-            .expand({B, num_kv_heads, groups, T, head_dim})
-            .reshape({B, num_heads, T, head_dim});
+            .expand({B, num_kv_heads, groups, Tk, head_dim})
+            .reshape({B, num_heads, Tk, head_dim});
   }
-  const at::Tensor y = CausalAttention(q, k, v).transpose(1, 2).reshape(
-      {B, T, num_heads * head_dim});
+  const at::Tensor y = CausalAttention(q, k, v, segments)
+                           .transpose(1, 2)
+                           .reshape({B, T, num_heads * head_dim});
   return Linear(y, w.o, w.o_bias);
 }
 

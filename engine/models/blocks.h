@@ -20,13 +20,15 @@ namespace halftime::engine {
 // _compute_llama3_parameters and _compute_linear_scaling_parameters do.
 at::Tensor RopeInverseFrequencies(const hf::RopeConfig& rope, int64_t head_dim);
 
-// cos and sin [T, head_dim] (fp32, on `inv_freq`'s device) for positions
-// 0..T-1, in the rotate-half layout (the frequencies repeated twice).
-void RopeTables(const at::Tensor& inv_freq, int64_t T, at::Tensor* cos,
-                at::Tensor* sin);
+// cos and sin (fp32, on `inv_freq`'s device) for int64 `positions`, in the
+// rotate-half layout (the frequencies repeated twice): [T, head_dim] for
+// positions [T], [B, 1, T, head_dim] for positions [B, T] (one row each).
+void RopeTables(const at::Tensor& inv_freq, const at::Tensor& positions,
+                at::Tensor* cos, at::Tensor* sin);
 
-// x * cos + rotate_half(x) * sin for x [B, H, T, D]; cos and sin [T, D] are
-// cast to x's dtype, as Hugging Face's apply_rotary_pos_emb does.
+// x * cos + rotate_half(x) * sin for x [B, H, T, D]; cos and sin (as
+// RopeTables makes them) are cast to x's dtype, as Hugging Face's
+// apply_rotary_pos_emb does.
 at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos,
                      const at::Tensor& sin);
 
@@ -38,13 +40,23 @@ struct AttentionWeights {
   at::Tensor q_norm, k_norm;
 };
 
+// A layer's keys and values [B, kv_heads, T, head_dim] from earlier
+// forward passes (generation); both undefined before the first.
+struct LayerCache {
+  at::Tensor keys, values;
+};
+
 // Causal grouped-query attention of x [B, T, C]: num_heads query heads,
 // num_kv_heads key/value heads each shared by num_heads / num_kv_heads
-// query heads, head_dim wide.
+// query heads, head_dim wide. `segments` (see CausalAttention) may be
+// undefined. With `cache`, x continues the cached sequence (cos and sin
+// are at its positions) and its keys and values are appended.
 at::Tensor GroupedQueryAttention(const at::Tensor& x, const AttentionWeights& w,
                                  int64_t num_heads, int64_t num_kv_heads,
                                  int64_t head_dim, double norm_eps,
-                                 const at::Tensor& cos, const at::Tensor& sin);
+                                 const at::Tensor& cos, const at::Tensor& sin,
+                                 const at::Tensor& segments = {},
+                                 LayerCache* cache = nullptr);
 
 struct GatedMlpWeights {
   at::Tensor gate, up, down;

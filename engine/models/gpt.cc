@@ -37,14 +37,25 @@ struct AttentionImpl : torch::nn::Module {
             register_module("c_attn", torch::nn::Linear(n_embd, 3 * n_embd))),
         c_proj(register_module("c_proj", torch::nn::Linear(n_embd, n_embd))) {}
 
-  at::Tensor forward(const at::Tensor& x) {
+  // `segments` and `cache` as GroupedQueryAttention takes them.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& segments,
+                     LayerCache* cache) {
     const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
     const int64_t D = C / n_head;
     auto qkv = Linear(x, c_attn->weight, c_attn->bias).split(C, 2);
     at::Tensor q = qkv[0].view({B, T, n_head, D}).transpose(1, 2);
     at::Tensor k = qkv[1].view({B, T, n_head, D}).transpose(1, 2);
     at::Tensor v = qkv[2].view({B, T, n_head, D}).transpose(1, 2);
-    at::Tensor y = CausalAttention(q, k, v).transpose(1, 2).contiguous();
+    if (cache != nullptr) {
+      if (cache->keys.defined()) {
+        k = at::cat({cache->keys, k}, 2);
+        v = at::cat({cache->values, v}, 2);
+      }
+      cache->keys = k;
+      cache->values = v;
+    }
+    at::Tensor y =
+        CausalAttention(q, k, v, segments).transpose(1, 2).contiguous();
     return Linear(y.view({B, T, C}), c_proj->weight, c_proj->bias);
   }
 
@@ -82,8 +93,9 @@ struct BlockImpl : torch::nn::Module {
         mlp(register_module(
             "mlp", MlpBlock(c.n_embd, c.n_inner > 0 ? c.n_inner : 4 * c.n_embd,
                             c.gelu_tanh))) {}
-  at::Tensor forward(at::Tensor x) {
-    x = x + attn->forward(LayerNormOf(x, ln_1, eps));
+  at::Tensor forward(at::Tensor x, const at::Tensor& segments,
+                     LayerCache* cache) {
+    x = x + attn->forward(LayerNormOf(x, ln_1, eps), segments, cache);
     x = x + mlp->forward(LayerNormOf(x, ln_2, eps));
     return x;
   }
@@ -134,13 +146,28 @@ struct GptNet : torch::nn::Module {
     }
   }
 
-  at::Tensor Logits(const at::Tensor& idx) {
-    // Positions 0..T-1 are the first T rows of wpe: a slice, unlike an
-    // embedding lookup of arange(T), saves no index tensor for backward.
+  // Logits of `idx` [B, T]. `positions` [B, T] (packed examples) may be
+  // undefined for 0..T-1; with `cache`, idx continues the cached sequence.
+  at::Tensor Logits(const at::Tensor& idx, const at::Tensor& positions,
+                    const at::Tensor& segments, KvCache* cache) {
     const int64_t T = idx.size(1);
-    at::Tensor x =
-        at::embedding(wte->weight, idx) + wpe->weight.narrow(0, 0, T);
-    for (auto& b : blocks) x = b->forward(x);
+    const int64_t past = cache != nullptr ? cache->length : 0;
+    TORCH_CHECK(past + T <= config.block_size, "sequence of ", past + T,
+                " tokens exceeds the model's ", config.block_size,
+                " positions");
+    // Positions past..past+T-1 are rows of wpe: a slice, unlike an
+    // embedding lookup of arange(T), saves no index tensor for backward.
+    at::Tensor x = at::embedding(wte->weight, idx) +
+                   (positions.defined() ? at::embedding(wpe->weight, positions)
+                                        : wpe->weight.narrow(0, past, T));
+    if (cache != nullptr && cache->layers.empty()) {
+      cache->layers.resize(blocks.size());
+    }
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      x = blocks[i]->forward(x, segments,
+                             cache != nullptr ? &cache->layers[i] : nullptr);
+    }
+    if (cache != nullptr) cache->length += T;
     x = LayerNormOf(x, ln_f, config.layer_norm_eps);
     return Linear(x, wte->weight);  // tied output embedding
   }
@@ -157,7 +184,11 @@ class GptModel : public TrainModel {
  public:
   explicit GptModel(const GptConfig& c) : net_(std::make_shared<GptNet>(c)) {}
   at::Tensor Output(const Batch& batch) override {
-    return net_->Logits(batch.inputs);
+    return net_->Logits(batch.inputs, batch.positions, batch.segments, nullptr);
+  }
+  int64_t vocab_size() const override { return net_->config.vocab_size; }
+  at::Tensor Decode(const at::Tensor& inputs, KvCache* cache) override {
+    return net_->Logits(inputs, {}, {}, cache);
   }
   LossKind loss_kind() const override { return LossKind::kCrossEntropy; }
   std::vector<std::pair<std::string, at::Tensor>> NamedParameters() override {

@@ -313,16 +313,33 @@ struct CrossEntropyFn : torch::autograd::Function<CrossEntropyFn> {
 }  // namespace
 
 at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k,
-                           const at::Tensor& v) {
-  const int64_t T = q.size(2), D = q.size(3);
+                           const at::Tensor& v, const at::Tensor& segments) {
+  const int64_t Tq = q.size(2), Tk = k.size(2), D = q.size(3);
+  TORCH_CHECK(Tk >= Tq, "attention: fewer keys than queries");
+  TORCH_CHECK(!segments.defined() || Tq == Tk,
+              "attention: segments need as many keys as queries");
+  // [B, T, T]: true where query and key lie in different segments.
+  const at::Tensor crossing =
+      segments.defined() ? segments.unsqueeze(2).ne(segments.unsqueeze(1))
+                         : at::Tensor();
 #if TORCH_VERSION_MAJOR >= 2
   if (q.is_cuda()) {
     // libtorch 2's fused attention (flash for 16-bit, memory-efficient for
     // fp32): the same causal softmax(q k^T / sqrt(D)) v with fp32
     // accumulation, without the [T, T] scores in memory. What PyTorch's own
     // models use on a GPU, so the step times compare like for like.
-    return at::scaled_dot_product_attention(q, k, v, {}, 0.0,
-                                            /*is_causal=*/true);
+    if (!crossing.defined() && Tq == Tk) {
+      return at::scaled_dot_product_attention(q, k, v, {}, 0.0,
+                                              /*is_causal=*/true);
+    }
+    // is_causal aligns the mask top-left; a cache or segments need it
+    // explicit (true = may attend).
+    at::Tensor allowed =
+        at::ones({Tq, Tk}, q.options().dtype(at::kBool)).tril(Tk - Tq);
+    if (crossing.defined()) {
+      allowed = allowed.logical_and(crossing.logical_not()).unsqueeze(1);
+    }
+    return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, false);
   }
 #endif
   at::Tensor att = Matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(D));
@@ -330,15 +347,21 @@ at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k,
   // in-place add saves nothing for backward (the softmax's zero outputs
   // already zero the gradient there), so no mask per layer is held until
   // backward. -inf + x is -inf and 0 + x is x: the scores are the same.
+  const float inf = std::numeric_limits<float>::infinity();
   const at::Tensor causal_bias =
-      at::full({T, T}, -std::numeric_limits<float>::infinity(), att.options())
-          .triu(1);
+      at::full({Tq, Tk}, -inf, att.options()).triu(1 + Tk - Tq);
   // In place: the scaled scores are not saved for backward. The softmax
   // keeps the scores' dtype (bf16 under autocast, so the saved output is
   // half the size) but computes in fp32: libtorch's CPU and CUDA softmax
   // kernels accumulate reduced-precision inputs in fp32 (bit-identical to
   // softmax(x.float()).to(bf16)).
   att.add_(causal_bias);
+  if (crossing.defined()) {
+    // Every token attends at least to itself, so no row is all -inf.
+    att.add_(at::zeros(crossing.sizes(), att.options())
+                 .masked_fill_(crossing, -inf)
+                 .unsqueeze(1));
+  }
   // The explicit dtype also keeps CUDA autocast (which would return fp32
   // softmax) from saving an fp32 copy of the probabilities.
   att = at::softmax(att, -1, att.scalar_type());

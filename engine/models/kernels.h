@@ -53,11 +53,16 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight,
 at::Tensor Matmul(const at::Tensor& a, const at::Tensor& b);
 at::Tensor Gelu(const at::Tensor& x, const std::string& approximate = "none");
 
-// softmax(q k^T / sqrt(D) + causal mask) v for q [B, H, T, D] and k, v of
-// the same shape; fp32 accumulation in the softmax whatever the dtype, and
-// no [T, T] mask saved for backward. Fused attention on CUDA (libtorch 2).
+// softmax(q k^T / sqrt(D) + causal mask) v for q [B, H, Tq, D] and k, v
+// [B, H, Tk, D] with Tk >= Tq: the queries are the last Tq of the Tk
+// positions (Tk > Tq when earlier keys come from a KV cache). fp32
+// accumulation in the softmax whatever the dtype, and no [T, T] mask saved
+// for backward. `segments` [B, T] (Tq == Tk), when defined, also keeps
+// each token's attention inside its own segment (packed examples). Fused
+// attention on CUDA (libtorch 2).
 at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k,
-                           const at::Tensor& v);
+                           const at::Tensor& v,
+                           const at::Tensor& segments = {});
 
 }  // namespace halftime::engine
 

@@ -88,19 +88,22 @@ class LlamaModel : public TrainModel {
   }
 
   at::Tensor Output(const Batch& batch) override {
-    const hf::ModelConfig& c = config_;
     const int64_t T = batch.inputs.size(1);
-    at::Tensor cos, sin;
-    RopeTables(inv_freq_.to(batch.inputs.device()), T, &cos, &sin);
-    at::Tensor x = at::embedding(embed_, batch.inputs);
-    for (const LlamaLayer& l : layers_) {
-      x = x + GroupedQueryAttention(RmsNormFp32(x, l.input_norm, c.norm_eps),
-                                    l.attention, c.num_heads, c.num_kv_heads,
-                                    c.head_dim, c.norm_eps, cos, sin);
-      x = x +
-          GatedMlp(RmsNormFp32(x, l.post_attention_norm, c.norm_eps), l.mlp);
-    }
-    return Linear(RmsNormFp32(x, norm_, c.norm_eps), lm_head_);
+    const at::Tensor positions =
+        batch.positions.defined()
+            ? batch.positions
+            : at::arange(T, batch.inputs.options().dtype(at::kLong));
+    return Forward(batch.inputs, positions, batch.segments, nullptr);
+  }
+  int64_t vocab_size() const override { return config_.vocab_size; }
+  at::Tensor Decode(const at::Tensor& inputs, KvCache* cache) override {
+    const int64_t T = inputs.size(1);
+    if (cache->layers.empty()) cache->layers.resize(layers_.size());
+    const at::Tensor positions = at::arange(cache->length, cache->length + T,
+                                            inputs.options().dtype(at::kLong));
+    at::Tensor logits = Forward(inputs, positions, {}, cache);
+    cache->length += T;
+    return logits;
   }
   LossKind loss_kind() const override { return LossKind::kCrossEntropy; }
   std::vector<std::pair<std::string, at::Tensor>> NamedParameters() override {
@@ -124,6 +127,24 @@ class LlamaModel : public TrainModel {
   }
 
  private:
+  at::Tensor Forward(const at::Tensor& inputs, const at::Tensor& positions,
+                     const at::Tensor& segments, KvCache* cache) {
+    const hf::ModelConfig& c = config_;
+    at::Tensor cos, sin;
+    RopeTables(inv_freq_.to(inputs.device()), positions, &cos, &sin);
+    at::Tensor x = at::embedding(embed_, inputs);
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const LlamaLayer& l = layers_[i];
+      x = x + GroupedQueryAttention(
+                  RmsNormFp32(x, l.input_norm, c.norm_eps), l.attention,
+                  c.num_heads, c.num_kv_heads, c.head_dim, c.norm_eps, cos, sin,
+                  segments, cache != nullptr ? &cache->layers[i] : nullptr);
+      x = x +
+          GatedMlp(RmsNormFp32(x, l.post_attention_norm, c.norm_eps), l.mlp);
+    }
+    return Linear(RmsNormFp32(x, norm_, c.norm_eps), lm_head_);
+  }
+
   hf::ModelConfig config_;
   std::shared_ptr<ParamTree> tree_;
   at::Tensor inv_freq_;

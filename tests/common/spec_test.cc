@@ -134,6 +134,110 @@ TEST(SpecTest, NegativeZeroIsZero) {
   EXPECT_FALSE(std::signbit(spec.max_grad_norm()));
 }
 
+TEST(SpecTest, InstructionDataKeysAndTheirRules) {
+  v1::JobSpec spec = MustParse(R"(name: sft
+model: {pretrained: models/qwen}
+data: {kind: jsonl, path: chat.jsonl, packing: true, chat_template: chatml}
+eval: {prompts: ["What is 2+2?", "Name a colour."], max_new_tokens: 8}
+output: {dtype: bf16, export_with_checkpoints: true}
+steps: 10
+)");
+  EXPECT_EQ(spec.data().kind(), v1::DATA_KIND_JSONL);
+  EXPECT_TRUE(spec.data().packing());
+  EXPECT_EQ(spec.data().chat_template(), v1::CHAT_TEMPLATE_CHATML);
+  EXPECT_FALSE(spec.data().has_vocab_size()) << "the tokenizer's";
+  ASSERT_EQ(spec.eval().prompts_size(), 2);
+  EXPECT_EQ(spec.eval().prompts(1), "Name a colour.");
+  EXPECT_EQ(spec.eval().max_new_tokens(), 8);
+  EXPECT_EQ(spec.output().dtype(), v1::OUTPUT_DTYPE_BF16);
+
+  v1::JobSpec tokens = MustParse(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: tokens, path: t.bin, token_dtype: uint32, vocab_size: 151936}
+steps: 10
+)");
+  EXPECT_EQ(tokens.data().token_dtype(), v1::TOKEN_DTYPE_UINT32);
+  EXPECT_EQ(MustParse(kMinimal).eval().max_new_tokens(), 32);
+
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: tokens, path: t.bin, vocab_size: 151936}
+steps: 10
+)"),
+              HasSubstr("set data.token_dtype: uint32"));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: jsonl, path: chat.jsonl}
+steps: 10
+)"),
+              HasSubstr("data.tokenizer: required for jsonl data"));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: text, path: a.txt, packing: true, chat_template: llama3}
+steps: 10
+)"),
+              testing::AllOf(
+                  HasSubstr("data.packing: applies to jsonl data only"),
+                  HasSubstr("data.chat_template: applies to jsonl data only")));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: text, path: a.txt, tokenizer: tok.json, vocab_size: 5000}
+steps: 10
+)"),
+              HasSubstr("data.vocab_size: is set by the tokenizer"));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: jsonl, path: c.jsonl, tokenizer: t.json, chat_template: vicuna}
+steps: 10
+)"),
+              HasSubstr("expected one of llama3, chatml, mistral"));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: synthetic}
+eval: {prompts: ["hi"]}
+output: {dtype: fp16}
+steps: 10
+)"),
+              testing::AllOf(HasSubstr("eval.prompts: need a tokenizer"),
+                             HasSubstr("output.dtype: applies to a "
+                                       "model.pretrained job")));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: text, path: a.txt}
+eval: {prompts: "hi"}
+steps: 10
+)"),
+              HasSubstr("eval.prompts: expected a list"));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: text, path: a.txt}
+eval: {prompts: ["ok", {a: 1}]}
+steps: 10
+)"),
+              HasSubstr("eval.prompts[1]: expected text, got a mapping"));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: text, path: a.txt}
+eval: {prompts: ["ok", ""]}
+steps: 10
+)"),
+              HasSubstr("eval.prompts[1]: is empty"));
+  // steps: 0 converts a pretrained folder; a built-in must train.
+  EXPECT_EQ(MustParse(R"(name: c
+model: {pretrained: m}
+data: {kind: synthetic}
+steps: 0
+)")
+                .steps(),
+            0);
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: synthetic}
+steps: 0
+)"),
+              HasSubstr("steps: must be between 1 and"));
+}
+
 TEST(SpecTest, OverridesApplyBeforeValidation) {
   absl::StatusOr<v1::JobSpec> spec =
       ParseJobSpec(kMinimal, "t.yaml",

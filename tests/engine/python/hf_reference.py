@@ -149,6 +149,12 @@ def make(a):
     else:
         cfg = llama_config(a.arch, a.rope)
         cfg["tie_word_embeddings"] = a.tied
+        if a.vocab:
+            cfg["vocab_size"] = a.vocab
+        if a.eos is not None:
+            cfg["eos_token_id"] = a.eos
+        if a.max_positions:
+            cfg["max_position_embeddings"] = a.max_positions
         tensors = llama_tensors(cfg, a.arch, g)
     cfg["torch_dtype"] = a.dtype
     dtype = DTYPES[a.dtype]
@@ -340,6 +346,25 @@ def train(a):
         f.write("\n".join(repr(v) for v in losses) + "\n")
 
 
+def greedy(a):
+    """Greedy continuation by full recompute (no cache), fp32."""
+    torch.set_num_threads(1)
+    cfg, tensors = load_folder(a.folder)
+    params = {k: t.float() for k, t in tensors.items()}
+    forward = (gpt2_forward if cfg["architectures"][0] == "GPT2LMHeadModel"
+               else llama_forward)
+    ids = [int(v) for v in a.prompt.split(",")]
+    new = []
+    with torch.no_grad():
+        for _ in range(a.new):
+            logits = forward(cfg, params, torch.tensor([ids]))
+            nxt = int(logits[0, -1].argmax())
+            ids.append(nxt)
+            new.append(nxt)
+    with open(a.out, "w") as f:
+        f.write("\n".join(str(v) for v in new) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -352,6 +377,9 @@ def main():
     m.add_argument("--tied", action="store_true")
     m.add_argument("--rope", default="default", choices=["default", "linear", "llama3"])
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--vocab", type=int, default=0, help="llama family: vocab_size")
+    m.add_argument("--eos", type=int, default=None, help="llama family: eos_token_id")
+    m.add_argument("--max-positions", type=int, default=0)
     t = sub.add_parser("train")
     t.add_argument("folder")
     t.add_argument("data")
@@ -361,8 +389,13 @@ def main():
     t.add_argument("--batch", type=int, default=4)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--eval-fraction", type=float, default=0.1)
+    g = sub.add_parser("greedy")
+    g.add_argument("folder")
+    g.add_argument("out")
+    g.add_argument("--prompt", required=True, help="comma-separated ids")
+    g.add_argument("--new", type=int, default=12)
     a = p.parse_args()
-    make(a) if a.cmd == "make" else train(a)
+    {"make": make, "train": train, "greedy": greedy}[a.cmd](a)
 
 
 if __name__ == "__main__":
