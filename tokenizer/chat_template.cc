@@ -125,7 +125,7 @@ void RenderLlama3(const std::vector<ChatMessage>& messages,
     pieces->Add(m.role, false);
     pieces->Add("<|end_header_id|>\n\n", false);
     pieces->Add(PythonStrip(m.content), assistant);
-    pieces->Add("<|eot_id|>", assistant);
+    pieces->Add(EndOfTurnToken(ChatTemplate::kLlama3), assistant);
   }
   if (add_generation_prompt) {
     pieces->Add("<|start_header_id|>assistant<|end_header_id|>\n\n", false);
@@ -140,7 +140,7 @@ void RenderChatml(const std::vector<ChatMessage>& messages,
     pieces->Add(m.role, false);
     pieces->Add("\n", false);
     pieces->Add(m.content, assistant);
-    pieces->Add("<|im_end|>", assistant);
+    pieces->Add(EndOfTurnToken(ChatTemplate::kChatml), assistant);
     pieces->Add("\n", false);
   }
   if (add_generation_prompt) pieces->Add("<|im_start|>assistant\n", false);
@@ -182,7 +182,7 @@ bool RenderMistral(const std::vector<ChatMessage>& messages, Pieces* pieces,
       pieces->Add(" [/INST]", false);
     } else {
       pieces->Add(m.content, true);
-      pieces->Add("</s>", true);
+      pieces->Add(EndOfTurnToken(ChatTemplate::kMistral), true);
     }
   }
   return true;
@@ -199,6 +199,18 @@ bool ParseChatTemplate(std::string_view name, ChatTemplate* out) {
     }
   }
   return false;
+}
+
+const char* EndOfTurnToken(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::kLlama3:
+      return "<|eot_id|>";
+    case ChatTemplate::kChatml:
+      return "<|im_end|>";
+    case ChatTemplate::kMistral:
+      return "</s>";
+  }
+  return "";
 }
 
 const char* ChatTemplateName(ChatTemplate t) {

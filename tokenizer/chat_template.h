@@ -83,6 +83,10 @@ bool ParseChatTemplate(std::string_view name, ChatTemplate* out);
 // The name ParseChatTemplate reads back.
 const char* ChatTemplateName(ChatTemplate t);
 
+// The token that closes an assistant turn in template `t` ("<|eot_id|>",
+// "<|im_end|>", "</s>"): where generation of an answer stops.
+const char* EndOfTurnToken(ChatTemplate t);
+
 // One message of a conversation. `content` is UTF-8 (not checked here: the
 // tokenizer refuses invalid UTF-8 when the text is encoded).
 struct ChatMessage {

@@ -109,11 +109,9 @@ int RunGenerateCommand(const std::vector<std::string>& args, std::ostream& out,
     }
     if (templated) {
       std::vector<int32_t> end;
-      const char* closing =
-          chat_template == tokenizer::ChatTemplate::kLlama3   ? "<|eot_id|>"
-          : chat_template == tokenizer::ChatTemplate::kChatml ? "<|im_end|>"
-                                                              : "</s>";
-      if (tok->Encode(closing, false, &end, &error) && end.size() == 1) {
+      if (tok->Encode(tokenizer::EndOfTurnToken(chat_template), false, &end,
+                      &error) &&
+          end.size() == 1) {
         g.stop_ids.push_back(end[0]);
       }
     }

@@ -52,19 +52,6 @@ int32_t SingleId(const tokenizer::Tokenizer& tok, const std::string& token) {
   return tok.IdToToken(ids[0]) == token ? ids[0] : -1;
 }
 
-// The token that closes an assistant turn in `t`.
-const char* EndOfTurn(tokenizer::ChatTemplate t) {
-  switch (t) {
-    case tokenizer::ChatTemplate::kLlama3:
-      return "<|eot_id|>";
-    case tokenizer::ChatTemplate::kChatml:
-      return "<|im_end|>";
-    case tokenizer::ChatTemplate::kMistral:
-      return "</s>";
-  }
-  return "";
-}
-
 std::optional<tokenizer::ChatTemplate> TemplateOf(v1::ChatTemplate t) {
   switch (t) {
     case v1::CHAT_TEMPLATE_LLAMA3:
@@ -176,7 +163,8 @@ absl::StatusOr<std::unique_ptr<JobText>> JobText::Prepare(
 
   // Eval prompts, written as the training rows write a prompt.
   if (chat_template && tok != nullptr) {
-    const int32_t end = SingleId(*tok, EndOfTurn(*chat_template));
+    const int32_t end =
+        SingleId(*tok, tokenizer::EndOfTurnToken(*chat_template));
     if (end >= 0 &&
         std::find(stop_ids.begin(), stop_ids.end(), end) == stop_ids.end()) {
       stop_ids.push_back(end);
