@@ -389,4 +389,27 @@ bool ReadInstructionJsonl(const std::string& path, const Tokenizer& tok,
   return ParseInstructionJsonl(contents.str(), path, tok, format, out, error);
 }
 
+bool EncodePrompt(const Tokenizer& tok,
+                  const std::optional<ChatTemplate>& chat_template,
+                  std::string_view prompt, bool add_special_tokens,
+                  std::vector<int32_t>* ids, std::string* error) {
+  if (!chat_template) return tok.Encode(prompt, add_special_tokens, ids, error);
+  std::vector<TextSegment> segments;
+  if (!RenderChat(*chat_template, {{"user", std::string(prompt)}},
+                  /*add_generation_prompt=*/true, &segments, error)) {
+    return false;
+  }
+  std::string text;
+  for (const TextSegment& segment : segments) text += segment.text;
+  return tok.Encode(text, /*add_special_tokens=*/false, ids, error);
+}
+
+int32_t EndOfTurnId(const Tokenizer& tok, ChatTemplate t) {
+  const std::string token = EndOfTurnToken(t);
+  std::vector<int32_t> ids;
+  std::string error;
+  if (!tok.Encode(token, false, &ids, &error) || ids.size() != 1) return -1;
+  return tok.IdToToken(ids[0]) == token ? ids[0] : -1;
+}
+
 }  // namespace halftime::tokenizer

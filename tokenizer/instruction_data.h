@@ -113,6 +113,20 @@ bool ParseInstructionJsonl(std::string_view text, std::string_view name,
                            const InstructionFormat& format,
                            TokenizedExamples* out, std::string* error);
 
+// The ids of a generation prompt, written as training rows write a prompt:
+// with a template, a user turn followed by the template's generation prompt
+// (no post-processor tokens: the template writes BOS); without one,
+// Encode(prompt, add_special_tokens). False with *error on text the
+// template or the tokenizer refuses.
+bool EncodePrompt(const Tokenizer& tok,
+                  const std::optional<ChatTemplate>& chat_template,
+                  std::string_view prompt, bool add_special_tokens,
+                  std::vector<int32_t>* ids, std::string* error);
+
+// The id of template `t`'s end-of-turn token (EndOfTurnToken) in `tok`, or
+// -1 when the tokenizer does not read it as one token.
+int32_t EndOfTurnId(const Tokenizer& tok, ChatTemplate t);
+
 }  // namespace halftime::tokenizer
 
 #endif  // HALFTIME_TOKENIZER_INSTRUCTION_DATA_H_

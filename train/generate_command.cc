@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -12,6 +13,7 @@
 #include "engine/events.h"
 #include "engine/generate.h"
 #include "tokenizer/chat_template.h"
+#include "tokenizer/instruction_data.h"
 #include "tokenizer/tokenizer.h"
 #include "train/command_line.h"
 #include "train/text_data.h"
@@ -88,32 +90,20 @@ int RunGenerateCommand(const std::vector<std::string>& args, std::ostream& out,
           << " has no tokenizer.json; give --prompt-ids\n";
       return kExitBadInput;
     }
-    std::string text = prompt, error;
-    tokenizer::ChatTemplate chat_template;
-    const bool templated =
-        tokenizer::ParseChatTemplate(chat_template_name, &chat_template);
-    if (templated) {
-      std::vector<tokenizer::TextSegment> segments;
-      if (!tokenizer::RenderChat(chat_template, {{"user", prompt}}, true,
-                                 &segments, &error)) {
-        err << "halftime-train generate: --prompt: " << error << "\n";
-        return kExitBadInput;
+    std::optional<tokenizer::ChatTemplate> chat_template;
+    tokenizer::ChatTemplate parsed;
+    if (tokenizer::ParseChatTemplate(chat_template_name, &parsed)) {
+      chat_template = parsed;
+      if (const int32_t end = tokenizer::EndOfTurnId(*tok, parsed); end >= 0) {
+        g.stop_ids.push_back(end);
       }
-      text.clear();
-      for (const auto& s : segments) text += s.text;
     }
     // A template writes its own BOS; plain text gets the tokenizer's.
-    if (!tok->Encode(text, !templated, &ids, &error)) {
+    std::string error;
+    if (!tokenizer::EncodePrompt(*tok, chat_template, prompt,
+                                 /*add_special_tokens=*/true, &ids, &error)) {
       err << "halftime-train generate: --prompt: " << error << "\n";
       return kExitBadInput;
-    }
-    if (templated) {
-      std::vector<int32_t> end;
-      if (tok->Encode(tokenizer::EndOfTurnToken(chat_template), false, &end,
-                      &error) &&
-          end.size() == 1) {
-        g.stop_ids.push_back(end[0]);
-      }
     }
   }
   for (int32_t id : FolderStopIds(model_dir)) g.stop_ids.push_back(id);

@@ -44,14 +44,6 @@ void AddEosIds(const fs::path& path, std::vector<int32_t>* ids) {
   }
 }
 
-// The id of `token` when the tokenizer reads it as one id; -1 otherwise.
-int32_t SingleId(const tokenizer::Tokenizer& tok, const std::string& token) {
-  std::vector<int32_t> ids;
-  std::string error;
-  if (!tok.Encode(token, false, &ids, &error) || ids.size() != 1) return -1;
-  return tok.IdToToken(ids[0]) == token ? ids[0] : -1;
-}
-
 std::optional<tokenizer::ChatTemplate> TemplateOf(v1::ChatTemplate t) {
   switch (t) {
     case v1::CHAT_TEMPLATE_LLAMA3:
@@ -163,8 +155,7 @@ absl::StatusOr<std::unique_ptr<JobText>> JobText::Prepare(
 
   // Eval prompts, written as the training rows write a prompt.
   if (chat_template && tok != nullptr) {
-    const int32_t end =
-        SingleId(*tok, tokenizer::EndOfTurnToken(*chat_template));
+    const int32_t end = tokenizer::EndOfTurnId(*tok, *chat_template);
     if (end >= 0 &&
         std::find(stop_ids.begin(), stop_ids.end(), end) == stop_ids.end()) {
       stop_ids.push_back(end);
@@ -181,20 +172,9 @@ absl::StatusOr<std::unique_ptr<JobText>> JobText::Prepare(
         return Invalid(absl::StrCat(field, ": invalid UTF-8 at byte ", bad));
       }
       for (unsigned char c : prompt) ids.push_back(c);
-    } else if (chat_template) {
-      std::vector<tokenizer::TextSegment> segments;
-      if (!tokenizer::RenderChat(*chat_template, {{"user", prompt}},
-                                 /*add_generation_prompt=*/true, &segments,
-                                 &error)) {
-        return Invalid(absl::StrCat(field, ": ", error));
-      }
-      std::string rendered;
-      for (const auto& s : segments) rendered += s.text;
-      if (!tok->Encode(rendered, false, &ids, &error)) {
-        return Invalid(absl::StrCat(field, ": ", error));
-      }
-    } else if (!tok->Encode(prompt, /*add_special_tokens=*/jsonl, &ids,
-                            &error)) {
+    } else if (!tokenizer::EncodePrompt(*tok, chat_template, prompt,
+                                        /*add_special_tokens=*/jsonl, &ids,
+                                        &error)) {
       return Invalid(absl::StrCat(field, ": ", error));
     }
     if (ids.empty()) return Invalid(absl::StrCat(field, ": has no tokens"));

@@ -152,6 +152,33 @@ TEST(EncodeSegmentsTest, Llama3MaskIsTheAssistantTokensAndEot) {
   EXPECT_EQ(e.trained.back(), 1);
 }
 
+TEST(EncodePromptTest, AUserTurnAndTheGenerationPromptAsTheTemplateWritesThem) {
+  NPM_TOKENIZER_OR_SKIP(tok, "llama3");
+  std::vector<int32_t> ids, want;
+  std::string error;
+  ASSERT_TRUE(
+      EncodePrompt(*tok, ChatTemplate::kLlama3, "Say hi.", true, &ids, &error))
+      << error;
+  ASSERT_TRUE(tok->Encode(
+      "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nSay "
+      "hi.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+      false, &want, &error));
+  EXPECT_EQ(ids, want);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), kLlama3Bos), 1)
+      << "the template's BOS only, not the post-processor's too";
+  // Without a template: the text as the tokenizer encodes it, with its
+  // post-processor's tokens when asked.
+  for (const bool special : {true, false}) {
+    ASSERT_TRUE(
+        EncodePrompt(*tok, std::nullopt, "Say hi.", special, &ids, &error));
+    ASSERT_TRUE(tok->Encode("Say hi.", special, &want, &error));
+    EXPECT_EQ(ids, want);
+  }
+  EXPECT_EQ(EndOfTurnId(*tok, ChatTemplate::kLlama3), kLlama3Eot);
+  EXPECT_EQ(EndOfTurnId(*tok, ChatTemplate::kChatml), -1)
+      << "Llama 3 has no <|im_end|> token";
+}
+
 TEST(EncodeSegmentsTest, QwenChatmlMaskAndSpecialTokens) {
   NPM_TOKENIZER_OR_SKIP(tok, "qwen3");
   const std::vector<ChatMessage> messages = {
