@@ -52,6 +52,12 @@ TrainStatus Generate(TrainModel& model, const std::vector<int32_t>& prompt,
   if (vocab <= 0) {
     return Invalid("this model cannot generate text (not a language model)");
   }
+  const int64_t context = model.max_positions();
+  if (context > 0 && static_cast<int64_t>(prompt.size()) >= context) {
+    return Invalid("the prompt has " + std::to_string(prompt.size()) +
+                   " tokens; the model's context holds " +
+                   std::to_string(context) + ", so none is left to generate");
+  }
   for (int32_t id : prompt) {
     if (id < 0 || id >= vocab) {
       return Invalid("prompt token " + std::to_string(id) +
@@ -77,7 +83,11 @@ TrainStatus Generate(TrainModel& model, const std::vector<int32_t>& prompt,
           options.stop_ids.end()) {
         break;
       }
-      if (i + 1 == options.max_new_tokens) break;
+      // The context is full: a model cannot place another position.
+      if (i + 1 == options.max_new_tokens ||
+          (context > 0 && cache.length + 1 >= context)) {
+        break;
+      }
       input = at::full({1, 1}, static_cast<int64_t>(next),
                        at::TensorOptions().dtype(at::kLong).device(device));
       logits = model.Decode(input, &cache);

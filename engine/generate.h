@@ -33,10 +33,11 @@ struct GenerateOptions {
 };
 
 // Continues `prompt` with `model` (on `device`, in its current dtype; the
-// caller sets any autocast) and puts the new ids in *out. kInvalidInput for
-// an empty prompt, an id outside the model's vocabulary, bad options or a
-// model that cannot generate; kTrainingFailed (naming the cause) when the
-// sequence outgrows the model's context.
+// caller sets any autocast) and puts the new ids in *out; generation also
+// stops when the sequence fills the model's context. kInvalidInput for an
+// empty prompt or one that fills the context, an id outside the model's
+// vocabulary, bad options or a model that cannot generate;
+// kTrainingFailed (naming the cause) when libtorch fails.
 TrainStatus Generate(TrainModel& model, const std::vector<int32_t>& prompt,
                      const GenerateOptions& options, at::Device device,
                      std::vector<int32_t>* out);

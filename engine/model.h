@@ -105,6 +105,9 @@ class TrainModel {
   // Language models: the number of token ids the model reads and predicts;
   // 0 for others.
   virtual int64_t vocab_size() const { return 0; }
+  // Language models: the positions the model was built for (its context);
+  // generation stops there.
+  virtual int64_t max_positions() const { return 0; }
   virtual at::Tensor Decode(const at::Tensor& inputs, KvCache* cache) {
     (void)inputs;
     (void)cache;

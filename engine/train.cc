@@ -430,6 +430,20 @@ TrainStatus Loop::Run(TrainSummary* summary) {
     TrainStatus st = Resume();
     if (!st.ok()) return st;
   }
+  for (size_t i = 0; i < o_.eval.prompt_ids.size(); ++i) {
+    // Checked before step 1, not at the first evaluation.
+    const int64_t context = s_.model->max_positions();
+    if (s_.model->vocab_size() <= 0) {
+      return Invalid("eval.prompts need a language model");
+    }
+    if (context > 0 &&
+        static_cast<int64_t>(o_.eval.prompt_ids[i].size()) >= context) {
+      return Invalid("eval.prompts[" + std::to_string(i) + "] has " +
+                     std::to_string(o_.eval.prompt_ids[i].size()) +
+                     " tokens; the model's context holds " +
+                     std::to_string(context));
+    }
+  }
   std::vector<at::Tensor> grads;
   grads.reserve(params_.size());
   int64_t n_params = 0;

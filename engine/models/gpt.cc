@@ -187,6 +187,7 @@ class GptModel : public TrainModel {
     return net_->Logits(batch.inputs, batch.positions, batch.segments, nullptr);
   }
   int64_t vocab_size() const override { return net_->config.vocab_size; }
+  int64_t max_positions() const override { return net_->config.block_size; }
   at::Tensor Decode(const at::Tensor& inputs, KvCache* cache) override {
     return net_->Logits(inputs, {}, {}, cache);
   }

@@ -96,6 +96,7 @@ class LlamaModel : public TrainModel {
     return Forward(batch.inputs, positions, batch.segments, nullptr);
   }
   int64_t vocab_size() const override { return config_.vocab_size; }
+  int64_t max_positions() const override { return config_.max_positions; }
   at::Tensor Decode(const at::Tensor& inputs, KvCache* cache) override {
     const int64_t T = inputs.size(1);
     if (cache->layers.empty()) cache->layers.resize(layers_.size());

@@ -344,6 +344,16 @@ TEST_F(PretrainedTest, SamplingIsSeededAndTopPKeepsTheLikeliest) {
             TrainStatus::kInvalidInput);
   EXPECT_EQ(Generate(*model, {100000}, g, at::kCPU, &none).code,
             TrainStatus::kInvalidInput);
+  // Generation stops when the sequence fills the 64-position context; a
+  // prompt that fills it leaves nothing to generate.
+  std::vector<int32_t> long_prompt(60, 7), tail;
+  g = GenerateOptions();
+  g.max_new_tokens = 16;
+  ASSERT_TRUE(Generate(*model, long_prompt, g, at::kCPU, &tail).ok());
+  EXPECT_EQ(tail.size(), 4u);
+  EXPECT_EQ(
+      Generate(*model, std::vector<int32_t>(64, 7), g, at::kCPU, &none).code,
+      TrainStatus::kInvalidInput);
 }
 
 TEST_F(PretrainedTest, ExportShardsPastTheShardSizeWithAnIndex) {
