@@ -24,31 +24,6 @@ constexpr size_t kMaxPrefixBytes = size_t{256} << 20;
 // is refused before the recursive parts of the JSON library see it.
 constexpr int kMaxJsonDepth = 16;
 
-// How deep `text` nests arrays and objects (brackets inside strings not
-// counted); stops counting once past kMaxJsonDepth.
-int JsonDepth(std::string_view text) {
-  int depth = 0;
-  int deepest = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size() && deepest <= kMaxJsonDepth; ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
 // At most the first 40 bytes of `text`, as a JSON string (quoted, escaped,
 // invalid UTF-8 replaced), for naming a value in an error.
 std::string Quote(std::string_view text) {
@@ -337,7 +312,7 @@ bool ParseInstructionJsonl(std::string_view text, std::string_view name,
                " of the line";
       return false;
     }
-    if (JsonDepth(line) > kMaxJsonDepth) {
+    if (JsonDepth(line, kMaxJsonDepth) > kMaxJsonDepth) {
       *error = where + ": JSON nested deeper than " +
                std::to_string(kMaxJsonDepth) + " levels";
       return false;

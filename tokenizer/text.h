@@ -26,6 +26,11 @@ char32_t NextCodePoint(std::string_view text, size_t* pos);
 char32_t PreviousCodePoint(std::string_view text, size_t end, size_t* start);
 void AppendUtf8(char32_t code_point, std::string* out);
 
+// How deep `text` nests JSON arrays and objects (brackets inside strings
+// not counted), scanning until past `limit`: a cheap bound checked before a
+// recursive JSON parser sees the text.
+int JsonDepth(std::string_view text, int limit);
+
 // `bytes` as text, each maximal invalid sequence replaced by U+FFFD (as
 // Rust's String::from_utf8_lossy does).
 std::string Utf8Lossy(std::string_view bytes);

@@ -139,29 +139,6 @@ std::string Quote(std::string_view s) {
       .dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-// The deepest nesting of arrays and objects in `text`, strings skipped.
-int JsonDepth(std::string_view text) {
-  int depth = 0, deepest = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
 // Whether `contents` is a serialized SentencePiece ModelProto rather than
 // JSON: its first byte is the tag of the pieces field (0x0A, which is also
 // a JSON newline), and the first byte that is not JSON whitespace does not
@@ -1512,7 +1489,7 @@ std::unique_ptr<Tokenizer> Tokenizer::Parse(std::string_view contents,
     }
     return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
   }
-  if (JsonDepth(contents) > kMaxJsonDepth) {
+  if (JsonDepth(contents, kMaxJsonDepth) > kMaxJsonDepth) {
     *error = impl->name + ": JSON nested deeper than " +
              std::to_string(kMaxJsonDepth) + " levels";
     return nullptr;
