@@ -1,14 +1,24 @@
 #include "client/cli.h"
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "base/cpu_info.h"
 #include "client/commands.h"
+#include "client/render.h"
 #include "common/channel.h"
+#include "common/enum_names.h"
+#include "common/memory_estimate.h"
+#include "common/proto_json.h"
 #include "common/spec.h"
 #include "halftime/v1/scheduler.grpc.pb.h"
 
@@ -69,6 +79,123 @@ int RunValidate(const std::vector<std::string>& paths,
   return exit_code;
 }
 
+// Device memory of the GPUs `--device cuda:MODEL` names, as their CUDA
+// driver reports it (MiB).
+struct GpuMemory {
+  const char* model;
+  int64_t mib;
+};
+constexpr GpuMemory kGpus[] = {
+    {"h200", 143771},     {"h100", 81559},      {"a100-80gb", 81920},
+    {"a100-40gb", 40960}, {"l40s", 46068},      {"a6000", 49140},
+    {"l4", 23034},        {"a10", 23028},       {"rtx4090", 24564},
+    {"t4", 15360},        {"v100-32gb", 32768}, {"v100", 16384},
+};
+
+std::string GpuModels() {
+  std::string names;
+  for (const GpuMemory& g : kGpus) {
+    absl::StrAppend(&names, names.empty() ? "" : ", ", g.model);
+  }
+  return names;
+}
+
+// `halftime estimate SPEC`: predicted peak memory per precision (and base
+// dtype), next to the device's memory. Runs here; no scheduler needed.
+int RunEstimate(const std::string& path,
+                const std::vector<std::string>& overrides,
+                const std::string& device, const std::string& output,
+                std::ostream& out, std::ostream& err) {
+  absl::StatusOr<v1::JobSpec> spec = LoadJobSpecFile(path, overrides);
+  if (!spec.ok()) {
+    err << spec.status().message() << "\n";
+    return kExitBadInput;
+  }
+  EstimateDevice facts;
+  int64_t device_bytes = 0;
+  if (device == "cpu") {
+    device_bytes = int64_t{sysconf(_SC_PHYS_PAGES)} * sysconf(_SC_PAGE_SIZE);
+    facts.bf16_emulated = !cpu::HasNativeBf16(cpu::Flags());
+  } else if (absl::StartsWith(device, "cuda:")) {
+    facts.cuda = true;
+    const std::string model = absl::AsciiStrToLower(device.substr(5));
+    for (const GpuMemory& g : kGpus) {
+      if (model == g.model) device_bytes = g.mib << 20;
+    }
+    if (device_bytes == 0) {
+      err << "halftime estimate: --device " << device
+          << ": unknown GPU; one of " << GpuModels() << "\n";
+      return kExitBadInput;
+    }
+  } else {
+    err << "halftime estimate: --device must be cpu or cuda:MODEL ("
+        << GpuModels() << "), got " << device << "\n";
+    return kExitBadInput;
+  }
+  absl::StatusOr<v1::ModelShape> shape = ModelShapeOf(*spec, true);
+  if (!shape.ok()) {
+    err << path << ": cannot estimate: " << shape.status().message() << "\n";
+    return kExitBadInput;
+  }
+  const std::vector<v1::MemoryEstimate> rows =
+      EstimateTable(*spec, *shape, facts);
+  const ParameterCount params = CountParameters(*spec, *shape);
+  if (output == "json") {
+    nlohmann::ordered_json j;
+    j["device"] = device;
+    j["device_memory_bytes"] = device_bytes;
+    j["parameters"] = params.total;
+    j["trainable_parameters"] = params.trainable;
+    j["estimates"] = nlohmann::ordered_json::array();
+    for (const v1::MemoryEstimate& e : rows) {
+      nlohmann::ordered_json row = ProtoToJson(e);
+      row["fits"] = e.total_bytes() <= device_bytes;
+      j["estimates"].push_back(row);
+    }
+    out << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  const bool adapter = spec->adapter().kind() == v1::ADAPTER_KIND_LORA;
+  out << spec->name() << ": " << FormatCount(params.total) << " parameters, "
+      << FormatCount(params.trainable) << " trainable; " << device << " has "
+      << FormatBytes(device_bytes) << "\n";
+  std::vector<Table::Column> columns = {{"PRECISION"}};
+  if (adapter) columns.push_back({"BASE"});
+  for (const char* h : {"WEIGHTS", "GRADIENTS", "OPTIMIZER", "ACTIVATIONS",
+                        "WORKSPACE", "PEAK"}) {
+    columns.push_back({h, false, true});
+  }
+  columns.push_back({"FITS"});
+  Table table(columns);
+  for (const v1::MemoryEstimate& e : rows) {
+    std::vector<std::string> cells = {PrecisionName(e.precision())};
+    if (adapter) {
+      cells.push_back(
+          e.base_dtype() == v1::BASE_DTYPE_UNSPECIFIED
+              ? "compute"
+              : EnumShortName(v1::BaseDtype_descriptor(), e.base_dtype()));
+    }
+    for (int64_t bytes :
+         {e.weight_bytes(), e.gradient_bytes(), e.optimizer_state_bytes(),
+          e.activation_bytes(), e.workspace_bytes(), e.total_bytes()}) {
+      cells.push_back(FormatBytes(bytes));
+    }
+    cells.push_back(e.total_bytes() <= device_bytes ? "yes" : "no");
+    table.AddRow(std::move(cells));
+  }
+  out << table.Render(160);
+  if (adapter) {
+    // What the same model would need fully fine-tuned in fp32.
+    v1::JobSpec full = *spec;
+    full.clear_adapter();
+    const v1::MemoryEstimate f = EstimateMemory(
+        full, *shape, v1::PRECISION_FP32, v1::BASE_DTYPE_UNSPECIFIED, facts);
+    out << "a full fp32 fine-tune of this model: "
+        << FormatBytes(f.total_bytes()) << " (estimated)\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunCli(const std::vector<std::string>& args, std::ostream& out,
@@ -122,6 +249,21 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
                        "Override a field, e.g. --set optimizer.lr=1e-3");
   validate->add_option("-o,--output", validate_output, "Output format")
       ->check(CLI::IsMember({"yaml", "json"}))
+      ->capture_default_str();
+
+  std::string estimate_path, estimate_device = "cpu", estimate_output = "table";
+  CLI::App* estimate = app.add_subcommand(
+      "estimate", "Predict a job's peak memory per precision (no scheduler)");
+  estimate->add_option("SPEC", estimate_path, "Spec file (YAML or JSON)")
+      ->required();
+  estimate->add_option("--set", overrides,
+                       "Override a field, e.g. --set batch_size=8");
+  estimate
+      ->add_option("--device", estimate_device,
+                   "cpu (this machine) or cuda:MODEL, e.g. cuda:h100")
+      ->capture_default_str();
+  estimate->add_option("-o,--output", estimate_output, "Output format")
+      ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
 
   std::string spec_path;
@@ -211,6 +353,10 @@ int RunCli(const std::vector<std::string>& args, std::ostream& out,
 
   if (validate->parsed()) {
     return RunValidate(spec_paths, overrides, validate_output, out, err);
+  }
+  if (estimate->parsed()) {
+    return RunEstimate(estimate_path, overrides, estimate_device,
+                       estimate_output, out, err);
   }
 
   absl::StatusOr<absl::Duration> timeout = ParseTimeout(timeout_text);

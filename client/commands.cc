@@ -18,6 +18,7 @@
 #include "client/report.h"
 #include "client/rpc_error.h"
 #include "common/enum_names.h"
+#include "common/memory_estimate.h"
 #include "common/spec.h"
 
 namespace halftime {
@@ -55,6 +56,14 @@ int RunSubmit(const CommandEnv& env, const std::string& spec_path,
   absl::StatusOr<v1::JobSpec> spec = LoadJobSpecFile(spec_path, overrides);
   if (!spec.ok()) {
     *env.err << spec.status().message() << "\n";
+    return kExitBadInput;
+  }
+  // The scheduler estimates memory from the model's dimensions; a folder
+  // it may not see is read here. One that cannot be read leaves the job
+  // unestimated (the worker still reads the folder when it runs).
+  if (absl::Status shape = FillModelShape(&*spec);
+      !shape.ok() && !absl::IsNotFound(shape)) {
+    *env.err << spec_path << ": " << shape.message() << "\n";
     return kExitBadInput;
   }
   if (idempotency_key.empty()) idempotency_key = NewIdempotencyKey();

@@ -230,19 +230,6 @@ std::string HumanDuration(absl::Duration duration) {
   return absl::StrFormat("%dd%02dh", seconds / 86400, (seconds % 86400) / 3600);
 }
 
-std::string FormatBytes(int64_t bytes) {
-  const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
-  const double magnitude = std::fabs(static_cast<double>(bytes));
-  if (magnitude < 1024) return absl::StrCat(bytes, " B");
-  double value = static_cast<double>(bytes) / 1024;
-  int unit = 0;
-  while (std::fabs(value) >= 1024 && unit < 3) {
-    value /= 1024;
-    ++unit;
-  }
-  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
-}
-
 std::string FormatCount(double value) {
   const double magnitude = std::fabs(value);
   if (magnitude < 1000) return absl::StrFormat("%.0f", value);
@@ -379,6 +366,17 @@ std::string FormatJobDetail(const v1::Job& job, absl::Time now, int width) {
                       : !spec_model.pretrained().empty()
                           ? spec_model.pretrained()
                           : spec_model.torchscript();
+  const v1::AdapterSpec& adapter = job.spec().adapter();
+  if (adapter.kind() == v1::ADAPTER_KIND_LORA) {
+    absl::StrAppend(&model, absl::StrFormat(" + LoRA r%d alpha %g",
+                                            adapter.rank(), adapter.alpha()));
+    if (adapter.base_dtype() != v1::BASE_DTYPE_UNSPECIFIED) {
+      absl::StrAppend(
+          &model, " on a ",
+          EnumShortName(v1::BaseDtype_descriptor(), adapter.base_dtype()),
+          " base");
+    }
+  }
   facts.emplace_back("model", model);
   facts.emplace_back("attempt", absl::StrCat(job.attempt()));
   if (!job.worker().empty()) facts.emplace_back("worker", job.worker());
@@ -405,6 +403,24 @@ std::string FormatJobDetail(const v1::Job& job, absl::Time now, int width) {
                      absl::StrFormat("%.3fs", report.step_seconds()),
                      " per step"));
     facts.emplace_back("peak memory", FormatBytes(report.peak_memory_bytes()));
+    if (report.parameters() > 0) {
+      facts.emplace_back(
+          "parameters", absl::StrCat(FormatCount(report.parameters()), ", ",
+                                     FormatCount(report.trainable_parameters()),
+                                     " trainable"));
+    }
+  }
+  if (job.has_memory_estimate()) {
+    const v1::MemoryEstimate& e = job.memory_estimate();
+    facts.emplace_back(
+        "memory estimate",
+        absl::StrCat(FormatBytes(e.total_bytes()), " in ",
+                     PrecisionName(e.precision()), " (weights ",
+                     FormatBytes(e.weight_bytes()), ", gradients ",
+                     FormatBytes(e.gradient_bytes()), ", optimizer ",
+                     FormatBytes(e.optimizer_state_bytes()), ", activations ",
+                     FormatBytes(e.activation_bytes()), ", workspace ",
+                     FormatBytes(e.workspace_bytes()), ")"));
   }
   facts.emplace_back("submitted",
                      absl::StrCat(FormatTimestamp(job.submit_time()), " (",

@@ -17,6 +17,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/format.h"
 #include "common/proto_json.h"
 #include "halftime/v1/job.pb.h"
 #include "halftime/v1/scheduler.pb.h"
@@ -68,7 +69,6 @@ class Table {
 
 // Human formats.
 std::string HumanDuration(absl::Duration duration);  // "4m12s", "1h05m"
-std::string FormatBytes(int64_t bytes);              // "1.2 GiB"
 std::string FormatCount(double value);               // "12.3k", "1.5M"
 std::string FormatLossScale(double scale);           // "65536", "1.7e+07"
 std::string FormatTimestamp(const google::protobuf::Timestamp& time);

@@ -37,6 +37,19 @@ std::string BaselineFingerprint(const v1::JobSpec& spec,
   if (data.chat_template() != v1::CHAT_TEMPLATE_UNSPECIFIED) {
     add("data.chat_template", absl::StrCat(data.chat_template()));
   }
+  // An adapter job's baseline is the same adapter on an fp32 base: what it
+  // trains decides the cost, not the job's base dtype.
+  const v1::AdapterSpec& adapter = spec.adapter();
+  if (adapter.kind() != v1::ADAPTER_KIND_UNSPECIFIED) {
+    add("adapter.kind", absl::StrCat(adapter.kind()));
+    add("adapter.rank", absl::StrCat(adapter.rank()));
+    for (const std::string& t : adapter.target_modules()) {
+      add("adapter.target_modules", t);
+    }
+    for (const std::string& m : adapter.modules_to_save()) {
+      add("adapter.modules_to_save", m);
+    }
+  }
   add("batch_size", absl::StrCat(spec.batch_size()));
   add("grad_accumulation", absl::StrCat(spec.grad_accumulation()));
   add("optimizer", absl::StrCat(spec.optimizer().name()));

@@ -473,7 +473,8 @@ class DocumentReader {
   }
 
   // A list of strings (the only repeated fields a spec has), e.g.
-  // eval.prompts; element i is reported as path[i].
+  // eval.prompts; element i is reported as path[i]. A single value stands
+  // for a list of one (target_modules: all-linear, as PEFT writes it).
   void ReadList(const YAML::Node& value, Message* message,
                 const FieldDescriptor* field, const std::string& path) {
     std::optional<Location> at = MarkToLocation(value.Mark());
@@ -481,12 +482,16 @@ class DocumentReader {
       problems_->Add(path, "lists are not supported here", at);
       return;
     }
+    const Reflection* reflection = message->GetReflection();
+    if (value.IsScalar()) {
+      reflection->AddString(message, field, value.Scalar());
+      return;
+    }
     if (!value.IsSequence()) {
       problems_->Add(
           path, absl::StrCat("expected a list, got ", KindName(value)), at);
       return;
     }
-    const Reflection* reflection = message->GetReflection();
     for (std::size_t i = 0; i < value.size(); ++i) {
       const YAML::Node item = value[i];
       if (!item.IsScalar()) {
@@ -559,6 +564,7 @@ class Validator {
     ValidateModel(spec.model());
     ValidateData(spec);
     ValidateEvalAndOutput(spec);
+    ValidateAdapter(spec);
     ValidatePrecisionAndScaling(spec);
     ValidateOptimizer(spec.optimizer());
     if (!spec.has_steps()) {
@@ -854,7 +860,9 @@ class Validator {
       }
     }
     const v1::OutputSpec& output = spec.output();
-    if (spec.model().pretrained().empty()) {
+    // An adapter job exports its adapters even off a built-in model.
+    if (spec.model().pretrained().empty() &&
+        spec.adapter().kind() == v1::ADAPTER_KIND_UNSPECIFIED) {
       if (output.dtype() != v1::OUTPUT_DTYPE_UNSPECIFIED) {
         sink_("output.dtype",
               "applies to a model.pretrained job's exported hf/ folder");
@@ -863,6 +871,60 @@ class Validator {
         sink_("output.export_with_checkpoints",
               "applies to a model.pretrained job's exported hf/ folder");
       }
+    }
+  }
+
+  // Module names as PEFT and Hugging Face spell them.
+  void ModuleNames(const std::string& path,
+                   const google::protobuf::RepeatedPtrField<std::string>& names,
+                   bool allow_all_linear) {
+    for (int i = 0; i < names.size(); ++i) {
+      const std::string& n = names.Get(i);
+      const std::string item = absl::StrCat(path, "[", i, "]");
+      const bool plain =
+          !n.empty() && std::all_of(n.begin(), n.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) || c == '_' ||
+                   c == '.' || c == '-';
+          });
+      if (!plain) {
+        sink_(item, absl::StrCat("is not a module name: ", Quote(n)));
+      } else if (n == "all-linear" && (!allow_all_linear || names.size() > 1)) {
+        sink_(item, allow_all_linear
+                        ? "all-linear stands alone: it already names every "
+                          "linear layer"
+                        : "all-linear is a target_modules value");
+      }
+    }
+  }
+
+  void ValidateAdapter(const v1::JobSpec& spec) {
+    const v1::AdapterSpec& a = spec.adapter();
+    const bool merge = spec.output().has_merge() && spec.output().merge();
+    if (a.kind() == v1::ADAPTER_KIND_UNSPECIFIED) {
+      if (a.has_rank() || a.has_alpha() || a.has_dropout() ||
+          a.target_modules_size() > 0 || a.has_rslora() ||
+          a.base_dtype() != v1::BASE_DTYPE_UNSPECIFIED ||
+          a.has_double_quant() || a.modules_to_save_size() > 0) {
+        sink_("adapter.kind", "required with the other adapter keys: lora");
+      }
+      if (merge) sink_("output.merge", "needs an adapter (adapter.kind: lora)");
+      return;
+    }
+    const v1::ModelSpec& m = spec.model();
+    if (!m.torchscript().empty() || m.builtin() == "mlp") {
+      sink_("adapter",
+            "needs a language model: a gpt built-in or model.pretrained");
+    }
+    IntRange("adapter.rank", a.rank(), 1, 4096);
+    DoubleRange("adapter.alpha", a.alpha(), 1e-6, 1e6);
+    if (!(a.dropout() >= 0 && a.dropout() < 1)) {
+      sink_("adapter.dropout", "must be in [0, 1)");
+    }
+    ModuleNames("adapter.target_modules", a.target_modules(), true);
+    ModuleNames("adapter.modules_to_save", a.modules_to_save(), false);
+    if (merge && m.pretrained().empty()) {
+      sink_("output.merge",
+            "writes a merged Hugging Face folder: it needs model.pretrained");
     }
   }
 
@@ -1023,6 +1085,17 @@ void ApplyJobSpecDefaults(v1::JobSpec* spec) {
   }
   if (!spec->eval().has_max_new_tokens()) {
     spec->mutable_eval()->set_max_new_tokens(32);
+  }
+  if (spec->adapter().kind() == v1::ADAPTER_KIND_LORA) {
+    v1::AdapterSpec* a = spec->mutable_adapter();
+    if (!a->has_rank()) a->set_rank(8);
+    if (!a->has_alpha()) a->set_alpha(16);
+    if (!a->has_dropout()) a->set_dropout(0);
+    if (!a->has_rslora()) a->set_rslora(false);
+    if (a->base_dtype() == v1::BASE_DTYPE_NF4 && !a->has_double_quant()) {
+      a->set_double_quant(true);
+    }
+    if (!spec->output().has_merge()) spec->mutable_output()->set_merge(false);
   }
 
   v1::LossScalingSpec* ls = spec->mutable_loss_scaling();

@@ -10,24 +10,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/cpu_info.h"
+
 namespace halftime::engine {
 namespace {
 
 bool Contains(const std::string& s, const char* part) {
   return s.find(part) != std::string::npos;
-}
-
-std::string CpuInfoField(const char* key) {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(key, 0) != 0) continue;
-    const size_t colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::string v = line.substr(colon + 1);
-    v.erase(0, v.find_first_not_of(" \t"));
-    return v;
-  }
-  return "";
 }
 
 // CPUs a cgroup v2 `cpu.max` quota allows ("max 100000": no limit, 0).
@@ -160,46 +149,11 @@ BlasLibrary DetectBlas() {
   return b;
 }
 
-bool CpuHasFlag(const std::string& flags, const char* flag) {
-  std::istringstream in(flags);
-  for (std::string f; in >> f;) {
-    if (f == flag) return true;
-  }
-  return false;
-}
-
-std::string CpuIsaCapError() {
-  const char* value = std::getenv(kCpuIsaVariable);
-  if (value == nullptr) return "";
-  const std::string v = value;
-  if (v.empty() || v == "native" || v == "avx2") return "";
-  return std::string(kCpuIsaVariable) + "=" + v +
-         " is not a CPU cap this build knows; use avx2 (behave as a CPU "
-         "without AVX-512 or native bf16) or native";
-}
-
-std::string CpuIsaCap() {
-  const char* value = std::getenv(kCpuIsaVariable);
-  return value != nullptr && std::string(value) == "avx2" ? "avx2" : "";
-}
-
-std::string CappedCpuFlags(const std::string& flags) {
-  if (CpuIsaCap().empty()) return flags;
-  std::istringstream in(flags);
-  std::string kept;
-  for (std::string f; in >> f;) {
-    if (f.rfind("avx512", 0) == 0 || f.rfind("amx", 0) == 0) continue;
-    if (!kept.empty()) kept += ' ';
-    kept += f;
-  }
-  return kept;
-}
-
 CpuFacts ReadCpuFacts() {
   CpuFacts cpu;
-  cpu.flags = CappedCpuFlags(CpuInfoField("flags"));
+  cpu.flags = cpu::Flags();
   try {
-    const std::string mhz = CpuInfoField("cpu MHz");
+    const std::string mhz = cpu::InfoField("cpu MHz");
     if (!mhz.empty()) cpu.mhz = std::stod(mhz);
   } catch (const std::exception&) {
     cpu.mhz = 0;
@@ -219,11 +173,12 @@ CpuFacts ReadCpuFacts() {
 double Fp32PeakFlops(const CpuFacts& cpu, int threads) {
   if (cpu.mhz <= 0 || threads <= 0) return 0;
   double per_cycle = 4;  // SSE: one 4-wide multiply and add
-  if (CpuHasFlag(cpu.flags, "avx512f")) {
+  if (cpu::HasFlag(cpu.flags, "avx512f")) {
     per_cycle = 32;
-  } else if (CpuHasFlag(cpu.flags, "avx2") && CpuHasFlag(cpu.flags, "fma")) {
+  } else if (cpu::HasFlag(cpu.flags, "avx2") &&
+             cpu::HasFlag(cpu.flags, "fma")) {
     per_cycle = 16;
-  } else if (CpuHasFlag(cpu.flags, "avx")) {
+  } else if (cpu::HasFlag(cpu.flags, "avx")) {
     per_cycle = 8;
   }
   const int cores =

@@ -60,26 +60,6 @@ BlasLibrary ClassifyBlasPath(const std::string& path);
 // The CPU facts, with the flags capped by HALFTIME_CPU_ISA (CappedCpuFlags).
 CpuFacts ReadCpuFacts();
 
-// HALFTIME_CPU_ISA caps what this process believes, and (set before the
-// libraries load: EnsureCpuEnvironment in train/blas_env.h) what
-// libtorch, oneDNN and OpenBLAS use, so that a CPU with AVX-512 and native
-// bf16 behaves as one without: the suite runs the emulated-bf16 path on
-// either kind of machine. Values: unset, "" or "native" (no cap), "avx2".
-inline constexpr const char kCpuIsaVariable[] = "HALFTIME_CPU_ISA";
-
-// The cap in effect: "" or "avx2". Any other value of HALFTIME_CPU_ISA is
-// an error, reported by CpuIsaCapError.
-std::string CpuIsaCap();
-// "" when HALFTIME_CPU_ISA is valid, else one sentence naming the value.
-std::string CpuIsaCapError();
-
-// `flags` (space-separated /proc/cpuinfo flags) as the cap leaves them: under
-// "avx2", without any avx512* or amx* flag.
-std::string CappedCpuFlags(const std::string& flags);
-
-// Whether `flags` include `flag`.
-bool CpuHasFlag(const std::string& flags, const char* flag);
-
 // A lower bound of the fp32 FMA peak of `threads` cores of this CPU, FLOP/s:
 // the widest vector FMA its flags name (AVX-512: 32 FLOP/cycle, counting one
 // 512-bit or two 256-bit FMA pipes; AVX2+FMA: 16; AVX: 8; else 4) times

@@ -93,7 +93,14 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
                             const c10::optional<at::Tensor>& bias) {
     NoAutocast no_autocast(kAutocastCpu);
     const bool has_bias = bias.has_value() && bias->defined();
-    SaveInputOnce(ctx, x);  // backward may write the input gradient over it
+    if (weight.requires_grad()) {
+      SaveInputOnce(ctx, x);  // backward may write the input gradient over it
+    } else {
+      // A frozen weight (an adapter job's base) needs no weight gradient,
+      // so nothing needs the input: only its shape is kept.
+      ctx->saved_data["input_sizes"] = x.sizes().vec();
+      ctx->saved_data["input_dtype"] = static_cast<int64_t>(x.scalar_type());
+    }
     ctx->saved_data["has_bias"] = has_bias;
     ctx->saved_data["bias_dtype"] =
         static_cast<int64_t>(has_bias ? bias->scalar_type() : at::kFloat);
@@ -109,10 +116,21 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
       torch::autograd::AutogradContext* ctx,
       torch::autograd::variable_list grad_out) {
     NoAutocast no_autocast(kAutocastCpu);
-    at::Tensor x = TakeSavedInput(ctx);
+    at::Tensor x;
+    std::vector<int64_t> x_sizes;
+    at::ScalarType x_dtype = at::kFloat;
+    if (auto sizes = ctx->saved_data.find("input_sizes");
+        sizes != ctx->saved_data.end()) {
+      x_sizes = sizes->second.toIntVector();
+      x_dtype =
+          static_cast<at::ScalarType>(ctx->saved_data["input_dtype"].toInt());
+    } else {
+      x = TakeSavedInput(ctx);
+      x_sizes = x.sizes().vec();
+      x_dtype = x.scalar_type();
+    }
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const at::Tensor weight = ctx->get_saved_variables()[0];
-    const std::vector<int64_t> x_sizes = x.sizes().vec();
     const int64_t in = weight.size(1), out = weight.size(0);
     const at::Tensor g = grad_out[0].reshape({-1, out});
     at::Tensor grad_x, grad_weight, grad_bias;
@@ -129,13 +147,17 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
     // native Linear frees the input before allocating one). Otherwise the
     // input stays alive anyway, and the gradient gets its own.
     const bool reuse_input =
-        want_x && x.is_contiguous() && x.scalar_type() == g.scalar_type() &&
-        x.use_count() == 1 && x.storage().use_count() == 1 &&
-        x.storage().nbytes() == x.nbytes();
-    at::Tensor rows = x.reshape({-1, in});
+        want_x && x.defined() && x.is_contiguous() &&
+        x.scalar_type() == g.scalar_type() && x.use_count() == 1 &&
+        x.storage().use_count() == 1 && x.storage().nbytes() == x.nbytes();
+    at::Tensor rows = x.defined() ? x.reshape({-1, in}) : at::Tensor();
     x.reset();
     at::Tensor gx_rows;
-    if (want_x) gx_rows = reuse_input ? rows : at::empty_like(rows);
+    if (want_x) {
+      gx_rows = reuse_input
+                    ? rows
+                    : at::empty({g.size(0), in}, g.options().dtype(x_dtype));
+    }
     // One pass over row slices: each slice of g is widened once and serves
     // dW = g^T · x and db = sum(g) (accumulated in fp32) and dx = g · W.
     const int64_t n = g.size(0);

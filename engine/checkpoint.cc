@@ -142,6 +142,7 @@ TrainStatus WriteCheckpoint(const std::string& path,
   d.insert("optimizer", ToDict(data.optimizer));
   if (data.rng_cpu.defined()) d.insert("rng_cpu", data.rng_cpu);
   if (data.rng_cuda.defined()) d.insert("rng_cuda", data.rng_cuda);
+  if (!data.base_hash.empty()) d.insert("base_hash", data.base_hash);
   const std::vector<char> bytes = torch::pickle_save(d);
   return WriteFileAtomically(path, std::string(bytes.begin(), bytes.end()));
 }
@@ -182,6 +183,9 @@ TrainStatus ReadCheckpoint(const std::string& path, CheckpointData* out) {
     out->scaler.total_overflows = s.at("total_overflows").toInt();
     if (d.contains("rng_cpu")) out->rng_cpu = d.at("rng_cpu").toTensor();
     if (d.contains("rng_cuda")) out->rng_cuda = d.at("rng_cuda").toTensor();
+    if (d.contains("base_hash")) {
+      out->base_hash = d.at("base_hash").toStringRef();
+    }
   } catch (const std::exception&) {
     return Invalid("checkpoint " + path + " lacks a field or has a wrong type");
   }

@@ -10,7 +10,8 @@
 // dict: {"format": "halftime-checkpoint-v1", "step", "micro_batches",
 // "optimizer_steps", "precision", "fingerprint", "scaler": {...},
 // "model": {name: fp32 tensor}, "optimizer": {name/what: tensor},
-// "rng_cpu": tensor}. They are written to PATH.tmp and renamed into place.
+// "rng_cpu": tensor, "base_hash": str (adapter jobs)}. They are written to
+// PATH.tmp and renamed into place.
 //
 // Thread safety: free functions; safe to call concurrently on distinct paths.
 
@@ -53,6 +54,9 @@ struct CheckpointData {
   NamedTensors optimizer;  // optimizer state
   at::Tensor rng_cpu;      // default CPU generator state
   at::Tensor rng_cuda;     // default CUDA generator state (CUDA runs only)
+  // Adapter jobs: the frozen base's content hash (AdapterReport::base_hash);
+  // `model` then holds only the trainable tensors.
+  std::string base_hash;
 };
 
 // Writes `data` to `path` atomically (PATH.tmp, then rename).

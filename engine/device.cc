@@ -23,6 +23,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/cpu_info.h"
 #include "engine/baseline_check.h"
 #include "engine/bf16_emulation.h"
 #include "engine/models/kernels.h"
@@ -90,21 +91,6 @@ class CountingCpuAllocator final : public c10::Allocator {
 // ---- probing
 // -----------------------------------------------------------------
 
-std::string CpuInfoField(const std::string& key) {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key, 0) == 0) {
-      auto colon = line.find(':');
-      if (colon == std::string::npos) continue;
-      std::string v = line.substr(colon + 1);
-      v.erase(0, v.find_first_not_of(" \t"));
-      return v;
-    }
-  }
-  return "";
-}
-
 int64_t MemTotalBytes() {
   std::ifstream in("/proc/meminfo");
   std::string key;
@@ -164,8 +150,7 @@ std::string CudaDeviceName() {
 
 bool CpuBf16Native() {
   static const bool native = [] {
-    const std::string flags = ReadCpuFacts().flags;
-    return CpuHasFlag(flags, "avx512_bf16") || CpuHasFlag(flags, "amx_bf16");
+    return cpu::HasNativeBf16(ReadCpuFacts().flags);
   }();
   return native;
 }
@@ -217,7 +202,7 @@ DeviceCapabilities ProbeDevice(int threads, bool want_cuda, bool measure) {
 #endif
   }
   caps.kind = "cpu";
-  caps.name = CpuInfoField("model name");
+  caps.name = cpu::InfoField("model name");
   if (caps.name.empty()) caps.name = "cpu";
   caps.memory_bytes = MemTotalBytes();
   bool bf16 = CpuBf16Native();

@@ -65,6 +65,17 @@ struct KvCache {
   int64_t length = 0;
 };
 
+// A linear layer adapters may wrap (adapter.h): its module name as
+// Hugging Face and PEFT spell it ("model.layers.0.self_attn.q_proj"), its
+// parameters' names in NamedParameters(), and the projection the forward
+// pass calls.
+struct LinearLayer {
+  std::string module;
+  std::string weight_param;
+  std::string bias_param;  // empty when the layer has no bias
+  Projection* projection = nullptr;
+};
+
 class TrainModel {
  public:
   virtual ~TrainModel() = default;
@@ -113,6 +124,13 @@ class TrainModel {
     (void)cache;
     return {};
   }
+  // The decoder's linear layers, in forward order (the output head is not
+  // one); empty for models adapters cannot wrap (MLP, TorchScript). The
+  // pointers live as long as the model.
+  virtual std::vector<LinearLayer> LinearLayers() { return {}; }
+  // PEFT's default target_modules for the family ({"q_proj", "v_proj"}
+  // for Llama, {"c_attn"} for GPT-2).
+  virtual std::vector<std::string> DefaultAdapterTargets() const { return {}; }
 };
 
 // Builds the model `options` names for `data`. Built-ins are initialized

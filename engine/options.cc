@@ -59,6 +59,24 @@ const char* LossKindName(LossKind k) {
   return k == LossKind::kCrossEntropy ? "cross_entropy" : "mse";
 }
 
+const char* BaseDtypeName(BaseDtype d) {
+  switch (d) {
+    case BaseDtype::kDefault:
+      return "default";
+    case BaseDtype::kFp32:
+      return "fp32";
+    case BaseDtype::kBf16:
+      return "bf16";
+    case BaseDtype::kFp16:
+      return "fp16";
+    case BaseDtype::kNf4:
+      return "nf4";
+    case BaseDtype::kInt8:
+      return "int8";
+  }
+  return "unknown";
+}
+
 const char* StatusCodeName(TrainStatus::Code code) {
   switch (code) {
     case TrainStatus::kOk:
@@ -106,6 +124,14 @@ uint64_t OptionsFingerprint(const TrainOptions& o) {
   if (!d.tokenizer.empty()) s << "|tokenizer:" << d.tokenizer;
   if (!d.chat_template.empty()) s << "|template:" << d.chat_template;
   if (d.packing) s << "|packing";
+  const AdapterOptions& a = o.adapter;
+  if (a.kind != AdapterKind::kNone) {
+    s << ";lora:" << a.rank << '|' << a.alpha << '|' << a.dropout << '|'
+      << a.rslora << '|' << BaseDtypeName(a.base_dtype) << '|'
+      << a.double_quant;
+    for (const std::string& t : a.target_modules) s << "|t:" << t;
+    for (const std::string& m : a.modules_to_save) s << "|m:" << m;
+  }
   const OptimizerOptions& p = o.optimizer;
   s << ";opt:" << OptimizerNameName(p.name) << '|' << p.lr << '|'
     << p.weight_decay << '|' << p.beta1 << '|' << p.beta2 << '|' << p.eps << '|'

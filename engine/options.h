@@ -34,6 +34,11 @@ enum class TokenDtype { kUint16, kUint32 };
 // pretrained files' dtype.
 enum class ExportDtype { kSource, kFp32, kBf16, kFp16 };
 enum class LossKind { kCrossEntropy, kMse };
+// Parameter-efficient fine-tuning: none trains every weight.
+enum class AdapterKind { kNone, kLora };
+// Storage of a frozen base's linear weights under an adapter; kDefault is
+// the dtype the job computes in.
+enum class BaseDtype { kDefault, kFp32, kBf16, kFp16, kNf4, kInt8 };
 enum class DeviceRequest { kAny, kCpu, kCuda };
 // How bf16-pure keeps small updates from being rounded away.
 enum class PureUpdate { kKahan, kStochasticRounding };
@@ -45,6 +50,7 @@ const char* OptimizerNameName(OptimizerName o);
 const char* LrDecayName(LrDecay d);
 const char* DataKindName(DataKind k);
 const char* LossKindName(LossKind k);
+const char* BaseDtypeName(BaseDtype d);
 // Parses a spec name; returns false (and leaves *out alone) if unknown.
 inline bool ParsePrecision(const std::string& name, Precision* out) {
   return precision::ParseMode(name, out);
@@ -175,6 +181,28 @@ struct OutputOptions {
   ExportDtype dtype = ExportDtype::kSource;
   // Export hf/ beside every checkpoint too, not only at the end.
   bool export_with_checkpoints = false;
+  // Adapter jobs: also write hf/ with the adapters merged into the base.
+  bool merge = false;
+};
+
+// LoRA adapters on a frozen base (adapter.h); field names as PEFT's
+// LoraConfig spells them.
+struct AdapterOptions {
+  AdapterKind kind = AdapterKind::kNone;
+  int rank = 8;
+  double alpha = 16.0;
+  // Dropout on each adapter's input while training.
+  double dropout = 0.0;
+  // Module names or suffixes ("q_proj"), or {"all-linear"}; empty = the
+  // family's PEFT default.
+  std::vector<std::string> target_modules;
+  // Scale alpha / sqrt(rank) instead of alpha / rank.
+  bool rslora = false;
+  BaseDtype base_dtype = BaseDtype::kDefault;
+  // nf4: store the block maxima in 8 bits too.
+  bool double_quant = true;
+  // Modules trained in full beside the adapters ("lm_head").
+  std::vector<std::string> modules_to_save;
 };
 
 struct CheckpointOptions {
@@ -186,6 +214,7 @@ struct CheckpointOptions {
 
 struct TrainOptions {
   ModelOptions model;
+  AdapterOptions adapter;
   DataOptions data;
   Precision precision = Precision::kAuto;
   LossScalingOptions loss_scaling;

@@ -33,7 +33,9 @@ std::string StepReportJson(const StepReport& r) {
             {events::kPeakMemoryBytes, r.peak_memory_bytes},
             {events::kWeightBytes, r.weight_bytes},
             {events::kGradientBytes, r.gradient_bytes},
-            {events::kOptimizerStateBytes, r.optimizer_state_bytes}};
+            {events::kOptimizerStateBytes, r.optimizer_state_bytes},
+            {events::kParameters, r.parameters},
+            {events::kTrainableParameters, r.trainable_parameters}};
   if (r.has_eval_loss) o[events::kEvalLoss] = r.eval_loss;
   if (r.has_eval_accuracy) o[events::kEvalAccuracy] = r.eval_accuracy;
   return Dump(o);
@@ -59,6 +61,17 @@ std::string SummaryJson(const TrainSummary& s) {
   o["mfu"] = s.mfu;
   o["peak_memory_bytes"] = s.peak_memory_bytes;
   o["parameters"] = s.parameters;
+  o["trainable_parameters"] = s.trainable_parameters;
+  if (s.has_adapter) {
+    const AdapterReport& a = s.adapter;
+    o["adapter"] = {{"adapted_layers", a.adapted_layers},
+                    {"base_dtype", a.base_dtype},
+                    {"compute_dtype", a.compute_dtype},
+                    {"base_bytes", a.base_bytes},
+                    {"quantization_error_mean", a.quantization_error_mean},
+                    {"quantization_error_max", a.quantization_error_max},
+                    {"base_hash", a.base_hash}};
+  }
   o["weight_bytes"] = s.weight_bytes;
   o["gradient_bytes"] = s.gradient_bytes;
   o["optimizer_state_bytes"] = s.optimizer_state_bytes;
@@ -68,6 +81,7 @@ std::string SummaryJson(const TrainSummary& s) {
     o["final_torchscript"] = s.final_torchscript;
   }
   if (!s.final_hf.empty()) o["final_hf"] = s.final_hf;
+  if (!s.final_adapter.empty()) o["final_adapter"] = s.final_adapter;
   return Dump(o);
 }
 

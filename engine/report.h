@@ -42,6 +42,10 @@ struct StepReport {
   int64_t weight_bytes = 0;
   int64_t gradient_bytes = 0;
   int64_t optimizer_state_bytes = 0;
+  // All parameters, and those the optimizer updates (fewer under an
+  // adapter).
+  int64_t parameters = 0;
+  int64_t trainable_parameters = 0;
   // Eval loss on the held-out split, when evaluated at this step.
   bool has_eval_loss = false;
   double eval_loss = 0.0;
@@ -49,6 +53,26 @@ struct StepReport {
   // models, when evaluated at this step.
   bool has_eval_accuracy = false;
   double eval_accuracy = 0.0;
+};
+
+// What an adapter job (adapter.h) trains and holds, for the summary.
+struct AdapterReport {
+  int64_t trainable_parameters = 0;
+  // Base and adapter parameters together.
+  int64_t total_parameters = 0;
+  int adapted_layers = 0;
+  // Storage of the decoder's linear weights ("nf4") and the dtype every
+  // frozen layer computes in ("bf16").
+  std::string base_dtype;
+  std::string compute_dtype;
+  // Bytes the frozen base holds on the device.
+  int64_t base_bytes = 0;
+  // Mean and largest relative error (FrozenWeight::relative_error) of the
+  // quantized matrices; 0 for a float base.
+  double quantization_error_mean = 0.0;
+  double quantization_error_max = 0.0;
+  // SHA-256 over the base tensors as read (name, dtype, shape, bytes).
+  std::string base_hash;
 };
 
 // The outcome of a whole run; also written as summary.json.
@@ -78,7 +102,13 @@ struct TrainSummary {
   double gemm_ceiling_flops = 0.0;
   double mfu = 0.0;
   int64_t peak_memory_bytes = 0;
+  // All parameters, and those the optimizer updates (fewer under an
+  // adapter).
   int64_t parameters = 0;
+  int64_t trainable_parameters = 0;
+  // Set for adapter jobs.
+  bool has_adapter = false;
+  AdapterReport adapter;
   int64_t weight_bytes = 0;
   int64_t gradient_bytes = 0;
   int64_t optimizer_state_bytes = 0;
@@ -87,7 +117,8 @@ struct TrainSummary {
   // Paths of final outputs (empty if out_dir was empty).
   std::string final_weights;      // model.safetensors
   std::string final_torchscript;  // model.pt (TorchScript models only)
-  std::string final_hf;           // hf/ (pretrained models only)
+  std::string final_hf;           // hf/ (pretrained models; merged adapters)
+  std::string final_adapter;      // adapter/ (adapter jobs: PEFT's format)
   std::string summary_json;       // summary.json
 };
 

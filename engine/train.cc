@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "engine/adapter.h"
 #include "engine/checkpoint.h"
 #include "engine/data.h"
 #include "engine/device.h"
@@ -60,6 +61,8 @@ struct Setup {
   int64_t baseline_bytes = 0;
   std::unique_ptr<Dataset> data;
   std::unique_ptr<TrainModel> model;
+  // The model, when it is an adapter job's (owned by `model`).
+  AdaptedModel* adapted = nullptr;
 };
 
 TrainStatus Validate(const TrainOptions& o) {
@@ -100,6 +103,13 @@ TrainStatus Validate(const TrainOptions& o) {
   if (o.eval.max_new_tokens < 0) {
     return Invalid("eval.max_new_tokens must not be negative");
   }
+  if (o.output.merge && o.adapter.kind == AdapterKind::kNone) {
+    return Invalid("output.merge needs an adapter (adapter.kind: lora)");
+  }
+  if (o.output.merge && o.model.pretrained.empty()) {
+    return Invalid(
+        "output.merge writes a Hugging Face folder: it needs model.pretrained");
+  }
   return TrainStatus::Ok();
 }
 
@@ -122,6 +132,37 @@ TrainStatus ApplyInitFrom(const std::string& path, TrainModel& model) {
     }
     p.copy_(it->second);
   }
+  return TrainStatus::Ok();
+}
+
+// The dtype an adapter job reads its base in: the storage dtype of a
+// float base (so it is never widened), and for a quantized one the
+// pretrained files' own dtype (quantized from exactly what was stored).
+TrainStatus BaseLoadDtype(const TrainOptions& o, at::ScalarType compute_dtype,
+                          at::ScalarType* out) {
+  switch (o.adapter.base_dtype) {
+    case BaseDtype::kDefault:
+      *out = compute_dtype;
+      return TrainStatus::Ok();
+    case BaseDtype::kFp32:
+      *out = at::kFloat;
+      return TrainStatus::Ok();
+    case BaseDtype::kBf16:
+      *out = at::kBFloat16;
+      return TrainStatus::Ok();
+    case BaseDtype::kFp16:
+      *out = at::kHalf;
+      return TrainStatus::Ok();
+    case BaseDtype::kNf4:
+    case BaseDtype::kInt8:
+      break;
+  }
+  *out = at::kFloat;
+  if (o.model.pretrained.empty()) return TrainStatus::Ok();
+  std::unique_ptr<hf::PretrainedFolder> folder;
+  TrainStatus st = hf::PretrainedFolder::Open(o.model.pretrained, &folder);
+  if (!st.ok()) return st;
+  *out = hf::SafetensorsFile::ScalarTypeOf(folder->StoredDType());
   return TrainStatus::Ok();
 }
 
@@ -183,7 +224,18 @@ TrainStatus Prepare(const TrainOptions& o, Setup* s) {
   st = Dataset::Open(o.data, static_cast<uint64_t>(o.seed), o.batch_size,
                      &s->data);
   if (!st.ok()) return st;
-  st = BuildModel(o.model, *s->data, s->param_dtype, &s->model);
+  const bool adapter = o.adapter.kind != AdapterKind::kNone;
+  // The dtype frozen layers compute in: what autocast or the weights
+  // compute in.
+  const at::ScalarType compute_dtype =
+      s->autocast ? (s->autocast_bf16 ? at::kBFloat16 : at::kHalf)
+                  : s->param_dtype;
+  at::ScalarType load_dtype = s->param_dtype;
+  if (adapter) {
+    st = BaseLoadDtype(o, compute_dtype, &load_dtype);
+    if (!st.ok()) return st;
+  }
+  st = BuildModel(o.model, *s->data, load_dtype, &s->model);
   if (!st.ok()) return st;
   if (s->emulated && s->model->is_torchscript()) {
     // Its ops dispatch inside TorchScript, out of the engine's reach: they
@@ -199,6 +251,14 @@ TrainStatus Prepare(const TrainOptions& o, Setup* s) {
   if (!o.model.init_from.empty()) {
     st = ApplyInitFrom(o.model.init_from, *s->model);
     if (!st.ok()) return st;
+  }
+  if (adapter) {
+    std::unique_ptr<AdaptedModel> adapted;
+    st = AdaptedModel::Wrap(o.adapter, compute_dtype, std::move(s->model),
+                            &adapted);
+    if (!st.ok()) return st;
+    s->adapted = adapted.get();
+    s->model = std::move(adapted);
   }
   return TrainStatus::Ok();
 }
@@ -236,8 +296,9 @@ void PruneCheckpoints(const fs::path& dir, int keep) {
   std::sort(files.begin(), files.end());
   for (size_t i = 0; i + keep < files.size(); ++i) {
     fs::remove(files[i], ec);
-    // The Hugging Face export beside it (output.export_with_checkpoints).
+    // The exports beside it (output.export_with_checkpoints).
     fs::remove_all(fs::path(files[i]).replace_extension(".hf"), ec);
+    fs::remove_all(fs::path(files[i]).replace_extension(".adapter"), ec);
   }
 }
 
@@ -262,8 +323,11 @@ class Loop {
   TrainStatus SampleEvalPrompts();
   TrainStatus WriteOutputs(TrainSummary* summary);
   // Writes the weights as a Hugging Face folder at `dir` in output.dtype
-  // (pretrained models only).
+  // (pretrained models only), with the adapters merged in for an adapter
+  // job.
   TrainStatus ExportHf(const std::string& dir);
+  // Writes the adapters at `dir` in PEFT's format (adapter jobs).
+  TrainStatus ExportAdapter(const std::string& dir);
   Batch ToDevice(Batch b) {
     if (s_.cuda) {
       b.inputs = b.inputs.to(s_.device, /*non_blocking=*/true);
@@ -297,6 +361,14 @@ TrainStatus Loop::Resume() {
                    " was written with different training options (model, "
                    "data, optimizer, schedule, batch, clipping or seed "
                    "differ)");
+  }
+  if (s_.adapted != nullptr && ck.base_hash != s_.adapted->report().base_hash) {
+    return Invalid("resume_from " + o_.resume_from +
+                   " trained its adapters on another base model: the base " +
+                   "read now hashes to " + s_.adapted->report().base_hash +
+                   ", the checkpoint's to " +
+                   (ck.base_hash.empty() ? std::string("nothing (no adapter)")
+                                         : ck.base_hash));
   }
   if (ck.step > o_.steps) {
     return Invalid("resume_from " + o_.resume_from + " is at step " +
@@ -364,6 +436,7 @@ TrainStatus Loop::SaveCheckpoint(int64_t step) {
   ck.model = opt_->Fp32Weights();
   ck.optimizer = opt_->StateTensors();
   ck.rng_cpu = at::detail::getDefaultCPUGenerator().get_state();
+  if (s_.adapted != nullptr) ck.base_hash = s_.adapted->report().base_hash;
 #ifdef HALFTIME_WITH_CUDA
   if (s_.cuda) {
     ck.rng_cuda = at::cuda::detail::getDefaultCUDAGenerator().get_state();
@@ -372,7 +445,12 @@ TrainStatus Loop::SaveCheckpoint(int64_t step) {
   const std::string path = CheckpointPath(o_.out_dir, step);
   TrainStatus st = WriteCheckpoint(path, ck);
   if (!st.ok()) return st;
-  if (o_.output.export_with_checkpoints && !o_.model.pretrained.empty()) {
+  if (o_.output.export_with_checkpoints && s_.adapted != nullptr) {
+    st = ExportAdapter(fs::path(path).replace_extension(".adapter").string());
+    if (!st.ok()) return st;
+  }
+  if (o_.output.export_with_checkpoints && !o_.model.pretrained.empty() &&
+      (s_.adapted == nullptr || o_.output.merge)) {
     st = ExportHf(fs::path(path).replace_extension(".hf").string());
     if (!st.ok()) return st;
   }
@@ -444,6 +522,9 @@ TrainStatus Loop::Run(TrainSummary* summary) {
                      std::to_string(context));
     }
   }
+  // A frozen base's weights count with the trained ones.
+  const int64_t frozen_bytes =
+      s_.adapted != nullptr ? s_.adapted->report().base_bytes : 0;
   std::vector<at::Tensor> grads;
   grads.reserve(params_.size());
   int64_t n_params = 0;
@@ -464,6 +545,12 @@ TrainStatus Loop::Run(TrainSummary* summary) {
   sum.emulated = s_.emulated;
   sum.device = s_.cuda ? CudaDeviceName() : "cpu";
   sum.parameters = n_params;
+  sum.trainable_parameters = n_params;
+  if (s_.adapted != nullptr) {
+    sum.has_adapter = true;
+    sum.adapter = s_.adapted->report();
+    sum.parameters = sum.adapter.total_parameters;
+  }
   StepReport r;
   double step_seconds_total = 0.0;
   int64_t steps_run = 0;
@@ -550,8 +637,10 @@ TrainStatus Loop::Run(TrainSummary* summary) {
     r.tokens_per_second = step_tokens / r.step_seconds;
     r.model_flops_per_second = flops_per_token * r.tokens_per_second;
     r.peak_memory_bytes = PeakMemoryBytes(s_.cuda) - s_.baseline_bytes;
-    r.weight_bytes = Bytes(params_, /*grads=*/false);
+    r.weight_bytes = Bytes(params_, /*grads=*/false) + frozen_bytes;
     r.optimizer_state_bytes = opt_->StateBytes();
+    r.parameters = sum.parameters;
+    r.trainable_parameters = sum.trainable_parameters;
     const bool last = step_ == o_.steps;
     if (s_.data->has_eval() &&
         ((o_.eval.every_steps > 0 && step_ % o_.eval.every_steps == 0) ||
@@ -628,7 +717,7 @@ TrainStatus Loop::Run(TrainSummary* summary) {
     }
   }
   sum.peak_memory_bytes = PeakMemoryBytes(s_.cuda) - s_.baseline_bytes;
-  sum.weight_bytes = Bytes(params_, false);
+  sum.weight_bytes = Bytes(params_, false) + frozen_bytes;
   sum.optimizer_state_bytes = opt_->StateBytes();
   sum.last_checkpoint = last_checkpoint_;
   if (result.ok()) {
@@ -651,7 +740,13 @@ TrainStatus Loop::WriteOutputs(TrainSummary* sum) {
                                      {"precision", PrecisionName(s_.precision)},
                                      {"step", std::to_string(step_)}});
   if (!st.ok()) return st;
-  if (!o_.model.pretrained.empty()) {
+  if (s_.adapted != nullptr) {
+    sum->final_adapter = (fs::path(o_.out_dir) / "adapter").string();
+    st = ExportAdapter(sum->final_adapter);
+    if (!st.ok()) return st;
+  }
+  if (!o_.model.pretrained.empty() &&
+      (s_.adapted == nullptr || o_.output.merge)) {
     sum->final_hf = (fs::path(o_.out_dir) / "hf").string();
     st = ExportHf(sum->final_hf);
     if (!st.ok()) return st;
@@ -706,8 +801,21 @@ TrainStatus Loop::ExportHf(const std::string& dir) {
       dtype = at::kHalf;
       break;
   }
-  return hf::ExportFolder(o_.model.pretrained, s_.model->HfLayout(),
-                          opt_->Fp32Weights(), dtype, dir);
+  const NamedTensors weights =
+      s_.adapted != nullptr ? s_.adapted->MergedWeights(opt_->Fp32Weights())
+                            : opt_->Fp32Weights();
+  return hf::ExportFolder(o_.model.pretrained, s_.model->HfLayout(), weights,
+                          dtype, dir);
+}
+
+TrainStatus Loop::ExportAdapter(const std::string& dir) {
+  // Adapters are trained in fp32 masters; output.dtype may narrow them.
+  at::ScalarType dtype = at::kFloat;
+  if (o_.output.dtype == ExportDtype::kBf16) dtype = at::kBFloat16;
+  if (o_.output.dtype == ExportDtype::kFp16) dtype = at::kHalf;
+  const std::string base =
+      !o_.model.pretrained.empty() ? o_.model.pretrained : o_.model.builtin;
+  return s_.adapted->WritePeft(dir, base, opt_->Fp32Weights(), dtype);
 }
 
 template <typename Fn>

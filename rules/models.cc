@@ -4,10 +4,11 @@ namespace halftime::models {
 
 const std::vector<Builtin>& Builtins() {
   static const std::vector<Builtin> kBuiltins = {
-      {"gpt-nano", true},
-      {"gpt-micro", true},
-      {"gpt-small", true},
-      {"mlp", false},
+      {"gpt-nano", true, {4, 128, 4, 256, 0}},
+      {"gpt-micro", true, {6, 384, 6, 256, 0}},
+      // GPT-2 124M's shape.
+      {"gpt-small", true, {12, 768, 12, 1024, 50257}},
+      {"mlp", false, {}},
   };
   return kBuiltins;
 }

@@ -13,11 +13,22 @@
 
 namespace halftime::models {
 
+// A built-in GPT's shape (0 for the MLP).
+struct GptShapeDefaults {
+  int n_layer = 0;
+  int n_embd = 0;
+  int n_head = 0;
+  int block_size = 0;
+  // 0: the data's vocabulary.
+  int vocab_size = 0;
+};
+
 struct Builtin {
   const char* name;
   // A language model trains on token data with cross_entropy; otherwise
   // (the MLP) on tensors with either loss.
   bool language_model;
+  GptShapeDefaults gpt;
 };
 
 // Every built-in model, in the order the docs list them.

@@ -54,6 +54,7 @@ ninja -C build-fuzz -j"$jobs" halftime halftime-scheduler halftime-worker \
   hostile_requests_test hf_formats_test tokenizer_test instruction_data_test \
   fuzz_spec \
   fuzz_scheduler fuzz_worker_gateway fuzz_safetensors_header fuzz_hf_config \
+  fuzz_peft_config \
   fuzz_tokenizer_json fuzz_instruction_jsonl
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

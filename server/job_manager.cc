@@ -495,9 +495,19 @@ void JobManager::Schedule(Txn* txn) {
   for (auto& [name, w] : workers_) {
     if (w->info.state() == v1::WORKER_STATE_LOST) continue;
     workers.push_back(w.get());
+    // Memory promised to its jobs: their estimates, where known.
+    int64_t free_memory = -1;
+    if (w->info.capabilities().memory_bytes() > 0) {
+      free_memory = w->info.capabilities().memory_bytes();
+      for (const std::string& id : w->jobs) {
+        if (const JobEntry* j = FindJob(id); j != nullptr) {
+          free_memory -= j->rec.job.memory_estimate().total_bytes();
+        }
+      }
+    }
     views.push_back(PlacementWorker{
         &w->info.capabilities(), w->slots() - static_cast<int>(w->jobs.size()),
-        w->accepting()});
+        w->accepting(), free_memory});
   }
   bool any_free = false;
   for (const PlacementWorker& view : views) {
@@ -529,6 +539,11 @@ void JobManager::Schedule(Txn* txn) {
   fresh_.clear();
   std::vector<PlacementDecision> decisions = Place(specs, std::move(views));
   for (size_t i = 0; i < queued.size(); ++i) {
+    if (decisions[i].estimate) {
+      *queued[i]->rec.job.mutable_memory_estimate() = *decisions[i].estimate;
+    } else {
+      queued[i]->rec.job.clear_memory_estimate();
+    }
     if (decisions[i].worker < 0) {
       SetQueueReason(txn, queued[i], decisions[i].queue_reason,
                      decisions[i].unplaceable);
@@ -1327,6 +1342,12 @@ absl::Status JobManager::Result(const std::string& worker, uint64_t session,
     if (derived.precision() == v1::PRECISION_UNSPECIFIED) {
       derived.set_precision(e->rec.job.resolved_precision());
     }
+    const auto worker = workers_.find(e->rec.job.worker());
+    AddAdapterFigures(e->rec.job.spec(),
+                      worker != workers_.end() &&
+                          worker->second->info.capabilities().device_kind() ==
+                              v1::DEVICE_KIND_CUDA,
+                      &derived);
     *e->rec.job.mutable_savings() = derived;
     savings_->Record(e->id(), derived);
     txn.mutation.savings.emplace_back(e->id(), derived);

@@ -101,8 +101,25 @@ SchedulerMetrics::SchedulerMetrics()
               "Peak memory saved against the fp32 baseline by jobs on "
               "devices that only emulate their precision, summed, bytes.")
           .Register(*registry_);
+  auto& adapter_memory =
+      prometheus::BuildGauge()
+          .Name("halftime_savings_adapter_memory_bytes")
+          .Help(
+              "Peak memory adapter jobs saved against the same adapter on "
+              "an fp32 base in fp32 (measured), summed, bytes.")
+          .Register(*registry_);
+  auto& adapter_full =
+      prometheus::BuildGauge()
+          .Name("halftime_savings_adapter_vs_full_finetune_estimated_bytes")
+          .Help(
+              "Peak memory adapter jobs used less than a full fp32 "
+              "fine-tune of their model would (that fine-tune's peak is "
+              "estimated, not measured), summed, bytes.")
+          .Register(*registry_);
   for (int p = v1::PRECISION_FP32; p <= v1::PRECISION_BF16_PURE; ++p) {
     std::string name = PrecisionName(static_cast<v1::Precision>(p));
+    savings_adapter_memory_[p] = &adapter_memory.Add({{"precision", name}});
+    savings_adapter_full_[p] = &adapter_full.Add({{"precision", name}});
     savings_seconds_[p] = &seconds.Add({{"precision", name}});
     savings_memory_[p] = &memory.Add({{"precision", name}});
     savings_degraded_[p] = &degraded.Add({{"precision", name}});
@@ -194,6 +211,21 @@ void SchedulerMetrics::StaleMessage(const std::string& kind) {
 }
 
 void SchedulerMetrics::AddSavings(const v1::Savings& savings) {
+  // Adapter jobs' memory, emulated ones included (their memory is real);
+  // the full fine-tune comparison needs no baseline at all.
+  if (savings.adapter()) {
+    if (auto it = savings_adapter_full_.find(savings.precision());
+        it != savings_adapter_full_.end() &&
+        savings.full_finetune_estimated_bytes() > 0) {
+      it->second->Increment(
+          static_cast<double>(savings.full_finetune_estimated_bytes() -
+                              savings.peak_memory_bytes()));
+    }
+    if (auto it = savings_adapter_memory_.find(savings.precision());
+        it != savings_adapter_memory_.end() && !savings.baseline_degraded()) {
+      it->second->Increment(static_cast<double>(savings.memory_saved_bytes()));
+    }
+  }
   // Savings against a crippled fp32 would overstate what precision saved.
   if (savings.baseline_degraded()) {
     if (auto it = savings_degraded_.find(savings.precision());

@@ -22,6 +22,14 @@
 //                                                none of the figures above
 //   halftime_savings_emulated_memory_bytes{precision}  gauge, their
 //                                                memory_saved_bytes summed
+//   halftime_savings_adapter_memory_bytes{precision}  gauge, adapter jobs'
+//                                                memory_saved_bytes (against
+//                                                the same adapter on an fp32
+//                                                base), emulated included
+//   halftime_savings_adapter_vs_full_finetune_estimated_bytes{precision}
+//                                                gauge, adapter jobs'
+//                                                full_finetune_estimated_bytes
+//                                                - peak_memory_bytes summed
 // and the scheduler's own:
 //   halftime_stale_messages_total{kind}          counter, messages of a
 //                                                superseded attempt rejected
@@ -126,6 +134,8 @@ class SchedulerMetrics {
   std::map<int, prometheus::Counter*> savings_degraded_;  // by v1::Precision
   std::map<int, prometheus::Counter*> savings_emulated_;  // by v1::Precision
   std::map<int, prometheus::Gauge*> savings_emulated_memory_;  // by precision
+  std::map<int, prometheus::Gauge*> savings_adapter_memory_;   // by precision
+  std::map<int, prometheus::Gauge*> savings_adapter_full_;     // by precision
   prometheus::Counter* savings_cost_;
   prometheus::Histogram* store_commit_seconds_;
   prometheus::Histogram* store_batch_mutations_;

@@ -13,13 +13,23 @@
 // emulates it ...: set resources.emulation: allow ..." or "waiting for a
 // free slot".
 //
+// Memory: where the job's model dimensions are known
+// (common/memory_estimate.h), a job goes only to a worker whose memory not
+// promised to running jobs holds its estimated peak; `auto` then takes the
+// first that fits of: auto's 16-bit modes the device runs natively, its
+// other native modes by least memory, fp32. A job whose estimate exceeds every
+// capable worker's whole memory is unplaceable, with the numbers in its queue
+// reason.
+//
 // Thread-safety: pure functions, thread-safe.
 #ifndef HALFTIME_SERVER_PLACEMENT_H_
 #define HALFTIME_SERVER_PLACEMENT_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "halftime/v1/job.pb.h"
 #include "halftime/v1/job_spec.pb.h"
 #include "halftime/v1/worker.pb.h"
 
@@ -55,6 +65,10 @@ struct PlacementWorker {
   // False while the worker drains or is disconnected: it keeps its jobs but
   // gets no new ones.
   bool accepting = false;
+  // Device memory not promised to its running jobs (their estimates); -1
+  // when unknown (the worker reports no memory), which places by slots
+  // alone.
+  int64_t free_memory_bytes = -1;
 };
 
 // Placement of one queued job.
@@ -68,9 +82,13 @@ struct PlacementDecision {
   // Why the job stays queued; empty when placed.
   std::string queue_reason;
   // True when no current worker could ever run it (none connected, or none
-  // with the device or precision): it waits for a worker to join, not for
-  // a slot.
+  // with the device, precision or memory): it waits for a worker to join,
+  // not for a slot.
   bool unplaceable = false;
+  // The predicted peak memory in `precision` (placed) or in the precision
+  // it needs least memory in (queued); unset when the model's dimensions
+  // are unknown.
+  std::optional<v1::MemoryEstimate> estimate;
 };
 
 // Places `jobs` (already in priority/FIFO order; specs not owned) on

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/memory_estimate.h"
 
 namespace halftime::server {
 
@@ -41,6 +42,21 @@ double PriceTable::PriceFor(const std::string& device_name) const {
     }
   }
   return best != nullptr ? best->second : default_price;
+}
+
+void AddAdapterFigures(const v1::JobSpec& spec, bool cuda,
+                       v1::Savings* savings) {
+  if (spec.adapter().kind() == v1::ADAPTER_KIND_UNSPECIFIED) return;
+  savings->set_adapter(true);
+  absl::StatusOr<v1::ModelShape> shape =
+      ModelShapeOf(spec, /*read_folder=*/false);
+  if (!shape.ok()) return;
+  v1::JobSpec full = spec;
+  full.clear_adapter();
+  savings->set_full_finetune_estimated_bytes(
+      EstimateMemory(full, *shape, v1::PRECISION_FP32,
+                     v1::BASE_DTYPE_UNSPECIFIED, EstimateDevice{cuda, false})
+          .total_bytes());
 }
 
 SavingsLedger::SavingsLedger(PriceTable prices, SchedulerMetrics* metrics)

@@ -52,6 +52,13 @@ struct PriceTable {
   double PriceFor(const std::string& device_name) const;
 };
 
+// Marks `savings` of a job run from `spec` as an adapter job's (measured
+// against the same adapter on an fp32 base) and sets the estimated peak of
+// a full fp32 fine-tune of its model on the job's device kind (`cuda`),
+// when the model's dimensions are known. Pure; a no-op for other jobs.
+void AddAdapterFigures(const v1::JobSpec& spec, bool cuda,
+                       v1::Savings* savings);
+
 // Per-job savings and fleet totals.
 //
 // Thread-safety: thread-safe.

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/cpu_info.h"
 #include "engine/baseline_check.h"
 
 namespace halftime {
@@ -58,7 +59,7 @@ std::vector<std::pair<std::string, std::string>> CpuCapEnvironment(
 
 void EnsureOpenBlasCoreType(char** argv) {
   bool changed = false;
-  for (const auto& [name, value] : CpuCapEnvironment(engine::CpuIsaCap())) {
+  for (const auto& [name, value] : CpuCapEnvironment(cpu::IsaCap())) {
     const char* now = std::getenv(name.c_str());
     if (now != nullptr && value == now) continue;
     setenv(name.c_str(), value.c_str(), 1);

@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "engine/adapter.h"
 #include "engine/events.h"
 #include "engine/generate.h"
 #include "tokenizer/chat_template.h"
@@ -28,13 +29,17 @@ int RunGenerateCommand(const std::vector<std::string>& args, std::ostream& out,
                        std::ostream& err) {
   CLI::App app{"halftime-train generate: continue a prompt with a model folder",
                "halftime-train generate"};
-  std::string model_dir, prompt, prompt_ids_text, chat_template_name;
+  std::string model_dir, adapter_dir, prompt, prompt_ids_text,
+      chat_template_name;
   std::string output = "text";
   engine::GenerateOptions g;
   int threads = 0;
   app.add_option("--model", model_dir,
                  "A Hugging Face model folder (or a job's hf/ output)")
       ->required();
+  app.add_option("--adapter", adapter_dir,
+                 "A PEFT LoRA adapter folder (a job's adapter/ output) to "
+                 "apply to --model");
   auto* prompt_opt = app.add_option("--prompt", prompt, "Prompt text");
   auto* ids_opt = app.add_option("--prompt-ids", prompt_ids_text,
                                  "Prompt as comma-separated token ids");
@@ -118,6 +123,17 @@ int RunGenerateCommand(const std::vector<std::string>& args, std::ostream& out,
   if (!st.ok()) {
     err << "halftime-train generate: " << st.message << "\n";
     return kExitBadInput;
+  }
+  if (!adapter_dir.empty()) {
+    std::unique_ptr<engine::AdaptedModel> adapted;
+    st = engine::AdaptedModel::LoadPeft(adapter_dir, at::kFloat,
+                                        std::move(model), &adapted);
+    if (!st.ok()) {
+      err << "halftime-train generate: --adapter " << st.message << "\n";
+      return kExitBadInput;
+    }
+    adapted->To(at::kCPU, at::kFloat);
+    model = std::move(adapted);
   }
   std::vector<int32_t> generated;
   st = engine::Generate(*model, ids, g, at::kCPU, &generated);

@@ -62,6 +62,23 @@ engine::DeviceRequest ToEngine(v1::DeviceKind d) {
   }
 }
 
+engine::BaseDtype ToEngine(v1::BaseDtype d) {
+  switch (d) {
+    case v1::BASE_DTYPE_FP32:
+      return engine::BaseDtype::kFp32;
+    case v1::BASE_DTYPE_BF16:
+      return engine::BaseDtype::kBf16;
+    case v1::BASE_DTYPE_FP16:
+      return engine::BaseDtype::kFp16;
+    case v1::BASE_DTYPE_NF4:
+      return engine::BaseDtype::kNf4;
+    case v1::BASE_DTYPE_INT8:
+      return engine::BaseDtype::kInt8;
+    default:
+      return engine::BaseDtype::kDefault;
+  }
+}
+
 }  // namespace
 
 TrainOptions TrainOptionsFromSpec(const v1::JobSpec& spec) {
@@ -142,6 +159,21 @@ TrainOptions TrainOptionsFromSpec(const v1::JobSpec& spec) {
       o.output.dtype = engine::ExportDtype::kSource;
   }
   o.output.export_with_checkpoints = spec.output().export_with_checkpoints();
+  o.output.merge = spec.output().merge();
+  const v1::AdapterSpec& adapter = spec.adapter();
+  if (adapter.kind() == v1::ADAPTER_KIND_LORA) {
+    o.adapter.kind = engine::AdapterKind::kLora;
+    o.adapter.rank = adapter.rank();
+    o.adapter.alpha = adapter.alpha();
+    o.adapter.dropout = adapter.dropout();
+    o.adapter.target_modules.assign(adapter.target_modules().begin(),
+                                    adapter.target_modules().end());
+    o.adapter.rslora = adapter.rslora();
+    o.adapter.base_dtype = ToEngine(adapter.base_dtype());
+    o.adapter.double_quant = adapter.double_quant();
+    o.adapter.modules_to_save.assign(adapter.modules_to_save().begin(),
+                                     adapter.modules_to_save().end());
+  }
   o.checkpoint.every_steps = spec.checkpoint().every_steps();
   o.device = ToEngine(spec.resources().device());
   o.allow_emulation = spec.resources().emulation() == v1::EMULATION_ALLOW;

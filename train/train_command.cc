@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/cpu_info.h"
 #include "common/spec.h"
 #include "engine/baseline_check.h"
 #include "engine/device.h"
@@ -262,8 +263,7 @@ int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out,
     return *done;
   }
 
-  if (const std::string cap_error = engine::CpuIsaCapError();
-      !cap_error.empty()) {
+  if (const std::string cap_error = cpu::IsaCapError(); !cap_error.empty()) {
     err << "halftime-train: " << cap_error << "\n";
     return kExitBadInput;
   }

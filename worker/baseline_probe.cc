@@ -31,8 +31,14 @@ struct ProbeState {
 }  // namespace
 
 bool WantsBaseline(const v1::JobSpec& spec) {
+  // An fp32 adapter job on a 16-bit or quantized base saves against the
+  // same adapter on an fp32 base.
+  const v1::BaseDtype base = spec.adapter().base_dtype();
+  const bool lean_base =
+      spec.adapter().kind() != v1::ADAPTER_KIND_UNSPECIFIED &&
+      base != v1::BASE_DTYPE_UNSPECIFIED && base != v1::BASE_DTYPE_FP32;
   return spec.savings().baseline() != v1::BASELINE_MODE_NONE &&
-         spec.precision() != v1::PRECISION_FP32;
+         (spec.precision() != v1::PRECISION_FP32 || lean_base);
 }
 
 std::optional<Baseline> CachedBaseline(const v1::Assignment& assignment,
@@ -76,6 +82,11 @@ absl::StatusOr<Baseline> RunBaselineProbe(
                   "--threads",
                   std::to_string(options.threads),
                   "--quiet"};
+  if (options.adapter) {
+    // The same adapter trained on an fp32 base, in fp32.
+    trainer.args.push_back("--set");
+    trainer.args.push_back("adapter.base_dtype=fp32");
+  }
   if (!options.data_root.empty()) {
     trainer.args.push_back("--data-root");
     trainer.args.push_back(options.data_root);

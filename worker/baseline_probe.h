@@ -21,7 +21,8 @@
 namespace halftime {
 
 // Whether a job is measured against an fp32 baseline at all: not when its
-// spec says `savings.baseline: none`, nor when it runs in fp32 itself.
+// spec says `savings.baseline: none`, nor when it runs in fp32 itself (an
+// adapter job on a base stored in other than fp32 still is).
 bool WantsBaseline(const v1::JobSpec& spec);
 
 // The cached baseline `assignment` carries, when its spec asks for the
@@ -55,6 +56,8 @@ struct ProbeOptions {
   std::chrono::milliseconds stall_timeout{0};
   // Stamped on the baseline (see common/baseline_fingerprint.h).
   std::string fingerprint;
+  // An adapter job: the probe trains the same adapter on an fp32 base.
+  bool adapter = false;
 };
 
 // Runs the job's spec in fp32 (no loss scaling, warm-up, eval or outputs;

@@ -46,6 +46,9 @@ v1::TrainingReport ReportFromEvent(const nlohmann::json& e, int attempt) {
   r.set_optimizer_state_bytes(
       static_cast<int64_t>(EventNumber(e, events::kOptimizerStateBytes)));
   r.set_learning_rate(EventNumber(e, events::kLearningRate));
+  r.set_parameters(static_cast<int64_t>(EventNumber(e, events::kParameters)));
+  r.set_trainable_parameters(
+      static_cast<int64_t>(EventNumber(e, events::kTrainableParameters)));
   if (e.contains(events::kEvalLoss) && e[events::kEvalLoss].is_number()) {
     r.set_eval_loss(e[events::kEvalLoss].get<double>());
   }

@@ -545,6 +545,7 @@ void Worker::PrepareBaseline(const v1::Assignment& assignment, Job* job) {
   probe.data_root = options_.data_root;
   probe.threads = options_.capabilities.threads_per_job();
   probe.min_steps = job->spec.savings().probe_steps();
+  probe.adapter = job->spec.adapter().kind() != v1::ADAPTER_KIND_UNSPECIFIED;
   probe.min_steady_time = options_.probe_min_steady_time;
   probe.stall_timeout = options_.stall_timeout;
   probe.fingerprint = fingerprint;

@@ -58,6 +58,17 @@ absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create(
                        .Name("halftime_train_grad_norm")
                        .Help("Unscaled gradient norm before clipping")
                        .Register(r);
+  m->parameters_ = &BuildGauge()
+                        .Name("halftime_train_parameters")
+                        .Help(
+                            "Parameters of the job's model, frozen ones "
+                            "included")
+                        .Register(r);
+  m->trainable_parameters_ =
+      &BuildGauge()
+           .Name("halftime_train_trainable_parameters")
+           .Help("Parameters the optimizer updates (fewer under an adapter)")
+           .Register(r);
   auto& slots = BuildGauge()
                     .Name("halftime_worker_slots")
                     .Help("Job slots of this worker, by state")
@@ -103,7 +114,9 @@ void WorkerMetrics::RecordReport(const std::string& job,
                 &samples_per_second_->Add(labels),
                 &step_duration_->Add(labels, kBuckets),
                 &peak_memory_->Add(labels),
-                &grad_norm_->Add(labels)};
+                &grad_norm_->Add(labels),
+                &parameters_->Add(labels),
+                &trainable_parameters_->Add(labels)};
     it = jobs_.emplace(job, s).first;
   }
   JobSeries& s = it->second;
@@ -116,6 +129,9 @@ void WorkerMetrics::RecordReport(const std::string& job,
   s.step_duration->Observe(report.step_seconds());
   s.peak_memory->Set(static_cast<double>(report.peak_memory_bytes()));
   if (std::isfinite(report.grad_norm())) s.grad_norm->Set(report.grad_norm());
+  s.parameters->Set(static_cast<double>(report.parameters()));
+  s.trainable_parameters->Set(
+      static_cast<double>(report.trainable_parameters()));
 }
 
 void WorkerMetrics::RemoveJob(const std::string& job) {
@@ -132,6 +148,8 @@ void WorkerMetrics::RemoveJob(const std::string& job) {
   step_duration_->Remove(s.step_duration);
   peak_memory_->Remove(s.peak_memory);
   grad_norm_->Remove(s.grad_norm);
+  parameters_->Remove(s.parameters);
+  trainable_parameters_->Remove(s.trainable_parameters);
   jobs_.erase(it);
 }
 

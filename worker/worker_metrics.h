@@ -63,6 +63,8 @@ class WorkerMetrics {
     prometheus::Histogram* step_duration;
     prometheus::Gauge* peak_memory;
     prometheus::Gauge* grad_norm;
+    prometheus::Gauge* parameters;
+    prometheus::Gauge* trainable_parameters;
   };
 
   std::unique_ptr<prometheus::Exposer> exposer_;
@@ -78,6 +80,8 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Histogram>* step_duration_;
   prometheus::Family<prometheus::Gauge>* peak_memory_;
   prometheus::Family<prometheus::Gauge>* grad_norm_;
+  prometheus::Family<prometheus::Gauge>* parameters_;
+  prometheus::Family<prometheus::Gauge>* trainable_parameters_;
   prometheus::Gauge* slots_total_;
   prometheus::Gauge* slots_busy_;
   prometheus::Gauge* device_memory_;

@@ -4,6 +4,7 @@
 //   bench_engine [--threads N] [--steps N] [--batch N] [--seq N]
 //                 [--rounds N] [--overhead-only] [--memory-only]
 //                 [--vs-pytorch-only] [--gemm-only] [--llama-only]
+//                 [--lora-only]
 //
 // Chooses OPENBLAS_CORETYPE from /proc/cpuinfo as halftime-train does
 // (train/blas_env.h). On a machine shared with other work, also set
@@ -29,7 +30,9 @@
 // full run), a ~25M-parameter Llama read from a Hugging Face folder
 // (bench/engine/pytorch_llama.py writes it) against the same model written
 // in plain PyTorch, fp32 and bf16-mixed, alternating run by run (target:
-// ours <= PyTorch's).
+// ours <= PyTorch's); and (g) with --lora-only, the same Llama's step time
+// and peak memory fine-tuned in full (fp32, bf16-mixed) and with LoRA on
+// fp32, bf16 and nf4 bases.
 
 #include <torch/torch.h>
 
@@ -74,6 +77,8 @@ struct Config {
   bool gemm_only = false;
   // Only (f).
   bool llama_only = false;
+  // Only (g).
+  bool lora_only = false;
 };
 
 // A model and batch shape of (d).
@@ -351,6 +356,90 @@ void VsPyTorchLlama(const Config& c) {
   std::filesystem::remove_all(folder, ec);
 }
 
+// (g): the same Llama, fine-tuned in full and with LoRA on fp32, bf16 and
+// nf4 bases: step time and peak tensor memory, alternating the five
+// configurations round by round.
+void LoraTable(const Config& c) {
+  char folder_template[] = "/tmp/halftime-bench-lora-XXXXXX";
+  const char* folder = mkdtemp(folder_template);
+  if (folder == nullptr) return;
+  const double parameters = PyTorchLlama(
+      std::string("make ") + folder + " " + kLlamaShape, "parameters");
+  struct Row {
+    const char* name;
+    ht::Precision precision;
+    bool lora;
+    ht::BaseDtype base;
+    std::vector<double> seconds = {};
+    int64_t peak = 0;
+    int64_t trainable = 0;
+  };
+  const bool emulated = ht::ProbeDevice(c.threads, false).bf16_emulated;
+  std::vector<Row> rows = {
+      {"full fp32", ht::Precision::kFp32, false, ht::BaseDtype::kDefault},
+      {"full bf16-mixed", ht::Precision::kBf16Mixed, false,
+       ht::BaseDtype::kDefault},
+      {"LoRA, fp32 base", ht::Precision::kFp32, true, ht::BaseDtype::kFp32},
+      {"LoRA, bf16 base", ht::Precision::kBf16Mixed, true,
+       ht::BaseDtype::kBf16},
+      {"LoRA, nf4 base", ht::Precision::kBf16Mixed, true, ht::BaseDtype::kNf4},
+  };
+  std::printf(
+      "(g) Llama (%.1fM parameters), batch %d x seq %d, full fine-tuning "
+      "against LoRA (rank 16, all-linear) on fp32, bf16 and nf4 bases; "
+      "bf16 rows compute in bf16%s; median step of %d alternating rounds "
+      "(%d steps after %d warm-up)\n",
+      parameters / 1e6, kLlamaBatch, kLlamaSeq,
+      emulated ? " (emulated on this CPU)" : "", c.rounds, c.steps, c.warmup);
+  for (int round = 0; round < c.rounds; ++round) {
+    for (Row& r : rows) {
+      std::vector<double> times;
+      ht::TrainCallbacks cb;
+      cb.on_step = [&](const ht::StepReport& s) {
+        if (s.step > c.warmup) times.push_back(s.step_seconds);
+      };
+      ht::TrainOptions o = Options(c, r.precision);
+      o.model.pretrained = folder;
+      o.data.vocab_size = kLlamaVocab;
+      o.data.seq_len = kLlamaSeq;
+      o.batch_size = kLlamaBatch;
+      o.allow_emulation = true;
+      if (r.lora) {
+        o.adapter.kind = ht::AdapterKind::kLora;
+        o.adapter.rank = 16;
+        o.adapter.alpha = 32;
+        o.adapter.target_modules = {"all-linear"};
+        o.adapter.base_dtype = r.base;
+      }
+      ht::TrainSummary summary;
+      const ht::TrainStatus st = ht::Train(o, cb, &summary);
+      if (!st.ok()) {
+        std::fprintf(stderr, "%s: %s\n", r.name, st.message.c_str());
+        return;
+      }
+      r.seconds.push_back(Median(times));
+      r.peak = summary.peak_memory_bytes;
+      r.trainable = summary.trainable_parameters;
+      std::printf("  round %d %-16s %.4f s/step, peak %.1f MiB\n", round + 1,
+                  r.name, r.seconds.back(), r.peak / 1048576.0);
+      std::fflush(stdout);
+    }
+  }
+  const double base_time = Median(rows[0].seconds);
+  const double base_peak = static_cast<double>(rows[0].peak);
+  std::printf("%-16s %12s %10s %12s %10s %12s\n", "configuration", "s/step",
+              "vs full", "peak MiB", "vs full", "trainable");
+  for (const Row& r : rows) {
+    std::printf("%-16s %12.4f %9.2fx %12.1f %9.2fx %12lld\n", r.name,
+                Median(r.seconds), Median(r.seconds) / base_time,
+                r.peak / 1048576.0, r.peak / base_peak,
+                static_cast<long long>(r.trainable));
+  }
+  std::fflush(stdout);
+  std::error_code ec;
+  std::filesystem::remove_all(folder, ec);
+}
+
 // Seconds of the best of `reps` forward+backward passes of Linear on
 // [n, in] x [out, in] in `dtype`, with bf16 `emulated` (forced) or not.
 double LinearSeconds(int64_t n, int64_t in, int64_t out, at::ScalarType dtype,
@@ -450,6 +539,7 @@ int main(int argc, char** argv) {
     if (std::string(argv[i]) == "--vs-pytorch-only") c.vs_pytorch_only = true;
     if (std::string(argv[i]) == "--gemm-only") c.gemm_only = true;
     if (std::string(argv[i]) == "--llama-only") c.llama_only = true;
+    if (std::string(argv[i]) == "--lora-only") c.lora_only = true;
   }
   for (int i = 1; i + 1 < argc; ++i) {
     const std::string flag = argv[i];
@@ -488,6 +578,10 @@ int main(int argc, char** argv) {
   }
   if (c.llama_only) {
     VsPyTorchLlama(c);
+    return 0;
+  }
+  if (c.lora_only) {
+    LoraTable(c);
     return 0;
   }
   std::printf(

@@ -65,9 +65,9 @@ at::Tensor GroupedQueryAttention(const at::Tensor& x, const AttentionWeights& w,
                                  const at::Tensor& segments,
                                  LayerCache* cache) {
   const int64_t B = x.size(0), T = x.size(1);
-  at::Tensor q = Linear(x, w.q, w.q_bias).view({B, T, num_heads, head_dim});
-  at::Tensor k = Linear(x, w.k, w.k_bias).view({B, T, num_kv_heads, head_dim});
-  at::Tensor v = Linear(x, w.v, w.v_bias).view({B, T, num_kv_heads, head_dim});
+  at::Tensor q = Project(x, w.q).view({B, T, num_heads, head_dim});
+  at::Tensor k = Project(x, w.k).view({B, T, num_kv_heads, head_dim});
+  at::Tensor v = Project(x, w.v).view({B, T, num_kv_heads, head_dim});
   if (w.q_norm.defined()) {
     q = RmsNormFp32(q, w.q_norm, norm_eps);
     k = RmsNormFp32(k, w.k_norm, norm_eps);
@@ -98,13 +98,11 @@ at::Tensor GroupedQueryAttention(const at::Tensor& x, const AttentionWeights& w,
   const at::Tensor y = CausalAttention(q, k, v, segments)
                            .transpose(1, 2)
                            .reshape({B, T, num_heads * head_dim});
-  return Linear(y, w.o, w.o_bias);
+  return Project(y, w.o);
 }
 
 at::Tensor GatedMlp(const at::Tensor& x, const GatedMlpWeights& w) {
-  return Linear(
-      at::silu(Linear(x, w.gate, w.gate_bias)) * Linear(x, w.up, w.up_bias),
-      w.down, w.down_bias);
+  return Project(at::silu(Project(x, w.gate)) * Project(x, w.up), w.down);
 }
 
 }  // namespace halftime::engine

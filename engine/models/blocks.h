@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include "engine/hf/model_config.h"
+#include "engine/models/projection.h"
 
 namespace halftime::engine {
 
@@ -34,8 +35,7 @@ at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos,
 
 // The weights of one attention layer; biases and norms may be undefined.
 struct AttentionWeights {
-  at::Tensor q, k, v, o;
-  at::Tensor q_bias, k_bias, v_bias, o_bias;
+  Projection q, k, v, o;
   // RMSNorm weights [head_dim] applied per head to q and k before RoPE.
   at::Tensor q_norm, k_norm;
 };
@@ -59,8 +59,7 @@ at::Tensor GroupedQueryAttention(const at::Tensor& x, const AttentionWeights& w,
                                  LayerCache* cache = nullptr);
 
 struct GatedMlpWeights {
-  at::Tensor gate, up, down;
-  at::Tensor gate_bias, up_bias, down_bias;
+  Projection gate, up, down;
 };
 
 // down(silu(gate(x)) * up(x)).

@@ -21,6 +21,7 @@
 #include "engine/models/common.h"
 #include "engine/models/families.h"
 #include "engine/models/kernels.h"
+#include "rules/models.h"
 
 namespace halftime::engine {
 namespace {
@@ -35,17 +36,19 @@ struct AttentionImpl : torch::nn::Module {
       : n_head(n_head),
         c_attn(
             register_module("c_attn", torch::nn::Linear(n_embd, 3 * n_embd))),
-        c_proj(register_module("c_proj", torch::nn::Linear(n_embd, n_embd))) {}
+        c_proj(register_module("c_proj", torch::nn::Linear(n_embd, n_embd))),
+        qkv{c_attn->weight, c_attn->bias, nullptr, nullptr},
+        out{c_proj->weight, c_proj->bias, nullptr, nullptr} {}
 
   // `segments` and `cache` as GroupedQueryAttention takes them.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& segments,
                      LayerCache* cache) {
     const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
     const int64_t D = C / n_head;
-    auto qkv = Linear(x, c_attn->weight, c_attn->bias).split(C, 2);
-    at::Tensor q = qkv[0].view({B, T, n_head, D}).transpose(1, 2);
-    at::Tensor k = qkv[1].view({B, T, n_head, D}).transpose(1, 2);
-    at::Tensor v = qkv[2].view({B, T, n_head, D}).transpose(1, 2);
+    auto qkv_heads = Project(x, qkv).split(C, 2);
+    at::Tensor q = qkv_heads[0].view({B, T, n_head, D}).transpose(1, 2);
+    at::Tensor k = qkv_heads[1].view({B, T, n_head, D}).transpose(1, 2);
+    at::Tensor v = qkv_heads[2].view({B, T, n_head, D}).transpose(1, 2);
     if (cache != nullptr) {
       if (cache->keys.defined()) {
         k = at::cat({cache->keys, k}, 2);
@@ -56,12 +59,14 @@ struct AttentionImpl : torch::nn::Module {
     }
     at::Tensor y =
         CausalAttention(q, k, v, segments).transpose(1, 2).contiguous();
-    return Linear(y.view({B, T, C}), c_proj->weight, c_proj->bias);
+    return Project(y.view({B, T, C}), out);
   }
 
   int64_t n_head;
   torch::nn::Linear c_attn;
   torch::nn::Linear c_proj;
+  // The two layers as the forward pass calls them (sharing their tensors).
+  Projection qkv, out;
 };
 TORCH_MODULE(Attention);
 
@@ -69,14 +74,16 @@ struct MlpBlockImpl : torch::nn::Module {
   MlpBlockImpl(int64_t n_embd, int64_t n_inner, bool gelu_tanh)
       : gelu_approximate(gelu_tanh ? "tanh" : "none"),
         c_fc(register_module("c_fc", torch::nn::Linear(n_embd, n_inner))),
-        c_proj(register_module("c_proj", torch::nn::Linear(n_inner, n_embd))) {}
+        c_proj(register_module("c_proj", torch::nn::Linear(n_inner, n_embd))),
+        fc{c_fc->weight, c_fc->bias, nullptr, nullptr},
+        proj{c_proj->weight, c_proj->bias, nullptr, nullptr} {}
   at::Tensor forward(const at::Tensor& x) {
-    return Linear(Gelu(Linear(x, c_fc->weight, c_fc->bias), gelu_approximate),
-                  c_proj->weight, c_proj->bias);
+    return Project(Gelu(Project(x, fc), gelu_approximate), proj);
   }
   std::string gelu_approximate;
   torch::nn::Linear c_fc;
   torch::nn::Linear c_proj;
+  Projection fc, proj;
 };
 TORCH_MODULE(MlpBlock);
 
@@ -204,6 +211,28 @@ class GptModel : public TrainModel {
     return 6.0 * n + 12.0 * c.n_layer * c.n_embd * seq_len;
   }
   std::vector<HfTensor> HfLayout() const override { return hf_layout_; }
+  // GPT2LMHeadModel's modules sit under "transformer."; the built-ins'
+  // under no prefix.
+  std::vector<LinearLayer> LinearLayers() override {
+    const std::string root = hf_layout_.empty() ? "" : "transformer.";
+    std::vector<LinearLayer> out;
+    for (size_t i = 0; i < net_->blocks.size(); ++i) {
+      const std::string prefix = "h." + std::to_string(i) + ".";
+      Block& b = net_->blocks[i];
+      for (auto [name, p] :
+           {std::pair<const char*, Projection*>{"attn.c_attn", &b->attn->qkv},
+            {"attn.c_proj", &b->attn->out},
+            {"mlp.c_fc", &b->mlp->fc},
+            {"mlp.c_proj", &b->mlp->proj}}) {
+        const std::string param = prefix + name;
+        out.push_back({root + param, param + ".weight", param + ".bias", p});
+      }
+    }
+    return out;
+  }
+  std::vector<std::string> DefaultAdapterTargets() const override {
+    return {"c_attn"};
+  }
   void set_hf_layout(std::vector<HfTensor> layout) {
     hf_layout_ = std::move(layout);
   }
@@ -275,16 +304,15 @@ TrainStatus BuildGpt2(hf::PretrainedFolder& folder, at::ScalarType dtype,
 
 bool GptPreset(const std::string& name, const GptShape& shape,
                int64_t data_vocab, GptConfig* out) {
+  const models::Builtin* builtin = models::FindBuiltin(name);
+  if (builtin == nullptr || builtin->gpt.n_layer == 0) return false;
+  const models::GptShapeDefaults& d = builtin->gpt;
   GptConfig c;
-  if (name == "gpt-nano") {
-    c = {4, 128, 4, 256, data_vocab};
-  } else if (name == "gpt-micro") {
-    c = {6, 384, 6, 256, data_vocab};
-  } else if (name == "gpt-small") {
-    c = {12, 768, 12, 1024, 50257};
-  } else {
-    return false;
-  }
+  c.n_layer = d.n_layer;
+  c.n_embd = d.n_embd;
+  c.n_head = d.n_head;
+  c.block_size = d.block_size;
+  c.vocab_size = d.vocab_size > 0 ? d.vocab_size : data_vocab;
   if (shape.n_layer > 0) c.n_layer = shape.n_layer;
   if (shape.n_embd > 0) c.n_embd = shape.n_embd;
   if (shape.n_head > 0) c.n_head = shape.n_head;

@@ -49,29 +49,29 @@ class LlamaModel : public TrainModel {
       LlamaLayer l;
       l.input_norm = take(p + "input_layernorm.weight", {C});
       AttentionWeights& a = l.attention;
-      a.q = take(p + "self_attn.q_proj.weight", {q_width, C});
-      a.k = take(p + "self_attn.k_proj.weight", {kv_width, C});
-      a.v = take(p + "self_attn.v_proj.weight", {kv_width, C});
-      a.o = take(p + "self_attn.o_proj.weight", {C, q_width});
+      a.q.weight = take(p + "self_attn.q_proj.weight", {q_width, C});
+      a.k.weight = take(p + "self_attn.k_proj.weight", {kv_width, C});
+      a.v.weight = take(p + "self_attn.v_proj.weight", {kv_width, C});
+      a.o.weight = take(p + "self_attn.o_proj.weight", {C, q_width});
       if (c.qkv_bias) {
-        a.q_bias = take(p + "self_attn.q_proj.bias", {q_width});
-        a.k_bias = take(p + "self_attn.k_proj.bias", {kv_width});
-        a.v_bias = take(p + "self_attn.v_proj.bias", {kv_width});
+        a.q.bias = take(p + "self_attn.q_proj.bias", {q_width});
+        a.k.bias = take(p + "self_attn.k_proj.bias", {kv_width});
+        a.v.bias = take(p + "self_attn.v_proj.bias", {kv_width});
       }
-      if (c.o_bias) a.o_bias = take(p + "self_attn.o_proj.bias", {C});
+      if (c.o_bias) a.o.bias = take(p + "self_attn.o_proj.bias", {C});
       if (c.qk_norm) {
         a.q_norm = take(p + "self_attn.q_norm.weight", {D});
         a.k_norm = take(p + "self_attn.k_norm.weight", {D});
       }
       l.post_attention_norm = take(p + "post_attention_layernorm.weight", {C});
       const int64_t I = c.intermediate_size;
-      l.mlp.gate = take(p + "mlp.gate_proj.weight", {I, C});
-      l.mlp.up = take(p + "mlp.up_proj.weight", {I, C});
-      l.mlp.down = take(p + "mlp.down_proj.weight", {C, I});
+      l.mlp.gate.weight = take(p + "mlp.gate_proj.weight", {I, C});
+      l.mlp.up.weight = take(p + "mlp.up_proj.weight", {I, C});
+      l.mlp.down.weight = take(p + "mlp.down_proj.weight", {C, I});
       if (c.mlp_bias) {
-        l.mlp.gate_bias = take(p + "mlp.gate_proj.bias", {I});
-        l.mlp.up_bias = take(p + "mlp.up_proj.bias", {I});
-        l.mlp.down_bias = take(p + "mlp.down_proj.bias", {C});
+        l.mlp.gate.bias = take(p + "mlp.gate_proj.bias", {I});
+        l.mlp.up.bias = take(p + "mlp.up_proj.bias", {I});
+        l.mlp.down.bias = take(p + "mlp.down_proj.bias", {C});
       }
       layers_.push_back(std::move(l));
     }
@@ -120,6 +120,29 @@ class LlamaModel : public TrainModel {
       layout.push_back({name, name, false});
     }
     return layout;
+  }
+  std::vector<LinearLayer> LinearLayers() override {
+    std::vector<LinearLayer> out;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const std::string prefix = "model.layers." + std::to_string(i) + ".";
+      LlamaLayer& l = layers_[i];
+      for (auto [name, p] : {std::pair<const char*, Projection*>{
+                                 "self_attn.q_proj", &l.attention.q},
+                             {"self_attn.k_proj", &l.attention.k},
+                             {"self_attn.v_proj", &l.attention.v},
+                             {"self_attn.o_proj", &l.attention.o},
+                             {"mlp.gate_proj", &l.mlp.gate},
+                             {"mlp.up_proj", &l.mlp.up},
+                             {"mlp.down_proj", &l.mlp.down}}) {
+        const std::string module = prefix + name;
+        out.push_back({module, module + ".weight",
+                       p->bias.defined() ? module + ".bias" : "", p});
+      }
+    }
+    return out;
+  }
+  std::vector<std::string> DefaultAdapterTargets() const override {
+    return {"q_proj", "v_proj"};
   }
   double TrainFlopsPerToken(int64_t seq_len) const override {
     const double n = static_cast<double>(CountParams(ModuleParams(*tree_)));

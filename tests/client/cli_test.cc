@@ -84,6 +84,54 @@ TEST(CliValidateTest, MissingFileAndBadUsageExitTwo) {
   EXPECT_EQ(unknown_verb.exit_code, kExitBadInput);
 }
 
+TEST(CliEstimateTest, PrintsEachPrecisionNextToTheDevicesMemory) {
+  // finetune-fp32.yaml: gpt-nano, whose shape the preset gives.
+  CliRun run = RunHalftime({"estimate", kExamples + "/finetune-fp32.yaml"});
+  ASSERT_EQ(run.exit_code, kExitOk) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("PEAK"));
+  EXPECT_THAT(run.out, HasSubstr("fp32"));
+  EXPECT_THAT(run.out, HasSubstr("trainable"));
+
+  CliRun json = RunHalftime(
+      {"estimate", kExamples + "/finetune-fp32.yaml", "--set", "precision=auto",
+       "--set", "adapter.kind=lora", "--device", "cuda:h100", "-o", "json"});
+  ASSERT_EQ(json.exit_code, kExitOk) << json.err;
+  const nlohmann::json j = nlohmann::json::parse(json.out);
+  EXPECT_EQ(j["device_memory_bytes"], int64_t{81559} << 20);
+  EXPECT_LT(j["trainable_parameters"].get<int64_t>(),
+            j["parameters"].get<int64_t>() / 10);
+  // Every mode a CUDA device runs, each on four base dtypes.
+  ASSERT_EQ(j["estimates"].size(), 7u * 4u);
+  for (const auto& e : j["estimates"]) {
+    // The peak: weights and optimizer state, plus the larger of
+    // activations with workspace and gradients.
+    const int64_t held = e["weight_bytes"].get<int64_t>() +
+                         e["optimizer_state_bytes"].get<int64_t>();
+    EXPECT_GE(e["total_bytes"].get<int64_t>(),
+              held + e["activation_bytes"].get<int64_t>() +
+                  e["workspace_bytes"].get<int64_t>());
+    EXPECT_GE(e["total_bytes"].get<int64_t>(),
+              held + e["gradient_bytes"].get<int64_t>());
+    EXPECT_TRUE(e["fits"].get<bool>());
+  }
+  CliRun table = RunHalftime({"estimate", kExamples + "/finetune-fp32.yaml",
+                              "--set", "adapter.kind=lora"});
+  EXPECT_THAT(table.out, HasSubstr("nf4"));
+  EXPECT_THAT(table.out, HasSubstr("a full fp32 fine-tune of this model: "));
+  EXPECT_THAT(table.out, HasSubstr("(estimated)"));
+
+  CliRun bad = RunHalftime(
+      {"estimate", kExamples + "/finetune-fp32.yaml", "--device", "cuda:b300"});
+  EXPECT_EQ(bad.exit_code, kExitBadInput);
+  EXPECT_THAT(bad.err, HasSubstr("unknown GPU; one of h200, h100"));
+  CliRun mlp =
+      RunHalftime({"estimate", kExamples + "/finetune-fp32.yaml", "--set",
+                   "model.builtin=mlp", "--set", "data.kind=tensors", "--set",
+                   "data.path=x.pt", "--set", "model.loss=mse"});
+  EXPECT_EQ(mlp.exit_code, kExitBadInput);
+  EXPECT_THAT(mlp.err, HasSubstr("cannot estimate"));
+}
+
 TEST(CliValidateTest, HelpExitsZero) {
   CliRun run = RunHalftime({"--help"});
   EXPECT_EQ(run.exit_code, kExitOk);

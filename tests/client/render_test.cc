@@ -42,9 +42,10 @@ TEST(ProtoToJsonTest, HoldsEveryFieldWithReadableEnums) {
   EXPECT_EQ(json["spec"], nlohmann::ordered_json::parse(
                               FormatJobSpec(job.spec(), SpecFormat::kJson)));
   EXPECT_THAT(json["submit_time"].get<std::string>(), HasSubstr("Z"));
-  // Every field of Job is there except the unset end_time and savings.
+  // Every field of Job is there except the unset end_time, savings and
+  // memory_estimate.
   EXPECT_EQ(json.size(),
-            static_cast<std::size_t>(v1::Job::descriptor()->field_count() - 2));
+            static_cast<std::size_t>(v1::Job::descriptor()->field_count() - 3));
 
   v1::Job queued;
   EXPECT_EQ(ProtoToJson(queued)["state"], "unspecified");

@@ -201,10 +201,19 @@ steps: 10
               testing::AllOf(HasSubstr("eval.prompts: need a tokenizer"),
                              HasSubstr("output.dtype: applies to a "
                                        "model.pretrained job")));
-  EXPECT_THAT(ErrorOf(R"(name: t
+  // A single value is a list of one.
+  v1::JobSpec one = MustParse(R"(name: t
 model: {builtin: gpt-nano}
 data: {kind: text, path: a.txt}
 eval: {prompts: "hi"}
+steps: 10
+)");
+  ASSERT_EQ(one.eval().prompts_size(), 1);
+  EXPECT_EQ(one.eval().prompts(0), "hi");
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: text, path: a.txt}
+eval: {prompts: {a: 1}}
 steps: 10
 )"),
               HasSubstr("eval.prompts: expected a list"));
@@ -236,6 +245,90 @@ data: {kind: synthetic}
 steps: 0
 )"),
               HasSubstr("steps: must be between 1 and"));
+}
+
+TEST(SpecTest, AdapterKeysDefaultsAndRules) {
+  v1::JobSpec spec = MustParse(R"(name: lora
+model: {pretrained: models/qwen}
+data: {kind: synthetic}
+adapter: {kind: lora, base_dtype: nf4, target_modules: all-linear,
+          modules_to_save: [lm_head]}
+output: {merge: true}
+steps: 10
+)");
+  const v1::AdapterSpec& a = spec.adapter();
+  EXPECT_EQ(a.kind(), v1::ADAPTER_KIND_LORA);
+  EXPECT_EQ(a.rank(), 8);
+  EXPECT_EQ(a.alpha(), 16);
+  EXPECT_EQ(a.dropout(), 0);
+  EXPECT_FALSE(a.rslora());
+  EXPECT_TRUE(a.double_quant()) << "nf4's default";
+  ASSERT_EQ(a.target_modules_size(), 1) << "a single value is a list of one";
+  EXPECT_EQ(a.target_modules(0), "all-linear");
+  EXPECT_EQ(a.base_dtype(), v1::BASE_DTYPE_NF4);
+  EXPECT_TRUE(spec.output().merge());
+  // A built-in GPT takes adapters; its export needs no folder.
+  EXPECT_EQ(MustParse(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: synthetic}
+adapter: {kind: lora, rank: 4, target_modules: [c_attn, mlp.c_proj]}
+output: {dtype: bf16}
+steps: 10
+)")
+                .adapter()
+                .target_modules_size(),
+            2);
+
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: synthetic}
+adapter: {rank: 8}
+steps: 10
+)"),
+              HasSubstr("adapter.kind: required with the other adapter keys"));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: mlp}
+data: {kind: synthetic}
+adapter: {kind: lora}
+steps: 10
+)"),
+              HasSubstr("adapter: needs a language model"));
+  const std::string bad = ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: synthetic}
+adapter: {kind: lora, rank: 0, alpha: -1, dropout: 1.5,
+          target_modules: [q_proj, all-linear, "q proj"], base_dtype: nf5}
+steps: 10
+)");
+  EXPECT_THAT(bad, HasSubstr("adapter.base_dtype"));
+  EXPECT_THAT(
+      ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: synthetic}
+adapter: {kind: lora, rank: 0, alpha: -1, dropout: 1.5,
+          target_modules: [q_proj, all-linear, "q proj"]}
+steps: 10
+)"),
+      testing::AllOf(
+          HasSubstr("adapter.rank: must be between 1 and 4096"),
+          HasSubstr("adapter.alpha"), HasSubstr("adapter.dropout"),
+          HasSubstr("adapter.target_modules[1]: all-linear stands alone"),
+          HasSubstr("adapter.target_modules[2]: is not a module name")));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: synthetic}
+adapter: {kind: lora}
+output: {merge: true}
+steps: 10
+)"),
+              HasSubstr("output.merge: writes a merged Hugging Face folder"));
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {builtin: gpt-nano}
+data: {kind: synthetic}
+output: {merge: true}
+steps: 10
+)"),
+              HasSubstr("output.merge: needs an adapter"));
 }
 
 TEST(SpecTest, OverridesApplyBeforeValidation) {

@@ -25,6 +25,9 @@ KNOWN = {
     "halftime_jobs_unplaceable",
     "halftime_savings_emulated_jobs_total",
     "halftime_savings_emulated_memory_bytes",
+    "halftime_savings_adapter_memory_bytes",
+    "halftime_savings_adapter_vs_full_finetune_estimated_bytes",
+    "halftime_train_parameters", "halftime_train_trainable_parameters",
 }
 
 

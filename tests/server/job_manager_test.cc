@@ -337,6 +337,36 @@ TEST_F(JobManagerTest, WaitsForANativeWorkerAndResolvesAuto) {
   EXPECT_EQ(Get(bf16).queue_reason(), "");
 }
 
+TEST_F(JobManagerTest, AJobTooBigForEveryWorkerWaitsWithTheNumbers) {
+  // A LoRA job on gpt-small whose batch outgrows a 1 GiB worker.
+  v1::JobSpec big = Spec("big", v1::PRECISION_FP32);
+  big.mutable_model()->set_builtin("gpt-small");
+  big.mutable_data()->set_seq_len(1024);
+  big.set_batch_size(4);
+  big.mutable_adapter()->set_kind(v1::ADAPTER_KIND_LORA);
+  const std::string id = SubmitId(big);
+  v1::WorkerCapabilities small = CpuCaps(1);
+  small.set_memory_bytes(int64_t{1} << 30);
+  auto sink = std::make_shared<RecordingSink>();
+  Register("small", small, sink);
+  EXPECT_TRUE(sink->TakeAssignments().empty());
+  const v1::Job job = Get(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_TRUE(job.unplaceable());
+  EXPECT_THAT(job.queue_reason(), ::testing::HasSubstr("needs an estimated"));
+  EXPECT_THAT(job.queue_reason(),
+              ::testing::HasSubstr("the largest capable worker has 1.0 GiB"));
+  ASSERT_TRUE(job.has_memory_estimate());
+  EXPECT_GT(job.memory_estimate().total_bytes(), int64_t{1} << 30);
+  EXPECT_EQ(Metric("halftime_jobs_unplaceable{precision=\"fp32\"}"), 1);
+  // A worker with room takes it, with its estimate.
+  auto roomy = std::make_shared<RecordingSink>();
+  Register("roomy", CpuCaps(1), roomy);
+  ASSERT_EQ(roomy->TakeAssignments().size(), 1u);
+  EXPECT_EQ(Metric("halftime_jobs_unplaceable{precision=\"fp32\"}"), 0);
+  EXPECT_EQ(Get(id).memory_estimate().precision(), v1::PRECISION_FP32);
+}
+
 TEST_F(JobManagerTest, QueueReasonChangesAreEventsAndEmulationIsOptIn) {
   std::string denied = SubmitId(Spec("deny", v1::PRECISION_BF16_MIXED));
   // The first reason is an event right after the submission's.

@@ -1,7 +1,9 @@
 #include "server/placement.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/memory_estimate.h"
 #include "common/spec.h"
 #include "tests/server/test_util.h"
 
@@ -139,6 +141,78 @@ TEST(PlaceTest, QueueReasons) {
   d = Place({&fp32}, {{&cpu, 1, false}});
   EXPECT_EQ(d[0].queue_reason, "waiting for a free slot");
   EXPECT_FALSE(d[0].unplaceable);
+}
+
+// gpt-small (GPT-2 124M's shape): its dimensions come from the preset, so
+// the scheduler estimates it without reading anything.
+v1::JobSpec GptSmall(const std::string& name, v1::Precision precision) {
+  v1::JobSpec spec = Spec(name, precision);
+  spec.mutable_model()->set_builtin("gpt-small");
+  spec.mutable_data()->set_seq_len(256);
+  spec.set_batch_size(2);
+  return Defaults(spec);
+}
+
+int64_t Estimate(const v1::JobSpec& spec, v1::Precision p) {
+  // CpuCaps(1) runs bf16 natively.
+  return EstimateMemory(spec, *ModelShapeOf(spec, false), p,
+                        v1::BASE_DTYPE_UNSPECIFIED, EstimateDevice{})
+      .total_bytes();
+}
+
+TEST(PlaceTest, AJobTooBigForEveryWorkerIsUnplaceableWithTheNumbers) {
+  v1::JobSpec job = GptSmall("big", v1::PRECISION_FP32);
+  v1::WorkerCapabilities small = CpuCaps(1);
+  small.set_memory_bytes(Estimate(job, v1::PRECISION_FP32) / 2);
+  std::vector<PlacementDecision> d = Place({&job}, {{&small, 1, true}});
+  EXPECT_EQ(d[0].worker, -1);
+  EXPECT_TRUE(d[0].unplaceable);
+  EXPECT_THAT(d[0].queue_reason,
+              ::testing::AllOf(::testing::HasSubstr("needs an estimated"),
+                               ::testing::HasSubstr("in fp32 (weights"),
+                               ::testing::HasSubstr("the largest capable "
+                                                    "worker has")));
+  ASSERT_TRUE(d[0].estimate.has_value());
+  EXPECT_EQ(d[0].estimate->total_bytes(), Estimate(job, v1::PRECISION_FP32));
+  // With room, it is placed and carries its estimate.
+  v1::WorkerCapabilities roomy = CpuCaps(1);
+  d = Place({&job}, {{&small, 1, true}, {&roomy, 1, true}});
+  EXPECT_EQ(d[0].worker, 1);
+  ASSERT_TRUE(d[0].estimate.has_value());
+  EXPECT_EQ(d[0].estimate->precision(), v1::PRECISION_FP32);
+}
+
+TEST(PlaceTest, MemoryPromisedToRunningJobsIsNotOfferedAgain) {
+  v1::JobSpec a = GptSmall("a", v1::PRECISION_FP32);
+  v1::JobSpec b = GptSmall("b", v1::PRECISION_FP32);
+  const int64_t need = Estimate(a, v1::PRECISION_FP32);
+  v1::WorkerCapabilities w = CpuCaps(2);
+  w.set_memory_bytes(need * 3 / 2);  // two slots, memory for one job
+  std::vector<PlacementDecision> d =
+      Place({&a, &b}, {{&w, 2, true, need * 3 / 2}});
+  EXPECT_EQ(d[0].worker, 0);
+  EXPECT_EQ(d[1].worker, -1);
+  EXPECT_FALSE(d[1].unplaceable) << "it fits once the first job ends";
+  EXPECT_THAT(d[1].queue_reason, ::testing::HasSubstr("waiting for memory"));
+  // A worker whose jobs hold its memory already.
+  d = Place({&b}, {{&w, 1, true, need / 2}});
+  EXPECT_EQ(d[0].worker, -1);
+  EXPECT_THAT(d[0].queue_reason, ::testing::HasSubstr("waiting for memory"));
+}
+
+TEST(PlaceTest, AutoTakesTheFastestModeThatFits) {
+  v1::JobSpec job = GptSmall("auto", v1::PRECISION_AUTO);
+  const int64_t mixed = Estimate(job, v1::PRECISION_BF16_MIXED);
+  const int64_t pure = Estimate(job, v1::PRECISION_BF16_PURE);
+  ASSERT_LT(pure, mixed);
+  v1::WorkerCapabilities native = CpuCaps(1, /*bf16=*/true);
+  std::vector<PlacementDecision> d = Place({&job}, {{&native, 1, true}});
+  EXPECT_EQ(d[0].precision, v1::PRECISION_BF16_MIXED) << "room for all";
+  native.set_memory_bytes((mixed + pure) / 2);
+  d = Place({&job}, {{&native, 1, true}});
+  EXPECT_EQ(d[0].worker, 0);
+  EXPECT_EQ(d[0].precision, v1::PRECISION_BF16_PURE)
+      << "bf16-mixed does not fit; bf16-pure, the leanest native mode, does";
 }
 
 }  // namespace

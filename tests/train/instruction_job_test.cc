@@ -201,6 +201,69 @@ steps: 2
   EXPECT_THAT(err, HasSubstr("nope"));
 }
 
+TEST_F(InstructionJobTest, QloraJobExportsPeftAndGeneratesFromBasePlusAdapter) {
+  const std::string data = ChatData(24);
+  const std::string spec = Write("qlora.yaml", R"(name: qlora
+model: {pretrained: )" + folder_ + R"(}
+data: {kind: jsonl, path: )" + data + R"(, chat_template: llama3,
+       packing: true, seq_len: 96, eval_fraction: 0.2}
+precision: fp32
+adapter: {kind: lora, rank: 4, alpha: 8, target_modules: all-linear,
+          base_dtype: nf4}
+batch_size: 2
+steps: 4
+optimizer: {lr: 0.01}
+eval: {every_steps: 0, batches: 1}
+checkpoint: {every_steps: 2}
+output: {merge: true, export_with_checkpoints: true}
+)");
+  const std::string out_dir = (dir_ / "out").string();
+  std::string out, err;
+  ASSERT_EQ(
+      Run({spec, "--out", out_dir, "--threads", "1", "--quiet"}, &out, &err), 0)
+      << err;
+  const nlohmann::json summary =
+      nlohmann::json::parse(Read(fs::path(out_dir) / "summary.json"));
+  EXPECT_EQ(summary["adapter"]["base_dtype"], "nf4");
+  EXPECT_GT(summary["adapter"]["quantization_error_mean"].get<double>(), 0);
+  EXPECT_LT(summary["trainable_parameters"].get<int64_t>(),
+            summary["parameters"].get<int64_t>() / 10);
+  const fs::path adapter = fs::path(out_dir) / "adapter";
+  ASSERT_TRUE(fs::exists(adapter / "adapter_config.json"));
+  ASSERT_TRUE(fs::exists(adapter / "adapter_model.safetensors"));
+  EXPECT_TRUE(fs::exists(fs::path(out_dir) / "checkpoints" /
+                         "step-00000004.adapter" / "adapter_config.json"));
+  // Generation from the base plus the adapter, and from the merged folder
+  // (the nf4 base dequantized plus B·A; equality of the two on an fp32
+  // base is tested in tests/engine/adapter_test.cc).
+  const std::vector<std::string> prompt = {"--prompt",
+                                           "Say hi.",
+                                           "--chat-template",
+                                           "llama3",
+                                           "--max-new-tokens",
+                                           "5",
+                                           "-o",
+                                           "json"};
+  std::vector<std::string> with_adapter = {"generate", "--model", folder_,
+                                           "--adapter", adapter.string()};
+  with_adapter.insert(with_adapter.end(), prompt.begin(), prompt.end());
+  ASSERT_EQ(Run(with_adapter, &out, &err), 0) << err;
+  const nlohmann::json from_adapter = nlohmann::json::parse(out);
+  std::vector<std::string> merged = {"generate", "--model",
+                                     (fs::path(out_dir) / "hf").string()};
+  merged.insert(merged.end(), prompt.begin(), prompt.end());
+  EXPECT_GE(from_adapter["ids"].size(), 1u);
+  EXPECT_TRUE(from_adapter["text"].is_string());
+  ASSERT_EQ(Run(merged, &out, &err), 0) << err;
+  EXPECT_GE(nlohmann::json::parse(out)["ids"].size(), 1u);
+  // An adapter folder that is not one exits 2 naming the file.
+  EXPECT_EQ(Run({"generate", "--model", folder_, "--adapter",
+                 (dir_ / "nope").string(), "--prompt", "hi"},
+                &out, &err),
+            2);
+  EXPECT_THAT(err, HasSubstr("adapter_config.json"));
+}
+
 TEST_F(InstructionJobTest, ZeroStepsConvertsTheFolderToOutputDtype) {
   const std::string spec = Write("convert.yaml", R"(name: convert
 model: {pretrained: )" + folder_ + R"(}

@@ -5,6 +5,9 @@ usage: hf_reference.py make FOLDER --arch ARCH [--dtype float32|bfloat16|float16
                             [--seed S]
        hf_reference.py train FOLDER DATA.pt OUT.txt --precision fp32|bf16-mixed
                             --steps N --batch B --lr LR --eval-fraction F
+       hf_reference.py lora FOLDER DATA.pt ADAPTERS.safetensors OUT.txt
+                            --rank R --alpha A [--steps N ...]
+       hf_reference.py greedy FOLDER OUT.txt --prompt IDS [--new N]
 
 `make` writes what `save_pretrained` writes for a randomly initialised model:
 config.json and model.safetensors, or model-0000i-of-0000N.safetensors plus
@@ -20,6 +23,10 @@ in fp32, SwiGLU; GPT-2 with tanh GELU and tied head. Training mirrors the
 engine: batches walk the training split in order, AdamW(foreach=False) with
 weight decay 0.01 on >=2-D tensors, clip_grad_norm_(1.0). Writes one loss per
 line. No transformers package is needed or used.
+
+`lora` trains LoRA adapters (y += alpha/r * B A x, as PEFT's Linear
+computes it) on the frozen fp32 base, starting from the adapters the engine
+drew, with the same batches, optimizer and clipping over the adapters only.
 """
 import argparse
 import json
@@ -155,6 +162,12 @@ def make(a):
             cfg["eos_token_id"] = a.eos
         if a.max_positions:
             cfg["max_position_embeddings"] = a.max_positions
+        if a.hidden:
+            cfg["hidden_size"] = a.hidden
+        if a.intermediate:
+            cfg["intermediate_size"] = a.intermediate
+        if a.layers:
+            cfg["num_hidden_layers"] = a.layers
         tensors = llama_tensors(cfg, a.arch, g)
     cfg["torch_dtype"] = a.dtype
     dtype = DTYPES[a.dtype]
@@ -243,6 +256,24 @@ def attention(q, k, v):
     return torch.matmul(att, v)
 
 
+# LoRA adapters of a `lora` run: module name -> (A [r, in], B [out, r],
+# scale); empty for full fine-tuning. GPT-2's modules are named as
+# GPT2LMHeadModel's ("transformer.h.0.attn.c_attn").
+LORA = {}
+
+
+def lora_term(x, module):
+    if module not in LORA:
+        return 0
+    a, b, scale = LORA[module]
+    return F.linear(F.linear(x, a), b) * scale
+
+
+def linear(x, p, module):
+    return (F.linear(x, p[module + ".weight"], p.get(module + ".bias"))
+            + lora_term(x, module))
+
+
 def llama_forward(cfg, p, idx):
     c = cfg["hidden_size"]
     h, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads",
@@ -260,8 +291,7 @@ def llama_forward(cfg, p, idx):
         a = rms_norm(x, p[L + "input_layernorm.weight"], eps)
 
         def proj(name, n):
-            out = F.linear(a, p[L + f"self_attn.{name}.weight"],
-                           p.get(L + f"self_attn.{name}.bias"))
+            out = linear(a, p, L + f"self_attn.{name}")
             out = out.view(B, T, n, d)
             if L + f"self_attn.{name[0]}_norm.weight" in p:  # Qwen3
                 out = rms_norm(out, p[L + f"self_attn.{name[0]}_norm.weight"], eps)
@@ -274,12 +304,11 @@ def llama_forward(cfg, p, idx):
         k = k.repeat_interleave(h // kv, dim=1)
         v = v.repeat_interleave(h // kv, dim=1)
         y = attention(q, k, v).transpose(1, 2).reshape(B, T, h * d)
-        x = x + F.linear(y, p[L + "self_attn.o_proj.weight"],
-                         p.get(L + "self_attn.o_proj.bias"))
+        x = x + linear(y, p, L + "self_attn.o_proj")
         m = rms_norm(x, p[L + "post_attention_layernorm.weight"], eps)
-        gate = F.linear(m, p[L + "mlp.gate_proj.weight"])
-        up = F.linear(m, p[L + "mlp.up_proj.weight"])
-        x = x + F.linear(F.silu(gate) * up, p[L + "mlp.down_proj.weight"])
+        gate = linear(m, p, L + "mlp.gate_proj")
+        up = linear(m, p, L + "mlp.up_proj")
+        x = x + linear(F.silu(gate) * up, p, L + "mlp.down_proj")
     x = rms_norm(x, p["model.norm.weight"], eps)
     head = p.get("lm_head.weight", p["model.embed_tokens.weight"])
     return F.linear(x, head)
@@ -295,8 +324,9 @@ def gpt2_forward(cfg, p, idx):
         return F.layer_norm(x, (c,), p[name + ".weight"], p[name + ".bias"], eps)
 
     def conv1d(x, name):  # Conv1D: x @ W + b with W [in, out]
-        return torch.addmm(p[name + ".bias"], x.view(-1, x.size(-1)),
-                           p[name + ".weight"]).view(*x.shape[:-1], -1)
+        return (torch.addmm(p[name + ".bias"], x.view(-1, x.size(-1)),
+                            p[name + ".weight"]).view(*x.shape[:-1], -1)
+                + lora_term(x, "transformer." + name))
 
     for i in range(cfg["n_layer"]):
         L = f"h.{i}."
@@ -346,6 +376,46 @@ def train(a):
         f.write("\n".join(repr(v) for v in losses) + "\n")
 
 
+def lora(a):
+    """LoRA on a frozen fp32 base: only the adapters (read from the
+    engine's initial weights, `<module>.lora_A.weight`) train."""
+    torch.set_num_threads(1)
+    cfg, tensors = load_folder(a.folder)
+    gpt2 = cfg["architectures"][0] == "GPT2LMHeadModel"
+    base = {k: t.float() for k, t in tensors.items()}
+    init = safetensors_io.read(a.adapters)[0]
+    scale = a.alpha / a.rank
+    trainable = []
+    for key in sorted(init):
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key[: -len(".lora_A.weight")]
+        A = torch.nn.Parameter(init[key].float().clone())
+        B = torch.nn.Parameter(init[module + ".lora_B.weight"].float().clone())
+        LORA[module] = (A, B, scale)
+        trainable += [A, B]
+    forward = gpt2_forward if gpt2 else llama_forward
+    data = torch.load(a.data)
+    x, y = data["inputs"], data["targets"]
+    n_eval = max(1, round(x.size(0) * a.eval_fraction)) if a.eval_fraction > 0 else 0
+    n_train = x.size(0) - n_eval
+    opt = torch.optim.AdamW(trainable, lr=a.lr, betas=(0.9, 0.999), eps=1e-8,
+                            weight_decay=0.01, foreach=False)
+    losses = []
+    for step in range(a.steps):
+        rows = [(step * a.batch + r) % n_train for r in range(a.batch)]
+        logits = forward(cfg, base, x[rows]).float()
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                               y[rows].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    with open(a.out, "w") as f:
+        f.write("\n".join(repr(v) for v in losses) + "\n")
+
+
 def greedy(a):
     """Greedy continuation by full recompute (no cache), fp32."""
     torch.set_num_threads(1)
@@ -380,6 +450,11 @@ def main():
     m.add_argument("--vocab", type=int, default=0, help="llama family: vocab_size")
     m.add_argument("--eos", type=int, default=None, help="llama family: eos_token_id")
     m.add_argument("--max-positions", type=int, default=0)
+    m.add_argument("--hidden", type=int, default=0, help="llama family: hidden_size")
+    m.add_argument("--intermediate", type=int, default=0,
+                   help="llama family: intermediate_size")
+    m.add_argument("--layers", type=int, default=0,
+                   help="llama family: num_hidden_layers")
     t = sub.add_parser("train")
     t.add_argument("folder")
     t.add_argument("data")
@@ -389,13 +464,24 @@ def main():
     t.add_argument("--batch", type=int, default=4)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--eval-fraction", type=float, default=0.1)
+    lo = sub.add_parser("lora")
+    lo.add_argument("folder")
+    lo.add_argument("data")
+    lo.add_argument("adapters", help="safetensors of the initial adapters")
+    lo.add_argument("out")
+    lo.add_argument("--rank", type=int, required=True)
+    lo.add_argument("--alpha", type=float, required=True)
+    lo.add_argument("--steps", type=int, default=10)
+    lo.add_argument("--batch", type=int, default=4)
+    lo.add_argument("--lr", type=float, default=1e-3)
+    lo.add_argument("--eval-fraction", type=float, default=0.1)
     g = sub.add_parser("greedy")
     g.add_argument("folder")
     g.add_argument("out")
     g.add_argument("--prompt", required=True, help="comma-separated ids")
     g.add_argument("--new", type=int, default=12)
     a = p.parse_args()
-    {"make": make, "train": train, "greedy": greedy}[a.cmd](a)
+    {"make": make, "train": train, "lora": lora, "greedy": greedy}[a.cmd](a)
 
 
 if __name__ == "__main__":
