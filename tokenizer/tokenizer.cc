@@ -218,6 +218,24 @@ struct Tokenizer::Impl {
     return false;
   }
 
+  // A Sequence's steps: each element of j[key] given to `parse` with its
+  // name, field.key[i].
+  template <typename Parse>
+  bool ParseSequence(const Json& j, const std::string& key,
+                     const std::string& field, std::string* error,
+                     Parse parse) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_array()) {
+      return Fail(field + "." + key, "expected an array", error);
+    }
+    for (size_t i = 0; i < it->size(); ++i) {
+      if (!parse((*it)[i], field + "." + key + "[" + std::to_string(i) + "]")) {
+        return false;
+      }
+    }
+    return true;
+  }
+
   bool Normalize(std::string_view text, std::string* out,
                  std::string* error) const;
   void SplitOnAddedTokens(const AddedTokenMatcher& matcher,
@@ -379,18 +397,10 @@ bool Tokenizer::Impl::ParseNormalizer(const Json& j, const std::string& field,
     step.kind = NormalizerStep::Kind::kReplace;
     step.text = content->get<std::string>();
   } else if (*type == "Sequence") {
-    auto it = j.find("normalizers");
-    if (it == j.end() || !it->is_array()) {
-      return Fail(field + ".normalizers", "expected an array", error);
-    }
-    for (size_t i = 0; i < it->size(); ++i) {
-      if (!ParseNormalizer((*it)[i],
-                           field + ".normalizers[" + std::to_string(i) + "]",
-                           error)) {
-        return false;
-      }
-    }
-    return true;
+    return ParseSequence(j, "normalizers", field, error,
+                         [&](const Json& step, const std::string& name) {
+                           return ParseNormalizer(step, name, error);
+                         });
   } else {
     return Fail(field + ".type",
                 *type +
@@ -416,18 +426,10 @@ bool Tokenizer::Impl::ParsePreTokenizer(const Json& j, const std::string& field,
                 error);
   }
   if (*type == "Sequence") {
-    auto it = j.find("pretokenizers");
-    if (it == j.end() || !it->is_array()) {
-      return Fail(field + ".pretokenizers", "expected an array", error);
-    }
-    for (size_t i = 0; i < it->size(); ++i) {
-      if (!ParsePreTokenizer(
-              (*it)[i], field + ".pretokenizers[" + std::to_string(i) + "]",
-              error)) {
-        return false;
-      }
-    }
-    return true;
+    return ParseSequence(j, "pretokenizers", field, error,
+                         [&](const Json& step, const std::string& name) {
+                           return ParsePreTokenizer(step, name, error);
+                         });
   }
   if (*type == "ByteLevel") {
     bool use_regex = true;
@@ -813,18 +815,10 @@ bool Tokenizer::Impl::ParsePostProcessor(const Json& j,
   // ByteLevel only adjusts offsets, which are not computed here.
   if (*type == "ByteLevel") return true;
   if (*type == "Sequence") {
-    auto it = j.find("processors");
-    if (it == j.end() || !it->is_array()) {
-      return Fail(field + ".processors", "expected an array", error);
-    }
-    for (size_t i = 0; i < it->size(); ++i) {
-      if (!ParsePostProcessor((*it)[i],
-                              field + ".processors[" + std::to_string(i) + "]",
-                              error)) {
-        return false;
-      }
-    }
-    return true;
+    return ParseSequence(j, "processors", field, error,
+                         [&](const Json& step, const std::string& name) {
+                           return ParsePostProcessor(step, name, error);
+                         });
   }
   if (*type != "TemplateProcessing") {
     return Fail(field + ".type",
@@ -909,18 +903,10 @@ bool Tokenizer::Impl::ParseDecoder(const Json& j, const std::string& field,
   }
   DecoderStep step;
   if (*type == "Sequence") {
-    auto it = j.find("decoders");
-    if (it == j.end() || !it->is_array()) {
-      return Fail(field + ".decoders", "expected an array", error);
-    }
-    for (size_t i = 0; i < it->size(); ++i) {
-      if (!ParseDecoder((*it)[i],
-                        field + ".decoders[" + std::to_string(i) + "]",
-                        error)) {
-        return false;
-      }
-    }
-    return true;
+    return ParseSequence(j, "decoders", field, error,
+                         [&](const Json& step, const std::string& name) {
+                           return ParseDecoder(step, name, error);
+                         });
   } else if (*type == "ByteLevel") {
     step.kind = DecoderStep::Kind::kByteLevel;
   } else if (*type == "ByteFallback") {

@@ -21,9 +21,7 @@ per mode with --json.
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
@@ -31,35 +29,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", 
                                 "python"))
 from gpt_parity import Gpt  # noqa: E402
 
-
-def step_times(a, bf16, foreach, steps):
-    torch.manual_seed(1)
-    model = Gpt(a.vocab, max(a.seq, 256), a.embd, a.heads, a.layers)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, foreach=foreach)
-    times = []
-    for _ in range(steps + a.warmup):
-        x = torch.randint(0, a.vocab, (a.batch, a.seq))
-        y = torch.randint(0, a.vocab, (a.batch, a.seq))
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loss.item()
-        times.append(time.perf_counter() - t0)
-    return times[a.warmup:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pytorch_timing import median_step  # noqa: E402
 
 
 def run(a, bf16):
-    foreach = {"on": True, "off": False}.get(a.foreach)
-    if foreach is None:
-        # The faster AdamW on this machine, timed on a few steps.
-        short = max(2, a.steps // 3)
-        foreach = (statistics.median(step_times(a, bf16, True, short)) <
-                   statistics.median(step_times(a, bf16, False, short)))
-    return statistics.median(step_times(a, bf16, foreach, a.steps)), foreach
+    # The faster AdamW on this machine, timed on a few steps.
+    return median_step(
+        lambda: Gpt(a.vocab, max(a.seq, 256), a.embd, a.heads, a.layers),
+        a, bf16, short=max(2, a.steps // 3))
 
 
 def main():

@@ -20,14 +20,15 @@ import argparse
 import json
 import math
 import os
-import statistics
 import struct
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pytorch_timing import median_step  # noqa: E402
 
 
 def config(a):
@@ -156,35 +157,10 @@ def make(a):
     print(json.dumps({"parameters": n}))
 
 
-def step_times(a, bf16, foreach, steps):
-    torch.manual_seed(1)
-    model = Llama(config(a))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, foreach=foreach)
-    times = []
-    for _ in range(steps + a.warmup):
-        x = torch.randint(0, a.vocab, (a.batch, a.seq))
-        y = torch.randint(0, a.vocab, (a.batch, a.seq))
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loss.item()
-        times.append(time.perf_counter() - t0)
-    return times[a.warmup:]
-
-
 def timed(a):
     torch.set_num_threads(a.threads)
     bf16 = a.mode == "bf16-mixed"
-    foreach = {"on": True, "off": False}.get(a.foreach)
-    if foreach is None:
-        short = 2
-        foreach = (statistics.median(step_times(a, bf16, True, short)) <
-                   statistics.median(step_times(a, bf16, False, short)))
-    seconds = statistics.median(step_times(a, bf16, foreach, a.steps))
+    seconds, foreach = median_step(lambda: Llama(config(a)), a, bf16, short=2)
     print(json.dumps({"mode": a.mode, "step_seconds": seconds,
                       "adamw_foreach": foreach, "torch": torch.__version__}))
 

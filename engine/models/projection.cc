@@ -69,7 +69,9 @@ at::Tensor Project(const at::Tensor& x, const Projection& p) {
   const at::Tensor h = lora.dropout > 0 && at::GradMode::is_enabled()
                            ? at::dropout(x, lora.dropout, /*train=*/true)
                            : x;
-  return y + Linear(Linear(h, lora.a), lora.b) * lora.scale;
+  // The scale goes on the rank-wide middle, not on the layer-wide output:
+  // one elementwise pass over [tokens, rank] instead of [tokens, out].
+  return y + Linear(Linear(h, lora.a) * lora.scale, lora.b);
 }
 
 }  // namespace halftime::engine
