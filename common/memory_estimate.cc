@@ -144,6 +144,14 @@ double BaseBytesPerWeight(v1::BaseDtype base, bool double_quant, double c,
   }
 }
 
+// Bytes as an int64, saturating: a figure past 2^62 is no device's.
+int64_t Saturate(double bytes) {
+  constexpr double kMax = 4.6e18;
+  if (!(bytes > 0)) return 0;
+  return bytes >= kMax ? static_cast<int64_t>(kMax)
+                       : static_cast<int64_t>(bytes);
+}
+
 }  // namespace
 
 absl::StatusOr<v1::ModelShape> ModelShapeOf(const v1::JobSpec& spec,
@@ -364,16 +372,16 @@ v1::MemoryEstimate EstimateMemory(const v1::JobSpec& spec,
     workspace += (T * widest + static_cast<double>(m.largest)) * 4 * copies;
   }
 
-  e.set_weight_bytes(static_cast<int64_t>(weights));
-  e.set_gradient_bytes(static_cast<int64_t>(grads));
-  e.set_optimizer_state_bytes(static_cast<int64_t>(optimizer));
-  e.set_activation_bytes(static_cast<int64_t>(activations));
-  e.set_workspace_bytes(static_cast<int64_t>(workspace));
+  e.set_weight_bytes(Saturate(weights));
+  e.set_gradient_bytes(Saturate(grads));
+  e.set_optimizer_state_bytes(Saturate(optimizer));
+  e.set_activation_bytes(Saturate(activations));
+  e.set_workspace_bytes(Saturate(workspace));
   // The optimizer's fp32 temporaries for the largest tensor ride with the
   // gradients.
   const double grad_phase = grads + 3.0 * 4 * m.largest;
-  e.set_total_bytes(static_cast<int64_t>(
-      weights + optimizer + std::max(activations + workspace, grad_phase)));
+  e.set_total_bytes(Saturate(weights + optimizer +
+                             std::max(activations + workspace, grad_phase)));
   return e;
 }
 

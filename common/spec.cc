@@ -565,6 +565,7 @@ class Validator {
     ValidateData(spec);
     ValidateEvalAndOutput(spec);
     ValidateAdapter(spec);
+    ValidateShape(spec.model());
     ValidatePrecisionAndScaling(spec);
     ValidateOptimizer(spec.optimizer());
     if (!spec.has_steps()) {
@@ -895,6 +896,26 @@ class Validator {
                         : "all-linear is a target_modules value");
       }
     }
+  }
+
+  // model.shape, as `halftime submit` writes it or a user sets it: the
+  // memory estimate multiplies these, so each stays within what any model
+  // published has, and the estimate within int64.
+  void ValidateShape(const v1::ModelSpec& model) {
+    if (!model.has_shape()) return;
+    const v1::ModelShape& s = model.shape();
+    if (s.family() != "llama" && s.family() != "gpt2") {
+      sink_("model.shape.family", "must be llama or gpt2");
+    }
+    IntRange("model.shape.vocab_size", s.vocab_size(), 1, 10'000'000);
+    IntRange("model.shape.hidden_size", s.hidden_size(), 1, 1'000'000);
+    IntRange("model.shape.intermediate_size", s.intermediate_size(), 1,
+             10'000'000);
+    IntRange("model.shape.num_layers", s.num_layers(), 1, 10'000);
+    IntRange("model.shape.num_heads", s.num_heads(), 1, 10'000);
+    IntRange("model.shape.num_kv_heads", s.num_kv_heads(), 1, 10'000);
+    IntRange("model.shape.head_dim", s.head_dim(), 1, 100'000);
+    IntRange("model.shape.max_positions", s.max_positions(), 0, 100'000'000);
   }
 
   void ValidateAdapter(const v1::JobSpec& spec) {

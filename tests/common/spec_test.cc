@@ -331,6 +331,27 @@ steps: 10
               HasSubstr("output.merge: needs an adapter"));
 }
 
+TEST(SpecTest, ModelShapeIsBounded) {
+  v1::JobSpec spec = MustParse(R"(name: t
+model: {pretrained: models/qwen, shape: {family: llama, vocab_size: 151936,
+        hidden_size: 896, intermediate_size: 4864, num_layers: 24,
+        num_heads: 14, num_kv_heads: 2, head_dim: 64}}
+data: {kind: synthetic}
+steps: 10
+)");
+  EXPECT_EQ(spec.model().shape().hidden_size(), 896);
+  EXPECT_THAT(ErrorOf(R"(name: t
+model: {pretrained: models/qwen, shape: {family: bert, vocab_size: -1,
+        hidden_size: 999999999999, intermediate_size: 1, num_layers: 1,
+        num_heads: 1, num_kv_heads: 1, head_dim: 1}}
+data: {kind: synthetic}
+steps: 10
+)"),
+              testing::AllOf(HasSubstr("model.shape.family: must be llama"),
+                             HasSubstr("model.shape.vocab_size"),
+                             HasSubstr("model.shape.hidden_size")));
+}
+
 TEST(SpecTest, OverridesApplyBeforeValidation) {
   absl::StatusOr<v1::JobSpec> spec =
       ParseJobSpec(kMinimal, "t.yaml",

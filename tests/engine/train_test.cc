@@ -357,8 +357,10 @@ TEST(DeviceTest, ProbeReportsNativeBf16AndResolvesAuto) {
   EXPECT_EQ(caps.Emulates(Precision::kBf16Pure), !bf16_flags);
   EXPECT_FALSE(caps.Emulates(Precision::kFp32));
   // bf16 always has a rate: native, or that of the emulated GEMM, which
-  // runs near fp32's (far above the ~4 GFLOP/s of libtorch's naive loops).
-  EXPECT_GT(caps.bf16_flops, bf16_flags ? 0 : caps.fp32_flops / 4);
+  // runs near fp32's (far above the ~4 GFLOP/s of libtorch's naive loops,
+  // 1/25 of fp32's). A tenth leaves room for the probe's noise when other
+  // tests share the cores (measured 0.65x under the suite's load).
+  EXPECT_GT(caps.bf16_flops, bf16_flags ? 0 : caps.fp32_flops / 10);
   Precision resolved;
   bool emulated = true;
   ASSERT_TRUE(
