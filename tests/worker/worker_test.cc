@@ -656,6 +656,41 @@ TEST_F(WorkerTest, SavingsAreMeasuredAgainstTheProbesSteadySteps) {
                   {std::string("precision=fp32"), std::string("steps=150")}));
 }
 
+TEST_F(WorkerTest, AnAdapterJobsProbeTrainsTheSameAdapterOnAnFp32Base) {
+  launcher_->probe_script = [](FakeTrainer& t) {
+    for (int step = 1; step <= 150; ++step) {
+      if (!t.EmitStep(step, 0.2, 500)) return ExitInfo{};
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return ExitInfo{0, 0, false};
+  };
+  launcher_->job_script = [](FakeTrainer& t) {
+    for (int step = 1; step <= 6; ++step) t.EmitStep(step, 0.25, 400);
+    t.Emit({{events::kKind, events::kDone}, {events::kStatus, "OK"}});
+    return ExitInfo{0, 0, false};
+  };
+  StartWorker(Options());
+  ASSERT_TRUE(Registered());
+  // An fp32 LoRA job on an nf4 base still has a baseline to save against.
+  v1::SchedulerMessage assign = Assign("j1", 1, v1::PRECISION_FP32);
+  v1::AdapterSpec* adapter =
+      assign.mutable_assignment()->mutable_spec()->mutable_adapter();
+  adapter->set_kind(v1::ADAPTER_KIND_LORA);
+  adapter->set_base_dtype(v1::BASE_DTYPE_NF4);
+  scheduler_.Deliver(assign);
+  const auto result = ResultOf("j1", 1);
+  ASSERT_TRUE(result.has_value());
+  ASSERT_EQ(result->outcome(), v1::JOB_OUTCOME_SUCCEEDED) << result->reason();
+  ASSERT_TRUE(result->has_savings());
+  ASSERT_EQ(launcher_->probes().size(), 1u);
+  auto probe = launcher_->probes()[0];
+  std::lock_guard<std::mutex> lock(probe->mu);
+  EXPECT_THAT(
+      probe->options.args,
+      ::testing::IsSupersetOf({std::string("precision=fp32"),
+                               std::string("adapter.base_dtype=fp32")}));
+}
+
 TEST_F(WorkerTest, ACancelDuringTheProbeEndsTheAttemptBeforeItsTrainer) {
   launcher_->probe_script = [](FakeTrainer& t) {
     t.EmitStep(1, 0.2, 500);
