@@ -56,13 +56,20 @@ const std::array<float, 16>& Nf4CodeBook() {
   return kCodes;
 }
 
-std::shared_ptr<FrozenWeight> FrozenWeight::Dense(
-    const at::Tensor& weight, at::ScalarType compute_dtype) {
+std::shared_ptr<FrozenWeight> FrozenWeight::Make(FrozenStorage storage,
+                                                 const at::Tensor& weight,
+                                                 at::ScalarType compute_dtype) {
   std::shared_ptr<FrozenWeight> w(new FrozenWeight);
-  w->storage_ = FrozenStorage::kDense;
+  w->storage_ = storage;
   w->compute_dtype_ = compute_dtype;
   w->rows_ = weight.size(0);
   w->cols_ = weight.size(1);
+  return w;
+}
+
+std::shared_ptr<FrozenWeight> FrozenWeight::Dense(
+    const at::Tensor& weight, at::ScalarType compute_dtype) {
+  auto w = Make(FrozenStorage::kDense, weight, compute_dtype);
   w->data_ = weight.detach();
   return w;
 }
@@ -70,11 +77,7 @@ std::shared_ptr<FrozenWeight> FrozenWeight::Dense(
 std::shared_ptr<FrozenWeight> FrozenWeight::Nf4(const at::Tensor& weight,
                                                 bool double_quant,
                                                 at::ScalarType compute_dtype) {
-  std::shared_ptr<FrozenWeight> w(new FrozenWeight);
-  w->storage_ = FrozenStorage::kNf4;
-  w->compute_dtype_ = compute_dtype;
-  w->rows_ = weight.size(0);
-  w->cols_ = weight.size(1);
+  auto w = Make(FrozenStorage::kNf4, weight, compute_dtype);
   const at::Tensor flat = weight.detach().to(at::kFloat).reshape({-1});
   const int64_t n = flat.numel();
   const int64_t blocks = (n + kNf4BlockSize - 1) / kNf4BlockSize;
@@ -116,11 +119,7 @@ std::shared_ptr<FrozenWeight> FrozenWeight::Nf4(const at::Tensor& weight,
 
 std::shared_ptr<FrozenWeight> FrozenWeight::Int8(const at::Tensor& weight,
                                                  at::ScalarType compute_dtype) {
-  std::shared_ptr<FrozenWeight> w(new FrozenWeight);
-  w->storage_ = FrozenStorage::kInt8;
-  w->compute_dtype_ = compute_dtype;
-  w->rows_ = weight.size(0);
-  w->cols_ = weight.size(1);
+  auto w = Make(FrozenStorage::kInt8, weight, compute_dtype);
   const at::Tensor w32 = weight.detach().to(at::kFloat);
   w->scales_ = std::get<0>(w32.abs().max(1, /*keepdim=*/true)) / 127;
   w->data_ = SafeDivide(w32, w->scales_).round().clamp(-127, 127).to(at::kChar);

@@ -79,6 +79,10 @@ class FrozenWeight {
 
  private:
   FrozenWeight() = default;
+  // An empty weight of `weight`'s shape with the given storage.
+  static std::shared_ptr<FrozenWeight> Make(FrozenStorage storage,
+                                            const at::Tensor& weight,
+                                            at::ScalarType compute_dtype);
 
   FrozenStorage storage_ = FrozenStorage::kDense;
   at::ScalarType compute_dtype_ = at::kFloat;
