@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/enum_names.h"
 #include "engine/hf/model_config.h"
+#include "engine/hf/peft_config.h"
 #include "rules/models.h"
 #include "rules/precision.h"
 
@@ -68,11 +69,6 @@ Model Describe(const v1::ModelShape& s) {
   return m;
 }
 
-bool IsAllLinear(const v1::AdapterSpec& a) {
-  return a.target_modules_size() == 1 &&
-         absl::EqualsIgnoreCase(a.target_modules(0), "all-linear");
-}
-
 // PEFT's rule, applied to a projection kind: the target is its name's last
 // part(s) after a dot, or a full module name ending in it (counted for
 // every layer: an estimate errs high).
@@ -99,7 +95,8 @@ AdapterPlan PlanAdapter(const v1::AdapterSpec& a, const Model& m) {
     targets = m.gpt2 ? std::vector<std::string>{"c_attn"}
                      : std::vector<std::string>{"q_proj", "v_proj"};
   }
-  const bool all = IsAllLinear(a);
+  const bool all = engine::hf::IsAllLinear(
+      {a.target_modules().begin(), a.target_modules().end()});
   const int64_t L = m.shape.num_layers();
   const int64_t VC = m.shape.vocab_size() * m.shape.hidden_size();
   for (const std::string& save : a.modules_to_save()) {

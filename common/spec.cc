@@ -26,6 +26,7 @@
 #include "base/utf8.h"
 #include "common/enum_names.h"
 #include "common/proto_json.h"
+#include "engine/hf/peft_config.h"
 #include "rules/models.h"
 #include "rules/precision.h"
 
@@ -889,7 +890,8 @@ class Validator {
           });
       if (!plain) {
         sink_(item, absl::StrCat("is not a module name: ", Quote(n)));
-      } else if (n == "all-linear" && (!allow_all_linear || names.size() > 1)) {
+      } else if (n == engine::hf::kAllLinear &&
+                 (!allow_all_linear || names.size() > 1)) {
         sink_(item, allow_all_linear
                         ? "all-linear stands alone: it already names every "
                           "linear layer"

@@ -3,7 +3,6 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -23,7 +22,6 @@ TrainStatus Invalid(const std::string& msg) {
 }
 
 constexpr const char* kPeftPrefix = "base_model.model.";
-constexpr const char* kAllLinear = "all-linear";
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
@@ -44,14 +42,6 @@ std::string ModuleOf(const std::string& param) {
 std::string LastPart(const std::string& module) {
   const size_t dot = module.rfind('.');
   return dot == std::string::npos ? module : module.substr(dot + 1);
-}
-
-bool IsAllLinear(const std::vector<std::string>& targets) {
-  if (targets.size() != 1) return false;
-  std::string t = targets[0];
-  std::transform(t.begin(), t.end(), t.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
-  return t == kAllLinear;
 }
 
 const char* DtypeName(at::ScalarType t) {
@@ -93,11 +83,12 @@ std::string HashTensors(const NamedTensors& tensors) {
   return hex;
 }
 
-// The storage dtype of a dense base, or kUndefined for nf4/int8.
-at::ScalarType DenseDtype(BaseDtype d, at::ScalarType compute) {
+}  // namespace
+
+at::ScalarType BaseStorageDtype(BaseDtype d, at::ScalarType compute_dtype) {
   switch (d) {
     case BaseDtype::kDefault:
-      return compute;
+      return compute_dtype;
     case BaseDtype::kFp32:
       return at::kFloat;
     case BaseDtype::kBf16:
@@ -110,8 +101,6 @@ at::ScalarType DenseDtype(BaseDtype d, at::ScalarType compute) {
   }
   return at::ScalarType::Undefined;
 }
-
-}  // namespace
 
 TrainStatus AdaptedModel::Wrap(const AdapterOptions& options,
                                at::ScalarType compute_dtype,
@@ -169,7 +158,7 @@ TrainStatus AdaptedModel::Build() {
   std::vector<std::string> targets = o.target_modules.empty()
                                          ? base_->DefaultAdapterTargets()
                                          : o.target_modules;
-  const bool all_linear = IsAllLinear(targets);
+  const bool all_linear = hf::IsAllLinear(targets);
   std::vector<bool> chosen(layers.size(), all_linear);
   if (!all_linear) {
     for (const std::string& t : targets) {
@@ -185,7 +174,7 @@ TrainStatus AdaptedModel::Build() {
           list += (list.empty() ? "" : ", ") + n;
         return Invalid("adapter.target_modules: '" + t +
                        "' matches no linear layer of this model (its layers: " +
-                       list + ", or all-linear)");
+                       list + ", or " + hf::kAllLinear + ")");
       }
     }
   }
@@ -201,7 +190,7 @@ TrainStatus AdaptedModel::Build() {
     transposed[t.param_name] = t.transposed;
   }
   for (auto& [name, t] : base_params) t.requires_grad_(false);
-  const at::ScalarType dense = DenseDtype(o.base_dtype, compute_dtype_);
+  const at::ScalarType dense = BaseStorageDtype(o.base_dtype, compute_dtype_);
   std::set<std::string> handled;
   double error_sum = 0.0;
   int quantized = 0;
@@ -363,30 +352,13 @@ TrainStatus AdaptedModel::WritePeft(const std::string& dir,
   for (const Adapted& a : adapted_) config.fan_in_fan_out |= a.transposed;
   config.base_model_name_or_path = base_path;
 
-  const fs::path target(dir);
-  const fs::path staging = target.string() + ".tmp";
-  std::error_code ec;
-  fs::remove_all(staging, ec);
-  fs::create_directories(staging, ec);
-  if (ec) {
-    return TrainStatus::Error(
-        TrainStatus::kTrainingFailed,
-        "cannot create " + staging.string() + ": " + ec.message());
-  }
-  TrainStatus st = WriteSafetensors((staging / hf::kPeftWeightsFile).string(),
-                                    tensors, {{"format", "pt"}});
-  if (!st.ok()) return st;
-  st = WriteFileAtomically((staging / hf::kPeftConfigFile).string(),
-                           hf::FormatPeftConfig(config));
-  if (!st.ok()) return st;
-  fs::remove_all(target, ec);
-  fs::rename(staging, target, ec);
-  if (ec) {
-    return TrainStatus::Error(
-        TrainStatus::kTrainingFailed,
-        "cannot write " + target.string() + ": " + ec.message());
-  }
-  return TrainStatus::Ok();
+  return WriteFolderAtomically(dir, [&](const fs::path& staging) {
+    TrainStatus st = WriteSafetensors((staging / hf::kPeftWeightsFile).string(),
+                                      tensors, {{"format", "pt"}});
+    if (!st.ok()) return st;
+    return WriteFileAtomically((staging / hf::kPeftConfigFile).string(),
+                               hf::FormatPeftConfig(config));
+  });
 }
 
 TrainStatus AdaptedModel::LoadPeft(const std::string& dir,

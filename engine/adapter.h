@@ -39,6 +39,11 @@
 
 namespace halftime::engine {
 
+// The dtype a float `base_dtype` stores the base's linear weights in
+// (kDefault: `compute_dtype`); Undefined for the quantized ones (nf4, int8).
+at::ScalarType BaseStorageDtype(BaseDtype base_dtype,
+                                at::ScalarType compute_dtype);
+
 class AdaptedModel : public TrainModel {
  public:
   // Freezes `base` and adds adapters as `options` says; trainable

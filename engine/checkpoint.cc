@@ -50,6 +50,29 @@ TrainStatus FromDict(const c10::IValue& v, const std::string& what,
 
 }  // namespace
 
+TrainStatus WriteFolderAtomically(
+    const std::string& dir,
+    const std::function<TrainStatus(const std::filesystem::path& staging)>&
+        fill) {
+  namespace fs = std::filesystem;
+  const fs::path target(dir);
+  const fs::path staging = target.string() + ".tmp";
+  std::error_code ec;
+  fs::remove_all(staging, ec);
+  if (!fs::create_directories(staging, ec) && ec) {
+    return Failed("cannot create " + staging.string() + ": " + ec.message());
+  }
+  TrainStatus st = fill(staging);
+  if (!st.ok()) return st;
+  fs::remove_all(target, ec);
+  fs::rename(staging, target, ec);
+  if (ec) {
+    return Failed("cannot move " + staging.string() + " to " + target.string() +
+                  ": " + ec.message());
+  }
+  return TrainStatus::Ok();
+}
+
 TrainStatus WriteFileAtomically(const std::string& path,
                                 const std::string& contents) {
   const std::string tmp = path + ".tmp";

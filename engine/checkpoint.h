@@ -21,6 +21,8 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -70,6 +72,15 @@ TrainStatus ReadWeights(const std::string& path, NamedTensors* out);
 // Writes `contents` to `path` atomically.
 TrainStatus WriteFileAtomically(const std::string& path,
                                 const std::string& contents);
+
+// Builds the folder `dir` beside it (DIR.tmp, handed to `fill`) and renames
+// it into place, replacing an older one, so a reader never sees half a
+// folder. kTrainingFailed naming the path when the folder cannot be made or
+// moved; `fill`'s error as it is.
+TrainStatus WriteFolderAtomically(
+    const std::string& dir,
+    const std::function<TrainStatus(const std::filesystem::path& staging)>&
+        fill);
 
 }  // namespace halftime::engine
 

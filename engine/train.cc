@@ -135,35 +135,40 @@ TrainStatus ApplyInitFrom(const std::string& path, TrainModel& model) {
   return TrainStatus::Ok();
 }
 
+// The dtype the safetensors of Hugging Face folder `dir` store weights in.
+TrainStatus FolderDtype(const std::string& dir, at::ScalarType* out) {
+  std::unique_ptr<hf::PretrainedFolder> folder;
+  TrainStatus st = hf::PretrainedFolder::Open(dir, &folder);
+  if (!st.ok()) return st;
+  *out = hf::SafetensorsFile::ScalarTypeOf(folder->StoredDType());
+  return TrainStatus::Ok();
+}
+
+// output.dtype as a tensor dtype; kSource gives `source`.
+at::ScalarType ExportScalarType(ExportDtype d, at::ScalarType source) {
+  switch (d) {
+    case ExportDtype::kSource:
+      return source;
+    case ExportDtype::kFp32:
+      return at::kFloat;
+    case ExportDtype::kBf16:
+      return at::kBFloat16;
+    case ExportDtype::kFp16:
+      return at::kHalf;
+  }
+  return source;
+}
+
 // The dtype an adapter job reads its base in: the storage dtype of a
 // float base (so it is never widened), and for a quantized one the
 // pretrained files' own dtype (quantized from exactly what was stored).
 TrainStatus BaseLoadDtype(const TrainOptions& o, at::ScalarType compute_dtype,
                           at::ScalarType* out) {
-  switch (o.adapter.base_dtype) {
-    case BaseDtype::kDefault:
-      *out = compute_dtype;
-      return TrainStatus::Ok();
-    case BaseDtype::kFp32:
-      *out = at::kFloat;
-      return TrainStatus::Ok();
-    case BaseDtype::kBf16:
-      *out = at::kBFloat16;
-      return TrainStatus::Ok();
-    case BaseDtype::kFp16:
-      *out = at::kHalf;
-      return TrainStatus::Ok();
-    case BaseDtype::kNf4:
-    case BaseDtype::kInt8:
-      break;
-  }
+  *out = BaseStorageDtype(o.adapter.base_dtype, compute_dtype);
+  if (*out != at::ScalarType::Undefined) return TrainStatus::Ok();
   *out = at::kFloat;
   if (o.model.pretrained.empty()) return TrainStatus::Ok();
-  std::unique_ptr<hf::PretrainedFolder> folder;
-  TrainStatus st = hf::PretrainedFolder::Open(o.model.pretrained, &folder);
-  if (!st.ok()) return st;
-  *out = hf::SafetensorsFile::ScalarTypeOf(folder->StoredDType());
-  return TrainStatus::Ok();
+  return FolderDtype(o.model.pretrained, out);
 }
 
 // Builds data and model (fp32, initialized) and resolves the precision.
@@ -782,40 +787,24 @@ TrainStatus Loop::WriteOutputs(TrainSummary* sum) {
 TrainStatus Loop::ExportHf(const std::string& dir) {
   // The source folder's layout, in output.dtype or the dtype its weights
   // were stored in.
-  at::ScalarType dtype = at::kFloat;
-  switch (o_.output.dtype) {
-    case ExportDtype::kSource: {
-      std::unique_ptr<hf::PretrainedFolder> source;
-      TrainStatus st = hf::PretrainedFolder::Open(o_.model.pretrained, &source);
-      if (!st.ok()) return st;
-      dtype = hf::SafetensorsFile::ScalarTypeOf(source->StoredDType());
-      break;
-    }
-    case ExportDtype::kFp32:
-      dtype = at::kFloat;
-      break;
-    case ExportDtype::kBf16:
-      dtype = at::kBFloat16;
-      break;
-    case ExportDtype::kFp16:
-      dtype = at::kHalf;
-      break;
+  at::ScalarType source = at::kFloat;
+  if (o_.output.dtype == ExportDtype::kSource) {
+    TrainStatus st = FolderDtype(o_.model.pretrained, &source);
+    if (!st.ok()) return st;
   }
   const NamedTensors weights =
       s_.adapted != nullptr ? s_.adapted->MergedWeights(opt_->Fp32Weights())
                             : opt_->Fp32Weights();
   return hf::ExportFolder(o_.model.pretrained, s_.model->HfLayout(), weights,
-                          dtype, dir);
+                          ExportScalarType(o_.output.dtype, source), dir);
 }
 
 TrainStatus Loop::ExportAdapter(const std::string& dir) {
   // Adapters are trained in fp32 masters; output.dtype may narrow them.
-  at::ScalarType dtype = at::kFloat;
-  if (o_.output.dtype == ExportDtype::kBf16) dtype = at::kBFloat16;
-  if (o_.output.dtype == ExportDtype::kFp16) dtype = at::kHalf;
   const std::string base =
       !o_.model.pretrained.empty() ? o_.model.pretrained : o_.model.builtin;
-  return s_.adapted->WritePeft(dir, base, opt_->Fp32Weights(), dtype);
+  return s_.adapted->WritePeft(dir, base, opt_->Fp32Weights(),
+                               ExportScalarType(o_.output.dtype, at::kFloat));
 }
 
 template <typename Fn>

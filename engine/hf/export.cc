@@ -68,28 +68,22 @@ TrainStatus ExportFolder(const std::string& source_dir,
     total_bytes += bytes;
   }
 
-  const fs::path target(dir);
-  const fs::path staging = target.string() + ".tmp";
-  std::error_code ec;
-  fs::remove_all(staging, ec);
-  if (!fs::create_directories(staging, ec) && ec) {
-    return Failed("cannot create " + staging.string() + ": " + ec.message());
-  }
-  for (const std::string& name : CompanionFiles()) {
-    const fs::path from = fs::path(source_dir) / name;
-    if (!fs::exists(from, ec)) continue;
-    fs::copy_file(from, staging / name, ec);
-    if (ec) {
-      return Failed("cannot copy " + from.string() + " to " + staging.string() +
-                    ": " + ec.message());
+  return WriteFolderAtomically(dir, [&](const fs::path& staging) {
+    std::error_code ec;
+    for (const std::string& name : CompanionFiles()) {
+      const fs::path from = fs::path(source_dir) / name;
+      if (!fs::exists(from, ec)) continue;
+      fs::copy_file(from, staging / name, ec);
+      if (ec) {
+        return Failed("cannot copy " + from.string() + " to " +
+                      staging.string() + ": " + ec.message());
+      }
     }
-  }
-  const std::map<std::string, std::string> metadata = {{"format", "pt"}};
-  if (shards.size() == 1) {
-    TrainStatus st = WriteSafetensors((staging / "model.safetensors").string(),
-                                      shards[0], metadata);
-    if (!st.ok()) return st;
-  } else {
+    const std::map<std::string, std::string> metadata = {{"format", "pt"}};
+    if (shards.size() == 1) {
+      return WriteSafetensors((staging / "model.safetensors").string(),
+                              shards[0], metadata);
+    }
     std::vector<std::pair<std::string, std::string>> weight_map;
     for (size_t i = 0; i < shards.size(); ++i) {
       const std::string file = ShardName(i, shards.size());
@@ -100,18 +94,10 @@ TrainStatus ExportFolder(const std::string& source_dir,
         weight_map.emplace_back(name, file);
       }
     }
-    TrainStatus st = WriteFileAtomically(
+    return WriteFileAtomically(
         (staging / "model.safetensors.index.json").string(),
         SafetensorsIndexJson(weight_map, total_bytes) + "\n");
-    if (!st.ok()) return st;
-  }
-  fs::remove_all(target, ec);
-  fs::rename(staging, target, ec);
-  if (ec) {
-    return Failed("cannot move " + staging.string() + " to " + target.string() +
-                  ": " + ec.message());
-  }
-  return TrainStatus::Ok();
+  });
 }
 
 }  // namespace halftime::engine::hf

@@ -5,17 +5,14 @@
 #include <nlohmann/json.hpp>
 
 namespace halftime::engine::hf {
-namespace {
-
-bool IsAllLinear(const std::string& s) {
+bool IsAllLinear(const std::vector<std::string>& targets) {
+  if (targets.size() != 1) return false;
   std::string lower;
-  for (char c : s) {
+  for (char c : targets[0]) {
     lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
-  return lower == "all-linear";
+  return lower == kAllLinear;
 }
-
-}  // namespace
 
 bool ParsePeftConfig(std::string_view text, const std::string& path,
                      PeftConfig* out, std::string* error) {
@@ -72,12 +69,12 @@ bool ParsePeftConfig(std::string_view text, const std::string& path,
     auto it = j.find(field);
     if (it == j.end() || it->is_null()) return true;
     if (it->is_string()) {
-      if (!IsAllLinear(it->get<std::string>())) {
+      if (!IsAllLinear({it->get<std::string>()})) {
         return bad(field,
                    "is a regular expression; only a list of module names or "
                    "\"all-linear\" is supported");
       }
-      list->push_back("all-linear");
+      list->push_back(kAllLinear);
       return true;
     }
     if (!it->is_array()) return bad(field, "must be a list of module names");

@@ -17,6 +17,12 @@ namespace halftime::engine::hf {
 inline constexpr const char* kPeftConfigFile = "adapter_config.json";
 inline constexpr const char* kPeftWeightsFile = "adapter_model.safetensors";
 
+// PEFT's target_modules value for every linear layer but the output head.
+inline constexpr const char* kAllLinear = "all-linear";
+
+// Whether `targets` is all-linear alone (in any case, as PEFT reads it).
+bool IsAllLinear(const std::vector<std::string>& targets);
+
 struct PeftConfig {
   // PEFT's defaults for a config that omits them.
   int rank = 8;
